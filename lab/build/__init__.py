@@ -1,0 +1,1 @@
+"""Inputs -> cached artifacts: kernels, initramfs images, hibernation disks."""

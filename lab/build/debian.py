@@ -1,0 +1,359 @@
+"""Debian packages from the archive without changing the machine's apt or dpkg configuration.
+
+apt reads a private sources list and keeps its lists and caches in a private directory under
+the kjlab cache (`apt/<suite>-<arch>/`); `-o APT::Architecture=...` selects the foreign
+architecture without `dpkg --add-architecture`. Downloaded .debs are kept in
+`debs/<arch>/` under the cache, verified by SHA256, and never downloaded twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..cache import cache_root
+from ..errors import BuildError, CommandFailed
+from ..proc import run
+
+log = logging.getLogger(__name__)
+
+HOST_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
+FALLBACK_URI = "http://deb.debian.org/debian"
+LISTS_MAX_AGE = 24 * 3600  # refresh the lists at most once a day
+PARTIAL_MAX_AGE = 3600  # ... or once an hour when an optional index (security) failed
+UPDATE_ATTEMPTS = 3
+UPDATE_BACKOFF = (5.0, 15.0)  # seconds between attempts: the archive may be mid-sync
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    """One package version as the apt lists describe it (the candidate, or a pinned one)."""
+
+    name: str
+    version: str
+    architecture: str  # the .deb's own: the requested arch or "all"
+    filename: str  # path in the pool
+    size: int
+    sha256: str
+    depends: tuple[str, ...]  # Pre-Depends + Depends, see parse_depends
+
+    @property
+    def deb_name(self) -> str:
+        """The file name `apt-get download` gives it (the epoch colon is quoted)."""
+        return f"{self.name}_{self.version.replace(':', '%3a')}_{self.architecture}.deb"
+
+
+# -- sources and apt options --------------------------------------------------------------
+
+
+def _deb822_stanzas(text: str) -> list[dict[str, str]]:
+    stanzas: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    key = ""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        if not line.strip():
+            if current:
+                stanzas.append(current)
+            current, key = {}, ""
+        elif line[0].isspace() and key:
+            current[key] += "\n" + line.strip()
+        elif ":" in line:
+            key, _, value = line.partition(":")
+            key = key.strip()
+            current[key] = value.strip()
+    if current:
+        stanzas.append(current)
+    return stanzas
+
+
+def sources_lines(suite: str, host_sources: Path = HOST_SOURCES) -> list[str]:
+    """One-line sources for `suite` (+ `suite`-security when the host lists it).
+
+    The URIs come from the host's deb822 sources so that the same mirror (or proxy) is
+    used. `-updates` is left out on purpose: the lab wants the suite plus security fixes,
+    nothing else.
+    """
+    stanzas = []
+    if host_sources.is_file():
+        stanzas = [s for s in _deb822_stanzas(host_sources.read_text()) if "deb" in s.get("Types", "").split()]
+    else:
+        log.warning("%s missing; using %s", host_sources, FALLBACK_URI)
+
+    def line(stanza: dict[str, str] | None, uri: str, name: str) -> str:
+        signed = (stanza or {}).get("Signed-By", "")
+        # an inline key block cannot go into a one-line source; apt then uses its keyrings
+        opts = f"[signed-by={signed}] " if signed.startswith("/") and "\n" not in signed else ""
+        components = (stanza or {}).get("Components", "main")
+        return f"deb {opts}{uri} {name} {components}"
+
+    def uri_of(stanza: dict[str, str]) -> str:
+        return stanza["URIs"].split()[0]
+
+    main = next((s for s in stanzas if suite in s.get("Suites", "").split()), None)
+    if main is None:  # another suite: reuse the URI of the host's own main suite
+        main = next((s for s in stanzas if any("-" not in x for x in s.get("Suites", "").split())), None)
+    lines = [line(main, uri_of(main) if main else FALLBACK_URI, suite)]
+    security = next((s for s in stanzas if f"{suite}-security" in s.get("Suites", "").split()), None)
+    if security is not None:
+        lines.append(line(security, uri_of(security), f"{suite}-security"))
+    return lines
+
+
+def apt_dir(suite: str, arch: str) -> Path:
+    return cache_root() / "apt" / f"{suite}-{arch}"
+
+
+def apt_options(suite: str, arch: str) -> list[str]:
+    """The -o options that point apt at the private state of (suite, arch)."""
+    base = apt_dir(suite, arch)
+    opts = {
+        "APT::Architecture": arch,
+        "APT::Architectures": arch,
+        "Dir::State::Lists": f"{base}/lists",
+        # the host's dpkg status lists amd64 packages; an empty one keeps it out of the picture
+        "Dir::State::status": f"{base}/status",
+        "Dir::Etc::SourceList": f"{base}/sources.list",
+        "Dir::Etc::SourceParts": "/dev/null",
+        "Dir::Cache": f"{base}/cache",
+        # the docker image disables the binary caches; ours are private, keep them (fast apt-cache)
+        "Dir::Cache::pkgcache": "pkgcache.bin",
+        "Dir::Cache::srcpkgcache": "srcpkgcache.bin",
+        "APT::Sandbox::User": "root",  # the _apt user cannot write into our cache
+    }
+    return [arg for k, v in opts.items() for arg in ("-o", f"{k}={v}")]
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# -- update -------------------------------------------------------------------------------
+
+
+def ensure_lists(suite: str, arch: str, log_path: Path | None = None, force: bool = False) -> None:
+    """Make the private apt lists of (suite, arch) present and at most a day old."""
+    base = apt_dir(suite, arch)
+    (base / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    (base / "cache").mkdir(parents=True, exist_ok=True)
+    (base / "status").touch()
+    sources = "\n".join(sources_lines(suite)) + "\n"
+    with _locked(base / "lock"):
+        stamp = base / "updated"
+        src_file = base / "sources.list"
+        same_sources = src_file.is_file() and src_file.read_text() == sources
+        if not force and same_sources and stamp.is_file():
+            max_age = LISTS_MAX_AGE if stamp.read_text().strip() == "ok" else PARTIAL_MAX_AGE
+            if time.time() - stamp.stat().st_mtime < max_age:
+                return
+        src_file.write_text(sources)
+        stamp.unlink(missing_ok=True)
+        stamp.write_text(_update(suite, arch, log_path) + "\n")
+
+
+def _update(suite: str, arch: str, log_path: Path | None) -> str:
+    """Run `apt-get update` with retries; return "ok" or "partial" (optional index missing)."""
+    argv = ["apt-get", *apt_options(suite, arch), "update"]
+    failed: list[str] = []
+    for attempt in range(1, UPDATE_ATTEMPTS + 1):
+        errors: list[str] = []
+
+        def on_line(line: str) -> None:
+            if line.startswith(("Err:", "E: ", "W: ")):
+                errors.append(line)
+            elif errors and errors[-1].startswith("Err:") and line.startswith("  ") and "|" not in errors[-1]:
+                errors[-1] += " | " + line.strip()  # the reason, e.g. "File has unexpected size"
+
+        try:
+            run(argv, log_path=log_path, on_line=on_line, tail_lines=60)
+            log.info("apt lists for %s/%s updated", suite, arch)
+            return "ok"
+        except CommandFailed as exc:
+            failed = [e for e in errors if e.startswith("Err:")] or errors or [exc.log_tail]
+            log.warning("apt-get update %s/%s, attempt %d/%d failed: %s", suite, arch, attempt,
+                        UPDATE_ATTEMPTS, "; ".join(failed))
+            if attempt < UPDATE_ATTEMPTS:
+                time.sleep(UPDATE_BACKOFF[min(attempt - 1, len(UPDATE_BACKOFF) - 1)])
+    # The archive is sometimes inconsistent for hours ("File has unexpected size ... Mirror
+    # sync in progress?"), often for the small security index. Without the main suite's index
+    # nothing can be done; without the security one, the versions used are still recorded.
+    if _has_index(suite, arch):
+        log.warning("apt lists for %s/%s are incomplete (%s); continuing with what is there "
+                    "(package versions are recorded in the provenance)", suite, arch, "; ".join(failed))
+        return "partial"
+    raise BuildError(f"apt-get update for {suite}/{arch} failed {UPDATE_ATTEMPTS} times:\n  " + "\n  ".join(failed))
+
+
+def _has_index(suite: str, arch: str) -> bool:
+    lists = apt_dir(suite, arch) / "lists"
+    return any(lists.glob(f"*_dists_{suite}_*_binary-{arch}_Packages*"))
+
+
+# -- metadata -----------------------------------------------------------------------------
+
+
+def parse_depends(field: str) -> list[str]:
+    """Names from a Depends-like field: first alternative, no version, no :any/:arch."""
+    names = []
+    for clause in field.split(","):
+        first = clause.split("|")[0].strip()
+        if first:
+            name = re.split(r"[\s(\[<]", first, maxsplit=1)[0].split(":")[0]
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _control_stanzas(text: str) -> list[dict[str, str]]:
+    return [s for s in _deb822_stanzas(text) if "Package" in s]
+
+
+def show(specs: list[str], arch: str, suite: str = "bookworm", log_path: Path | None = None) -> dict[str, PackageInfo]:
+    """PackageInfo of each spec ("name" = candidate, or "name=version") from the apt lists.
+
+    Purely virtual names are absent from the result (apt prints a note, no stanza).
+    """
+    if not specs:
+        return {}
+    ensure_lists(suite, arch, log_path)
+    try:
+        out = run(["apt-cache", *apt_options(suite, arch), "show", "--no-all-versions", *specs])
+    except CommandFailed as exc:
+        raise BuildError(f"{suite}/{arch}: apt-cache show {' '.join(specs)}: {exc.log_tail}") from exc
+    infos: dict[str, PackageInfo] = {}
+    for s in _control_stanzas(out):
+        depends = parse_depends(s.get("Pre-Depends", "")) + parse_depends(s.get("Depends", ""))
+        infos[s["Package"]] = PackageInfo(
+            name=s["Package"],
+            version=s["Version"],
+            architecture=s["Architecture"],
+            filename=s["Filename"],
+            size=int(s["Size"]),
+            sha256=s["SHA256"],
+            depends=tuple(dict.fromkeys(depends)),
+        )
+    return infos
+
+
+# -- download -----------------------------------------------------------------------------
+
+
+def debs_dir(arch: str) -> Path:
+    path = cache_root() / "debs" / arch
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Put src at dst (hard link when possible), atomically replacing dst."""
+    if dst.exists() and os.path.samefile(src, dst):
+        return
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+
+
+def fetch_debs(
+    packages: list[str], arch: str, dest: Path, suite: str = "bookworm", log_path: Path | None = None
+) -> dict[str, Path]:
+    """Download the .debs of `packages` ("name" or "name=version") into dest; {name: path}.
+
+    Versions are the candidates of the private lists (suite + its security suite) unless
+    pinned. A .deb already in the cache (same name, same SHA256) is not downloaded again.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    infos = show(packages, arch, suite, log_path)
+    wanted = [p.split("=")[0] for p in packages]
+    missing = [name for name in wanted if name not in infos]
+    if missing:
+        raise BuildError(f"{suite}/{arch}: no installable package for {', '.join(missing)} (virtual or unknown)")
+    cache = debs_dir(arch)
+    to_get = [i for i in infos.values() if not _cached_ok(cache / i.deb_name, i)]
+    if to_get:
+        log.info("downloading %s", ", ".join(f"{i.name}={i.version}" for i in to_get))
+        for i in to_get:
+            (dest / i.deb_name).unlink(missing_ok=True)
+        run(["apt-get", *apt_options(suite, arch), "download", *(f"{i.name}={i.version}" for i in to_get)],
+            log_path=log_path, cwd=dest)
+        for i in to_get:
+            got = dest / i.deb_name
+            if not got.is_file() or _sha256(got) != i.sha256:
+                raise BuildError(f"{got}: missing after apt-get download or SHA256 differs from the lists")
+            _place(got, cache / i.deb_name)
+    result = {}
+    for name in wanted:
+        info = infos[name]
+        _place(cache / info.deb_name, dest / info.deb_name)
+        result[name] = dest / info.deb_name
+    return result
+
+
+def _cached_ok(path: Path, info: PackageInfo) -> bool:
+    if not path.is_file():
+        return False
+    if path.stat().st_size == info.size and _sha256(path) == info.sha256:
+        return True
+    log.warning("%s: cached .deb does not match the lists; downloading again", path)
+    return False
+
+
+# -- reading .debs ------------------------------------------------------------------------
+
+
+def package_field(deb: Path, field: str) -> str:
+    return run(["dpkg-deb", "-f", str(deb), field]).strip()
+
+
+def package_version(deb: Path) -> str:
+    return package_field(deb, "Version")
+
+
+def package_depends(deb: Path) -> list[str]:
+    """Names from the Depends field (first alternative, no version constraint, no :any)."""
+    return parse_depends(package_field(deb, "Depends"))
+
+
+def package_files(deb: Path) -> list[str]:
+    """Paths (relative, no "./") of the files, links and directories the package ships."""
+    paths = []
+    for line in run(["dpkg-deb", "-c", str(deb)]).splitlines():
+        fields = line.split(None, 5)
+        if len(fields) == 6:
+            name = fields[5].split(" -> ")[0] if fields[0].startswith("l") else fields[5]
+            name = name.removeprefix("./").rstrip("/")
+            if name:
+                paths.append(name)
+    return paths
+
+
+def extract(deb: Path, dest: Path, log_path: Path | None = None) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    run(["dpkg-deb", "-x", str(deb), str(dest)], log_path=log_path)

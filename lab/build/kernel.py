@@ -1,0 +1,243 @@
+"""Kernels from Debian's linux-source packages: fetch, unpack, patch, configure, build.
+
+The artifact (bzImage, .config, build log) is cached under a hash of the source version,
+the patches, the config fragments, the arch and the compiler version.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import GUESTS_DIR
+from ..cache import cache_root, cached_dir, hash_file, hash_inputs
+from ..errors import BuildError, UserError
+from ..kconfig import verify_config
+from ..proc import run
+
+log = logging.getLogger(__name__)
+
+BUILDER_VERSION = 1  # bump when the build recipe changes in a way that changes output
+CONFIGS_DIR = GUESTS_DIR / "kernel" / "configs"
+PATCHES_DIR = GUESTS_DIR / "kernel" / "patches"
+KARCH = {"i386": "i386", "x86_64": "x86_64"}
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    source: str  # "debian:linux-source-6.1" or a local tree path "tree:/path"
+    arch: str
+    fragments: tuple[str, ...]
+    patches: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    image: Path
+    config: Path
+    build_log: Path
+    release: str
+    key: str
+    provenance: dict
+
+
+def resolve_fragment(name: str) -> Path:
+    path = CONFIGS_DIR / (name if name.endswith(".config") else name + ".config")
+    if not path.is_file():
+        choices = sorted(p.stem for p in CONFIGS_DIR.glob("*.config"))
+        raise UserError(f"unknown config fragment {name!r}; available: {', '.join(choices)}")
+    return path
+
+
+def resolve_patch(name: str) -> Path:
+    path = Path(name) if os.path.isabs(name) else PATCHES_DIR / name
+    if not path.is_file():
+        choices = sorted(p.name for p in PATCHES_DIR.glob("*.patch"))
+        raise UserError(f"unknown kernel patch {name!r}; available: {', '.join(choices)}")
+    return path
+
+
+def compiler_version() -> str:
+    out = subprocess.run(["gcc", "--version"], capture_output=True, text=True, check=True).stdout
+    return out.splitlines()[0]
+
+
+# -- source -------------------------------------------------------------------------------
+
+
+def debian_source(package: str, log_path: Path | None = None) -> tuple[Path, str]:
+    """Unpack Debian's `package` (linux-source-X.Y) into the cache; return (tree, version)."""
+    deb_dir = cache_root() / "debs" / "all"
+    deb_dir.mkdir(parents=True, exist_ok=True)
+    debs = sorted(deb_dir.glob(f"{package}_*_all.deb"))
+    candidate = _candidate_version(package)
+    wanted = [d for d in debs if candidate and f"_{_deb_quote(candidate)}_" in d.name]
+    if not wanted:
+        log.info("downloading %s %s from Debian", package, candidate or "")
+        run(["apt-get", "-o", "APT::Sandbox::User=root", "download", package], cwd=deb_dir, log_path=log_path)
+        debs = sorted(deb_dir.glob(f"{package}_*_all.deb"))
+        wanted = [d for d in debs if candidate and f"_{_deb_quote(candidate)}_" in d.name] or debs[-1:]
+    if not wanted:
+        raise BuildError(f"apt-get download {package} left no .deb in {deb_dir}")
+    deb = wanted[-1]
+    version = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True, check=True).stdout.strip()
+
+    def unpack(tmp: Path) -> None:
+        log.info("unpacking %s", deb.name)
+        run(["dpkg-deb", "-x", str(deb), str(tmp / "deb")], log_path=log_path)
+        tarballs = list((tmp / "deb" / "usr" / "src").glob("linux-source-*.tar.xz"))
+        if len(tarballs) != 1:
+            raise BuildError(f"{deb.name}: expected one linux-source tarball, found {tarballs}")
+        run(["tar", "-xJf", str(tarballs[0]), "-C", str(tmp)], log_path=log_path)
+        shutil.rmtree(tmp / "deb")
+        (tree,) = [p for p in tmp.iterdir() if p.is_dir()]
+        tree.rename(tmp / "linux")
+
+    src, _ = cached_dir("source", f"{package}_{version}", unpack)
+    return src / "linux", version
+
+
+def _deb_quote(version: str) -> str:
+    return version.replace(":", "%3a")
+
+
+def _candidate_version(package: str) -> str:
+    out = subprocess.run(["apt-cache", "policy", package], capture_output=True, text=True).stdout
+    m = re.search(r"Candidate:\s*(\S+)", out)
+    if not m or m.group(1) == "(none)":
+        raise BuildError(f"Debian has no candidate for {package} (run apt-get update?)")
+    return m.group(1)
+
+
+def source_tree(spec: KernelSpec, log_path: Path | None) -> tuple[Path, str]:
+    kind, _, value = spec.source.partition(":")
+    if kind == "debian":
+        return debian_source(value, log_path)
+    if kind == "tree":
+        tree = Path(value)
+        if not (tree / "Makefile").is_file() or not (tree / "arch" / "x86").is_dir():
+            raise UserError(f"{tree} is not a Linux source tree (no Makefile or arch/x86)")
+        return tree, _tree_version(tree)
+    raise UserError(f"kernel source {spec.source!r}: expected 'debian:PACKAGE' or 'tree:PATH'")
+
+
+def _tree_version(tree: Path) -> str:
+    """For a local tree the version is its git HEAD (plus a dirty marker) or its Makefile."""
+    git = subprocess.run(["git", "-C", str(tree), "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True, text=True)
+    if git.returncode == 0:
+        return "git:" + git.stdout.strip()
+    head = (tree / "Makefile").read_text().splitlines()[:5]
+    return "makefile:" + ";".join(head)
+
+
+# -- build --------------------------------------------------------------------------------
+
+
+def build_kernel(spec: KernelSpec, log_path: Path | None = None) -> Kernel:
+    if spec.arch not in KARCH:
+        raise UserError(f"arch {spec.arch!r} is not supported; options are {sorted(KARCH)}")
+    fragments = [resolve_fragment(f) for f in spec.fragments]
+    patches = [resolve_patch(p) for p in spec.patches]
+    tree, version = source_tree(spec, log_path)
+    inputs = {
+        "builder": BUILDER_VERSION,
+        "source": spec.source,
+        "version": version,
+        "arch": spec.arch,
+        "fragments": {f.name: hash_file(f) for f in fragments},
+        "patches": [(p.name, hash_file(p)) for p in patches],
+        "compiler": compiler_version(),
+    }
+    key = hash_inputs(inputs)
+    out, cached = cached_dir("kernel", key, lambda tmp: _build(tree, spec.arch, fragments, patches, tmp))
+    release = (out / "release").read_text().strip()
+    provenance = {
+        "source": spec.source,
+        "source_version": version,
+        "release": release,
+        "arch": spec.arch,
+        "fragments": [f.name for f in fragments],
+        "patches": [p.name for p in patches],
+        "compiler": inputs["compiler"],
+        "config_sha256": hash_file(out / "config"),
+        "cache_key": key,
+        "cached": cached,
+    }
+    return Kernel(out / "bzImage", out / "config", out / "build.log", release, key, provenance)
+
+
+def _build(pristine: Path, arch: str, fragments: list[Path], patches: list[Path], out: Path) -> None:
+    work = out.parent / (out.name + ".work")
+    shutil.rmtree(work, ignore_errors=True)
+    build_log = out / "build.log"
+    try:
+        src = _patched_tree(pristine, patches, work / "src", build_log) if patches else pristine
+        obj = work / "obj"
+        obj.mkdir(parents=True)
+        make = ["make", "-C", str(src), f"O={obj}", f"ARCH={KARCH[arch]}"]
+        log.info("configuring kernel: tinyconfig + %s", ", ".join(f.name for f in fragments))
+        run([*make, "tinyconfig"], log_path=build_log)
+        run([str(src / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(obj), str(obj / ".config"), *map(str, fragments)],
+            log_path=build_log, cwd=src)
+        run([*make, "olddefconfig"], log_path=build_log)
+        verify_config(fragments, obj / ".config")
+        jobs = os.cpu_count() or 1
+        log.info("building kernel with %d jobs (log: %s)", jobs, build_log)
+        run([*make, f"-j{jobs}", "bzImage"], log_path=build_log, on_line=_BuildProgress())
+        shutil.copy2(obj / "arch/x86/boot/bzImage", out / "bzImage")
+        shutil.copy2(obj / ".config", out / "config")
+        shutil.copy2(obj / "System.map", out / "System.map")
+        release = run([*make, "-s", "kernelrelease"]).strip().splitlines()[-1]
+        (out / "release").write_text(release + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _patched_tree(pristine: Path, patches: list[Path], dest: Path, build_log: Path) -> Path:
+    """A hard-linked copy of the pristine tree with the patches applied.
+
+    Files a patch touches are first replaced by real copies, so the shared pristine
+    tree in the cache is never modified through a hard link.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    run(["cp", "-al", str(pristine), str(dest)], log_path=build_log)
+    for patch in patches:
+        for rel in _patched_files(patch):
+            target = dest / rel
+            if target.exists():
+                data = target.read_bytes()
+                target.unlink()
+                target.write_bytes(data)
+        log.info("applying %s", patch.name)
+        run(["patch", "-p1", "-d", str(dest), "-i", str(patch)], log_path=build_log)
+    return dest
+
+
+def _patched_files(patch: Path) -> list[str]:
+    files = []
+    for line in patch.read_text(errors="replace").splitlines():
+        if line.startswith("+++ "):
+            name = line[4:].split("\t")[0].strip()
+            if name != "/dev/null":
+                files.append(name.split("/", 1)[1] if "/" in name else name)
+    return files
+
+
+class _BuildProgress:
+    """Summarises kbuild's output: a log line every 250 compiled objects."""
+
+    def __init__(self) -> None:
+        self.objects = 0
+
+    def __call__(self, line: str) -> None:
+        if line.lstrip().startswith(("CC ", "AS ", "LD ", "AR ")):
+            self.objects += 1
+            if self.objects % 250 == 0:
+                log.info("kernel build: %d objects so far", self.objects)
+        elif "bzImage is ready" in line:
+            log.info("kernel build: bzImage ready after %d objects", self.objects)

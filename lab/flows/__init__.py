@@ -1,0 +1,1 @@
+"""Flows: sequences of named steps driven over the serial console and QMP."""

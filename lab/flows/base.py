@@ -1,0 +1,130 @@
+"""Step bookkeeping shared by the flows: timing, commands, console offsets, and the
+translation of what went wrong into a verdict with evidence."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .. import results as res
+from ..console import CommandResult, Console
+from ..errors import ConsoleEOF, ConsoleTimeout
+from ..results import Command, RunResult, Step
+from ..verdict import kexec_error_lines, panic_lines, triple_fault_evidence
+from ..vm import QemuVM
+
+log = logging.getLogger(__name__)
+
+
+class FlowStop(Exception):
+    """Ends a flow with a verdict (not an error of the lab): carries the evidence."""
+
+    def __init__(self, verdict: str, reason: str, evidence: list[str] | None = None) -> None:
+        super().__init__(f"{verdict}: {reason}")
+        self.verdict, self.reason, self.evidence = verdict, reason, evidence or []
+
+
+class Recorder:
+    """Keeps the RunResult current and on disk after every step."""
+
+    def __init__(self, result: RunResult, run_dir: Path, on_step: Callable[[Step], None] | None = None) -> None:
+        self.result, self.run_dir, self.on_step = result, run_dir, on_step
+        self.current: Step | None = None
+        self.current_vm: QemuVM | None = None
+
+    def save(self) -> None:
+        res.save(self.result, self.run_dir)
+
+    @contextmanager
+    def step(self, name: str, title: str, seed_step: str, vm: QemuVM | None) -> Iterator[Step]:
+        step = Step(name=name, title=title, seed_step=seed_step, vm=vm.name if vm else "", started=time.time())
+        if vm and vm.console:
+            step.console_start = step.console_end = vm.console.offset()
+        self.result.steps.append(step)
+        self.current, self.current_vm = step, vm
+        log.info("step %s: %s", name, title)
+        if self.on_step:
+            self.on_step(step)
+        self.save()
+        try:
+            yield step
+            step.outcome = "ok"
+        except FlowStop as stop:
+            step.outcome, step.message = "failed", stop.reason
+            raise
+        except (KeyboardInterrupt, SystemExit):
+            step.outcome, step.message = "interrupted", "interrupted by signal"
+            raise
+        except Exception as e:
+            step.outcome, step.message = "failed", f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            step.ended = time.time()
+            if vm and vm.console:
+                step.console_end = vm.console.offset()
+            if self.on_step:
+                self.on_step(step)
+            self.save()
+
+    def run(self, console: Console, command: str, timeout: float = 60.0) -> CommandResult:
+        """Run a guest command inside the current step, recording it (even on timeout)."""
+        t0 = time.monotonic()
+        try:
+            result = console.run(command, timeout)
+        except (ConsoleTimeout, ConsoleEOF) as e:
+            self._record(Command(command, None, getattr(e, "last_lines", ""), time.monotonic() - t0))
+            raise
+        self._record(Command(command, result.status, result.output, result.seconds))
+        return result
+
+    def note(self, command: str, output: str = "", status: int | None = None, seconds: float = 0.0) -> None:
+        """Record something sent that has no exit status of its own (kexec -e, reboot -f, QMP)."""
+        self._record(Command(command, status, output, seconds))
+
+    def _record(self, cmd: Command) -> None:
+        assert self.current is not None
+        self.current.commands.append(cmd)
+        self.save()
+
+
+def stop_for_console_failure(vm: QemuVM, err: Exception, step_text: str) -> FlowStop:
+    """What a console timeout or EOF means, judged from the console and QEMU's logs."""
+    if isinstance(err, ConsoleEOF):
+        exit_info = vm.wait_exit(15)
+        tf = triple_fault_evidence(_read(vm.files.cpu_reset_log))
+        events = [f"QMP event {e.get('event')} {e.get('data')}" for e in exit_info.shutdown_events]
+        if tf:
+            return FlowStop("TRIPLE_FAULT", f"triple fault while waiting for {err.waiting_for}",
+                            ["-- last console lines --", *err.last_lines.splitlines()[-8:],
+                             "-- QEMU -d cpu_reset --", *tf, *events])
+        panic = panic_lines(step_text)
+        if panic:
+            return FlowStop("PANIC", f"kernel panic while waiting for {err.waiting_for}", panic + events)
+        return FlowStop("GUEST_RESET", f"QEMU exited (guest reset, no triple fault logged) while waiting for {err.waiting_for}",
+                        [*err.last_lines.splitlines()[-15:], *events])
+    assert isinstance(err, ConsoleTimeout)
+    panic = panic_lines(step_text)
+    if panic:
+        return FlowStop("PANIC", f"kernel panic; then no {err.waiting_for}", panic)
+    errors = kexec_error_lines(step_text)
+    return FlowStop("HANG", f"no {err.waiting_for} within {err.seconds:.0f} s",
+                    [*errors, "-- last console lines --", *err.last_lines.splitlines()])
+
+
+def step_console_text(vm: QemuVM, step: Step) -> str:
+    try:
+        with open(vm.console_log, "rb") as f:
+            f.seek(step.console_start)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""

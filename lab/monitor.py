@@ -1,0 +1,94 @@
+"""QMP through qemu.qmp, driven from a private event-loop thread.
+
+Every command, reply and event goes to a JSON-lines log with a timestamp, and every
+event is kept (QEMUMachine's rule: never drop an event), so the flow can ask later
+"was there a SHUTDOWN, and why?" even if it was not waiting at that moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import QMPClient
+
+from .errors import GuestError
+
+log = logging.getLogger(__name__)
+
+
+class Monitor:
+    def __init__(self, socket_path: Path, log_path: Path, name: str) -> None:
+        self.socket_path, self.log_path, self.name = socket_path, log_path, name
+        self.events: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"qmp-{name}", daemon=True)
+        self._thread.start()
+        self._client = QMPClient(name)
+        self._listener: Future | None = None
+        self._logf = open(log_path, "a", encoding="utf-8")
+
+    def _record(self, kind: str, payload: Any) -> None:
+        with self._lock:
+            self._logf.write(json.dumps({"t": time.time(), "vm": self.name, kind: payload}) + "\n")
+            self._logf.flush()
+
+    def _submit(self, coro: Any, timeout: float) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def connect(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._submit(self._client.connect(str(self.socket_path)), timeout)
+                break
+            except Exception as e:  # the socket may not exist yet while QEMU starts
+                if time.monotonic() > deadline:
+                    raise GuestError(f"QMP socket {self.socket_path} did not answer: {e}") from e
+                time.sleep(0.05)
+        self._listener = asyncio.run_coroutine_threadsafe(self._listen(), self._loop)
+
+    async def _listen(self) -> None:
+        async for event in self._client.events:
+            with self._lock:
+                self.events.append(dict(event))
+            self._record("event", dict(event))
+
+    def cmd(self, name: str, timeout: float = 60.0, **args: Any) -> Any:
+        self._record("command", {"execute": name, "arguments": args})
+        try:
+            reply = self._submit(self._client.execute(name, args or None), timeout)
+        except Exception as e:
+            self._record("error", {"execute": name, "error": str(e)})
+            raise GuestError(f"QMP {name} failed on {self.name}: {e}") from e
+        self._record("return", {"execute": name, "return": reply})
+        return reply
+
+    def events_named(self, name: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [e for e in self.events if e.get("event") == name]
+
+    def wait_event(self, name: str, timeout: float) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.events_named(name)
+            if found:
+                return found[-1]
+            time.sleep(0.05)
+        return None
+
+    def close(self) -> None:
+        try:
+            self._submit(self._client.disconnect(), 5)
+        except Exception as e:  # QEMU may already be gone; nothing left to say to it
+            log.debug("QMP disconnect on %s: %s", self.name, e)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._logf.close()

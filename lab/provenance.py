@@ -1,0 +1,25 @@
+"""What a run ran on: host, QEMU, the lab's own commit."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+
+from . import REPO_ROOT
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def host_provenance(qemu_binary: str) -> dict[str, str]:
+    return {
+        "qemu": _first_line([qemu_binary, "--version"]),
+        "host": f"{platform.node()} {platform.system()} {platform.release()} {platform.machine()}",
+        "python": platform.python_version(),
+        "kjlab_commit": _first_line(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty", "--abbrev=12"]),
+    }

@@ -1,0 +1,57 @@
+"""A machine spec and the run's files -> the QEMU argument list (never a shell string)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .machines import MachineSpec
+
+QEMU_BINARY = {"i386": "qemu-system-i386", "x86_64": "qemu-system-x86_64"}
+
+
+@dataclass(frozen=True)
+class BootFiles:
+    kernel: Path
+    initrd: Path
+    append: str
+    disk: Path
+    serial_socket: Path
+    qmp_socket: Path
+    cpu_reset_log: Path
+
+
+def disk_args(bus: str, disk: Path) -> list[str]:
+    drive = f"file={disk},format=raw,if=none,id=hib,cache=unsafe"
+    if bus == "virtio":
+        return ["-drive", drive, "-device", "virtio-blk-pci,drive=hib"]
+    if bus == "ide":
+        return ["-drive", drive, "-device", "ide-hd,drive=hib,bus=ide.0"]
+    raise ValueError(f"unknown disk bus {bus!r}")
+
+
+def qemu_argv(spec: MachineSpec, files: BootFiles, accel: str) -> list[str]:
+    machine = f"{spec.machine},acpi={'on' if spec.acpi else 'off'}"
+    return [
+        QEMU_BINARY[spec.arch],
+        "-accel", accel,
+        "-machine", machine,
+        "-cpu", spec.cpu,
+        "-m", f"{spec.memory_mib}M",
+        "-smp", str(spec.smp),
+        "-nodefaults", "-nographic", "-vga", "none",
+        # Start paused: the lab connects QMP and the console first, then `cont`,
+        # so not one byte of the boot is lost.
+        "-S",
+        "-no-reboot",
+        "-kernel", str(files.kernel),
+        "-initrd", str(files.initrd),
+        "-append", files.append,
+        *disk_args(spec.disk_bus, files.disk),
+        "-chardev", f"socket,id=ser0,path={files.serial_socket},server=on,wait=off",
+        "-serial", "chardev:ser0",
+        "-qmp", f"unix:{files.qmp_socket},server=on,wait=off",
+        # cpu_reset logs the CPU state at every reset and "Triple fault" when one happens:
+        # with -no-reboot that is the only way to tell a triple fault from `reboot -f`.
+        "-d", "cpu_reset", "-D", str(files.cpu_reset_log),
+    ]

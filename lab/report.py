@@ -1,0 +1,605 @@
+"""The HTML report of a run: run_dir/report.html, built from results.json and the logs.
+
+Python builds a plain view model (the dataclasses below) and decides everything: colours
+by verdict class, timeline positions, formatted durations, console excerpts. The
+template (reports/templates/report.html.j2) only renders it. Guest output is untrusted:
+the template autoescapes it and nothing here ever marks it safe.
+
+A run interrupted early may lack any of the logs; the report then says so instead of
+failing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+
+import lab
+from lab.console import ANSI_RE
+from lab.results import RunResult, Step, load
+
+log = logging.getLogger(__name__)
+
+TEMPLATE = "report.html.j2"
+EXCERPT_LINES = 60  # console lines shown per step
+OUTPUT_LINES = 200  # command output lines shown per command
+MAX_LINE_CHARS = 2000  # a guest spewing one endless line must not blow up the page
+
+# -- colours ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Colour:
+    """One CSS class `c-<name>` of the report: background and text colour."""
+
+    name: str
+    bg: str
+    fg: str
+
+
+PALETTE: tuple[Colour, ...] = (
+    Colour("pass", "#1a7f37", "#ffffff"),
+    Colour("fail", "#cf222e", "#ffffff"),
+    Colour("error", "#6e7781", "#ffffff"),
+    Colour("interrupted", "#e16f24", "#ffffff"),
+    Colour("xfail", "#3b6fb6", "#ffffff"),
+    Colour("xpass", "#8250df", "#ffffff"),
+    Colour("running", "#bf8700", "#ffffff"),
+    Colour("skipped", "#afb8c1", "#24292f"),
+)
+
+# verdict -> (colour class, what it means in words)
+_VERDICTS: dict[str, tuple[str, str]] = {
+    "PASS": ("pass", "pass"),
+    "ERROR": ("error", "lab error: no verdict on the kernel"),
+    "INTERRUPTED": ("interrupted", "run interrupted"),
+    "XFAIL": ("xfail", "expected failure"),
+    "XPASS": ("xpass", "unexpected pass"),
+    "RUNNING": ("running", "still running, or killed without a verdict"),
+    "TRIPLE_FAULT": ("fail", "failure: triple fault (CPU reset)"),
+    "PANIC": ("fail", "failure: kernel panic"),
+    "HANG": ("fail", "failure: guest hung"),
+    "KEXEC_ERROR": ("fail", "failure: kexec error"),
+    "CHECK_FAILED": ("fail", "failure: a check failed"),
+    "CORRUPT_IMAGE": ("fail", "failure: corrupt image"),
+}
+
+_OUTCOMES: dict[str, str] = {
+    "ok": "pass",
+    "failed": "fail",
+    "skipped": "skipped",
+    "interrupted": "interrupted",
+    "running": "running",
+}
+
+
+def verdict_class(verdict: str) -> str:
+    """The colour class of a verdict. An unknown verdict counts as a failure."""
+    return _VERDICTS.get(verdict, ("fail", ""))[0]
+
+
+def outcome_class(outcome: str) -> str:
+    return _OUTCOMES.get(outcome, "error")
+
+
+# -- the view model --------------------------------------------------------------------
+
+
+@dataclass
+class VerdictView:
+    code: str  # "TRIPLE_FAULT"
+    css: str  # colour class name, see PALETTE
+    meaning: str  # "failure: triple fault (CPU reset)"
+
+
+@dataclass
+class TimelineBar:
+    anchor: str  # id of the step in the steps list
+    label: str  # "5 · kexec_jump"
+    css: str
+    left: str  # "12.50%"
+    width: str  # "3.20%"
+    tooltip: str
+
+
+@dataclass
+class Tick:
+    left: str  # "25.00%"
+    label: str  # "+30 s"
+
+
+@dataclass
+class Excerpt:
+    text: str | None  # None: nothing to show, see note
+    note: str  # "… 123 earlier lines", "console-A-B.log is missing", ...
+    source: str  # "console-A-B.log bytes 100–2000"
+    lines: int = 0  # lines shown
+    href: str | None = None  # link to the whole log
+
+
+@dataclass
+class CommandView:
+    command: str
+    status: str  # "0", "1", "—"
+    css: str
+    seconds: str
+    output: str
+    note: str  # "… N earlier lines" or ""
+
+
+@dataclass
+class StepView:
+    index: int
+    anchor: str
+    name: str
+    title: str
+    seed_step: str
+    vm: str
+    start: str  # "+12.3 s" from the run start
+    duration: str
+    outcome: str
+    css: str
+    message: str
+    commands: list[CommandView]
+    excerpt: Excerpt
+    is_failed_step: bool
+    open: bool  # expanded by default
+
+
+@dataclass
+class CheckView:
+    name: str
+    ok: bool
+    mark: str  # "ok" / "FAILED"
+    css: str
+    detail: str
+
+
+@dataclass
+class QuirkView:
+    name: str
+    state: str  # "on" / "off"
+    css: str
+
+
+@dataclass
+class ProvenanceRow:
+    key: str
+    value: str  # "" for a heading row (a nested dict or list follows, one level deeper)
+    depth: int
+    heading: bool
+
+
+@dataclass
+class LinkView:
+    name: str
+    path: str  # as recorded, relative to the run dir
+    href: str | None  # None: the file is missing, no link
+    size: str  # "12.3 KiB" or "missing"
+
+
+@dataclass
+class SnapshotView:
+    name: str
+    link: LinkView
+    extra: list[tuple[str, str]]  # the snapshot's other keys, formatted
+
+
+@dataclass
+class ReportView:
+    page_title: str
+    run_id: str
+    scenario: str
+    scenario_path: str
+    flow: str
+    started: str  # "2024-05-01 12:34:56 UTC"
+    ended: str
+    duration: str
+    verdict: VerdictView
+    expected: VerdictView
+    reason: str
+    failed_step: str
+    failed_step_anchor: str | None
+    evidence: list[str]
+    warnings: list[str]  # missing logs and the like, shown at the top
+    timeline: list[TimelineBar]
+    ticks: list[Tick]
+    steps: list[StepView]
+    checks: list[CheckView]
+    checks_summary: str  # "3 of 4 ok"
+    quirks: list[QuirkView]
+    provenance: list[ProvenanceRow]
+    snapshots: list[SnapshotView]
+    artifacts: list[LinkView]
+    logs: list[LinkView]
+    palette: tuple[Colour, ...] = PALETTE
+    generated: str = ""
+
+
+# -- formatting ------------------------------------------------------------------------
+
+
+def format_duration(seconds: float | None) -> str:
+    """Compact and unambiguous: "850 ms", "12.3 s", "2 min 05 s", "1 h 02 min"."""
+    if seconds is None or math.isnan(seconds):
+        return "—"
+    if seconds < 0:
+        return "-" + format_duration(-seconds)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        m, s = divmod(int(round(seconds)), 60)
+        return f"{m} min {s:02d} s"
+    h, rest = divmod(int(round(seconds)), 3600)
+    return f"{h} h {rest // 60:02d} min"
+
+
+def format_time(epoch: float | None) -> str:
+    if epoch is None:
+        return "—"
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def format_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # not reached
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def clean_text(text: str) -> str:
+    """Terminal output made printable: no CRs, no ANSI escapes, other controls shown as �."""
+    text = ANSI_RE.sub("", text.replace("\r", ""))
+    text = _CONTROL_RE.sub("\ufffd", text)
+    lines = text.split("\n")
+    return "\n".join(line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS] + " …" for line in lines)
+
+
+def last_lines(text: str, n: int) -> tuple[str, int]:
+    """The last `n` lines of text and how many lines came before them."""
+    lines = text.rstrip("\n").split("\n")
+    if lines == [""]:
+        return "", 0
+    if len(lines) <= n:
+        return "\n".join(lines), 0
+    return "\n".join(lines[-n:]), len(lines) - n
+
+
+def earlier_note(n: int) -> str:
+    if n <= 0:
+        return ""
+    return f"… {n} earlier line{'s' if n != 1 else ''}"
+
+
+def _pct(x: float) -> str:
+    return f"{min(max(x, 0.0), 100.0):.2f}%"
+
+
+def _anchor(index: int, name: str) -> str:
+    return f"step-{index}-" + re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")
+
+
+# -- console excerpts ------------------------------------------------------------------
+
+
+def console_log_name(vm: str) -> str | None:
+    """console-<vm>.log, or None for a step that ran on no VM (or a VM name that is no file name)."""
+    if not vm or "/" in vm or "\\" in vm or vm in (".", ".."):
+        return None
+    return f"console-{vm}.log"
+
+
+def excerpt(log_path: Path, start: int, end: int | None, max_lines: int = EXCERPT_LINES) -> Excerpt:
+    """Bytes [start:end] of a console log (end None: to the end of the log), cleaned and
+    cut to the last `max_lines` lines."""
+    name = log_path.name
+    try:
+        size = log_path.stat().st_size
+    except OSError:
+        return Excerpt(None, f"{name} is missing (run interrupted early?)", name)
+    stop = size if end is None else min(end, size)
+    source = f"{name} bytes {start}–{stop}"
+    notes = []
+    if end is not None and end > size:
+        notes.append(f"log is shorter than the recorded range (ends at byte {size}, step at {end})")
+    if stop <= start:
+        notes.append("no console output in this step")
+        return Excerpt(None, "; ".join(notes), source, href=quote(name))
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(start)
+            data = f.read(stop - start)
+    except OSError as e:
+        return Excerpt(None, f"cannot read {name}: {e.strerror or e}", source)
+    text, earlier = last_lines(clean_text(data.decode(errors="replace")), max_lines)
+    if earlier:
+        notes.insert(0, earlier_note(earlier))
+    if not text.strip():
+        notes.append("only blank lines or terminal escapes in this step")
+    return Excerpt(text, "; ".join(notes), source, lines=text.count("\n") + 1 if text else 0, href=quote(name))
+
+
+def step_excerpt(run_dir: Path, step: Step) -> Excerpt:
+    log_name = console_log_name(step.vm)
+    if log_name is None:
+        return Excerpt(None, "no console: this step ran on no VM", "")
+    unfinished = step.ended is None or step.outcome in ("running", "interrupted")
+    if unfinished and step.console_end <= step.console_start:
+        # The step never recorded where it stopped: show the log up to its end, where
+        # the guest's last words (a panic, a reset) are.
+        ex = excerpt(run_dir / log_name, step.console_start, None)
+        if ex.text is not None:
+            ex.note = "; ".join(filter(None, ["step did not finish: console up to the end of the log", ex.note]))
+        return ex
+    return excerpt(run_dir / log_name, step.console_start, step.console_end)
+
+
+# -- the rest of the view --------------------------------------------------------------
+
+
+def _verdict_view(code: str) -> VerdictView:
+    css, meaning = _VERDICTS.get(code, ("fail", "failure"))
+    return VerdictView(code or "—", css, meaning)
+
+
+def _run_end(run_dir: Path, result: RunResult) -> float:
+    """When the run ended, or the last sign of life of a run that never recorded it."""
+    if result.ended is not None:
+        return result.ended
+    times = [result.started]
+    for s in result.steps:
+        times.append(s.started)
+        if s.ended is not None:
+            times.append(s.ended)
+    try:
+        times.append((run_dir / "results.json").stat().st_mtime)
+    except OSError:
+        pass
+    return max(times)
+
+
+def _nice_tick(span: float, max_ticks: int = 8) -> float:
+    for step in (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400):
+        if span / step <= max_ticks:
+            return step
+    return span / max_ticks
+
+
+def _timeline(result: RunResult, run_end: float, anchors: list[str]) -> tuple[list[TimelineBar], list[Tick]]:
+    t0 = result.started
+    span = max(run_end - t0, 1e-3)
+    bars = []
+    for step, anchor in zip(result.steps, anchors):
+        end = step.ended if step.ended is not None else run_end
+        left = (step.started - t0) / span * 100
+        width = max((end - step.started) / span * 100, 0.4)  # a 10 ms step is still visible
+        width = min(width, max(100 - left, 0.4))
+        label = f"{step.seed_step} · {step.name}" if step.seed_step else step.name
+        tooltip = (
+            f"{step.title or step.name}: +{format_duration(step.started - t0)} → "
+            f"+{format_duration(end - t0)} ({format_duration(end - step.started)}), {step.outcome}"
+        )
+        bars.append(TimelineBar(anchor, label, outcome_class(step.outcome), _pct(left), _pct(width), tooltip))
+    ticks = []
+    if result.steps:
+        every = _nice_tick(span)
+        t = 0.0
+        while t <= span + 1e-9:
+            ticks.append(Tick(_pct(t / span * 100), "+" + format_duration(t) if t else "0"))
+            t += every
+    return bars, ticks
+
+
+def _command_views(step: Step) -> list[CommandView]:
+    views = []
+    for c in step.commands:
+        output, earlier = last_lines(clean_text(c.output), OUTPUT_LINES)
+        if c.status is None:
+            status, css = "no status", "error"  # timed out, or the console went away
+        else:
+            status, css = str(c.status), "pass" if c.status == 0 else "fail"
+        views.append(
+            CommandView(clean_text(c.command), status, css, format_duration(c.seconds), output, earlier_note(earlier))
+        )
+    return views
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def provenance_rows(data: Any, depth: int = 0) -> list[ProvenanceRow]:
+    """Nested dicts and lists as indented key/value rows. Lists of plain values become
+    one value: comma-separated if short, else one item per line."""
+    rows: list[ProvenanceRow] = []
+    items = data.items() if isinstance(data, dict) else ((f"[{i}]", v) for i, v in enumerate(data))
+    for key, value in items:
+        key = str(key)
+        if isinstance(value, dict | list | tuple) and not value:
+            rows.append(ProvenanceRow(key, "(empty)", depth, False))
+        elif isinstance(value, dict) or (isinstance(value, list | tuple) and any(isinstance(v, dict | list) for v in value)):
+            rows.append(ProvenanceRow(key, "", depth, True))
+            rows.extend(provenance_rows(value, depth + 1))
+        elif isinstance(value, list | tuple):
+            parts = [_scalar(v) for v in value]
+            joined = ", ".join(parts)
+            rows.append(ProvenanceRow(key, joined if len(joined) <= 80 else "\n".join(parts), depth, False))
+        else:
+            rows.append(ProvenanceRow(key, _scalar(value), depth, False))
+    return rows
+
+
+def _link(run_dir: Path, name: str, rel: str) -> LinkView:
+    path = Path(rel)
+    full = path if path.is_absolute() else run_dir / path
+    try:
+        size = format_size(full.stat().st_size) if full.is_file() else ("directory" if full.is_dir() else None)
+    except OSError:
+        size = None
+    if size is None:
+        return LinkView(name, rel, None, "missing")
+    href = path.as_uri() if path.is_absolute() else quote(path.as_posix())
+    return LinkView(name, rel, href, size)
+
+
+_LOG_PATTERNS = ("console-*.log", "qemu-*.log", "qmp.log", "cpu-reset-*.log", "*.log", "results.json")
+
+
+def _log_links(run_dir: Path) -> list[LinkView]:
+    seen: set[str] = set()
+    links = []
+    for pattern in _LOG_PATTERNS:
+        for p in sorted(run_dir.glob(pattern)):
+            if p.name not in seen and p.is_file():
+                seen.add(p.name)
+                links.append(_link(run_dir, p.name, p.name))
+    return links
+
+
+def build_view(run_dir: Path) -> ReportView:
+    """The view model of a run directory (reads results.json and the console logs)."""
+    run_dir = Path(run_dir)
+    result = load(run_dir)
+    run_end = _run_end(run_dir, result)
+    warnings: list[str] = []
+
+    anchors = [_anchor(i, s.name) for i, s in enumerate(result.steps)]
+    failed_anchor = next((a for s, a in zip(result.steps, anchors) if s.name == result.failed_step), None)
+
+    steps = []
+    for i, (s, anchor) in enumerate(zip(result.steps, anchors)):
+        end = s.ended if s.ended is not None else (run_end if s.outcome in ("running", "interrupted") else None)
+        duration = format_duration(end - s.started if end is not None else None)
+        if s.ended is None and end is not None:
+            duration = "≥ " + duration
+        is_failed = s.name == result.failed_step and bool(s.name)
+        steps.append(
+            StepView(
+                index=i,
+                anchor=anchor,
+                name=s.name,
+                title=s.title,
+                seed_step=s.seed_step,
+                vm=s.vm or "—",
+                start="+" + format_duration(s.started - result.started),
+                duration=duration,
+                outcome=s.outcome,
+                css=outcome_class(s.outcome),
+                message=s.message,
+                commands=_command_views(s),
+                excerpt=step_excerpt(run_dir, s),
+                is_failed_step=is_failed,
+                open=is_failed or s.outcome in ("failed", "interrupted"),
+            )
+        )
+
+    for vm in dict.fromkeys(s.vm for s in result.steps):
+        name = console_log_name(vm)
+        if name and not (run_dir / name).is_file():
+            warnings.append(f"{name} is missing: the run may have stopped before the VM started")
+            log.warning("%s: %s is missing", run_dir, name)
+    if result.verdict == "RUNNING":
+        warnings.append("no verdict recorded: the run is still going or was killed hard")
+
+    timeline, ticks = _timeline(result, run_end, anchors)
+    checks = [
+        CheckView(c.name, c.ok, "ok" if c.ok else "FAILED", "pass" if c.ok else "fail", c.detail) for c in result.checks
+    ]
+    n_ok = sum(c.ok for c in result.checks)
+
+    snapshots = []
+    for i, snap in enumerate(result.snapshots):
+        name = str(snap.get("name", f"snapshot {i}"))
+        rel = str(snap.get("path", ""))
+        link = _link(run_dir, name, rel) if rel else LinkView(name, "", None, "no path recorded")
+        extra = [(str(k), _scalar(v)) for k, v in snap.items() if k not in ("name", "path")]
+        snapshots.append(SnapshotView(name, link, extra))
+
+    recorded = {Path(str(snap.get("path", ""))).name for snap in result.snapshots}
+    for p in sorted(run_dir.glob("snapshot-*.elf")):
+        if p.name not in recorded:  # taken, but the run stopped before recording it
+            note = [("note", "found in the run dir, not recorded")]
+            snapshots.append(SnapshotView(p.stem, _link(run_dir, p.stem, p.name), note))
+
+    artifacts = [_link(run_dir, name, rel) for name, rel in sorted(result.artifacts.items())]
+    for a in artifacts:
+        if a.href is None:
+            log.info("%s: artifact %s (%s) is missing", run_dir, a.name, a.path)
+
+    return ReportView(
+        page_title=f"{result.verdict} · {result.scenario} · {result.run_id}",
+        run_id=result.run_id,
+        scenario=result.scenario,
+        scenario_path=result.scenario_path,
+        flow=result.flow,
+        started=format_time(result.started),
+        ended=format_time(result.ended),
+        duration=format_duration(run_end - result.started) + ("" if result.ended is not None else " (no end recorded)"),
+        verdict=_verdict_view(result.verdict),
+        expected=_verdict_view(result.expected_verdict),
+        reason=result.reason,
+        failed_step=result.failed_step,
+        failed_step_anchor=failed_anchor,
+        evidence=[clean_text(e) for e in result.evidence],
+        warnings=warnings,
+        timeline=timeline,
+        ticks=ticks,
+        steps=steps,
+        checks=checks,
+        checks_summary=f"{n_ok} of {len(checks)} ok" if checks else "no checks recorded",
+        quirks=[
+            QuirkView(k, "on" if v else "off", "pass" if v else "skipped") for k, v in sorted(result.quirks.items())
+        ],
+        provenance=provenance_rows(result.provenance),
+        snapshots=snapshots,
+        artifacts=artifacts,
+        logs=_log_links(run_dir),
+        generated=format_time(time.time()),
+    )
+
+
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(lab.REPORTS_DIR / "templates"),
+        autoescape=True,  # not select_autoescape: "report.html.j2" does not end in .html
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def render_report(run_dir: Path) -> Path:
+    """Write run_dir/report.html (atomically) and return its path."""
+    run_dir = Path(run_dir)
+    view = build_view(run_dir)
+    html = environment().get_template(TEMPLATE).render(view=view)
+    path = run_dir / "report.html"
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, path)
+    log.info("report: %s", path)
+    return path

@@ -1,0 +1,96 @@
+"""The record of a run: plain dataclasses, saved as results.json after every step so
+that a run killed at any point still leaves what it had done."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Command:
+    command: str
+    status: int | None
+    output: str
+    seconds: float
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Step:
+    name: str
+    title: str
+    seed_step: str  # the step of seed 004 this implements, e.g. "5" or "-" for lab-only steps
+    vm: str  # which QEMU process (console log) it ran on: "A-B" or "C-A"
+    started: float
+    ended: float | None = None
+    outcome: str = "running"  # running | ok | failed | skipped | interrupted
+    message: str = ""
+    commands: list[Command] = field(default_factory=list)
+    console_start: int = 0  # byte offsets into console-<vm>.log
+    console_end: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return (self.ended or time.time()) - self.started
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    scenario: str
+    scenario_path: str
+    flow: str
+    started: float
+    ended: float | None = None
+    verdict: str = "RUNNING"
+    reason: str = ""
+    failed_step: str = ""
+    evidence: list[str] = field(default_factory=list)
+    expected_verdict: str = "PASS"
+    steps: list[Step] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    quirks: dict[str, bool] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)  # name -> path relative to the run dir
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["schema"] = SCHEMA_VERSION
+        for step, raw in zip(self.steps, data["steps"]):
+            raw["seconds"] = round(step.seconds, 3)
+        return data
+
+
+def save(result: RunResult, run_dir: Path) -> Path:
+    """Write results.json atomically (a reader never sees half a file)."""
+    path = run_dir / "results.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load(run_dir: Path) -> RunResult:
+    data = json.loads((run_dir / "results.json").read_text())
+    data.pop("schema", None)
+    steps = []
+    for raw in data.pop("steps"):
+        raw.pop("seconds", None)
+        raw["commands"] = [Command(**c) for c in raw["commands"]]
+        steps.append(Step(**raw))
+    checks = [Check(**c) for c in data.pop("checks")]
+    return RunResult(steps=steps, checks=checks, **data)

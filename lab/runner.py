@@ -1,0 +1,140 @@
+"""One scenario, start to end: artifacts, run directory, flow, verdict, results, report.
+
+Whatever happens - a verdict, a lab error, Ctrl-C - results.json and the report are
+written, and the QEMU processes are gone (their context managers end them).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from . import REPORTS_DIR
+from .accel import choose_accel
+from .build.disk import make_disk
+from .build.initramfs import build_base, build_with_payload
+from .build.kernel import build_kernel
+from .errors import KjlabError
+from .flows.base import FlowStop, Recorder
+from .flows.hibernate import FlowArtifacts, HibernateFlow
+from .provenance import host_provenance
+from .qemu_cmdline import QEMU_BINARY
+from .results import RunResult, Step
+from .scenario import Scenario
+from .verdict import ERROR, INTERRUPTED, PASS
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RUNS_DIR = REPORTS_DIR / "runs"
+
+
+@dataclass
+class RunOutcome:
+    result: RunResult
+    run_dir: Path
+    report: Path | None
+
+
+def new_run_dir(runs_root: Path, scenario: Scenario) -> tuple[str, Path]:
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{scenario.name}"
+    run_dir = runs_root / run_id
+    n = 1
+    while run_dir.exists():
+        n += 1
+        run_dir = runs_root / f"{run_id}-{n}"
+    run_dir.mkdir(parents=True)
+    return run_dir.name, run_dir
+
+
+def prepare_artifacts(sc: Scenario, run_dir: Path, rec: Recorder) -> FlowArtifacts:
+    """Seed steps 1-3: the kernel, the initramfs images, the hibernation disk."""
+    build_log = run_dir / "build.log"
+    rec.result.artifacts["build log"] = build_log.name
+    with rec.step("artifacts", "Build or reuse kernel and initramfs; make the hibernation disk", "1-3", None):
+        kernel = build_kernel(sc.kernel, log_path=build_log)
+        rec.result.provenance["kernel"] = kernel.provenance
+        shutil.copy2(kernel.config, run_dir / "kernel.config")
+        rec.result.artifacts["kernel config"] = "kernel.config"
+        base = build_base(sc.kernel.arch, log_path=build_log)
+        initrd_a = build_with_payload(base, {"boot/bzImage": kernel.image, "boot/rootfsB.gz": base.path}, log_path=build_log)
+        rec.result.provenance["initramfs"] = {"base_key": base.key, "a_key": initrd_a.key, "packages": base.packages}
+        disk = make_disk(run_dir / "hibernation-disk.img", log_path=build_log)
+        rec.result.artifacts["hibernation disk"] = disk.name
+        rec.note("kernel", f"{kernel.release} {kernel.image} (cached: {kernel.provenance['cached']})")
+        rec.note("initramfs", f"base {base.path}\nA {initrd_a.path}")
+    return FlowArtifacts(kernel=kernel.image, initrd_a=initrd_a.path, initrd_c=base.path, disk=disk)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
+                 on_step: Callable[[Step], None] | None = None) -> RunOutcome:
+    run_id, run_dir = new_run_dir(runs_root, sc)
+    accel = choose_accel(sc.machine.accel)
+    result = RunResult(
+        run_id=run_id, scenario=sc.name, scenario_path=str(sc.path), flow=sc.flow.name, started=time.time(),
+        expected_verdict=sc.expect.verdict, quirks=dict(sc.quirks),
+        provenance={**host_provenance(QEMU_BINARY[sc.machine.arch]), "accelerator": accel.accel,
+                    "accelerator_reason": accel.reason, "machine": vars(sc.machine).copy()},
+    )
+    rec = Recorder(result, run_dir, on_step)
+    sock_dir = Path(tempfile.mkdtemp(prefix="kjlab-"))  # mode 0700: sockets stay private
+    log.info("run %s in %s (accelerator %s: %s)", run_id, run_dir, accel.accel, accel.reason)
+    try:
+        with _sigterm_as_interrupt():
+            try:
+                art = prepare_artifacts(sc, run_dir, rec)
+                HibernateFlow(sc, art, run_dir, sock_dir, rec, accel.accel).run()
+                _finish(result, PASS, "kernel A resumed and every check held")
+            except FlowStop as stop:
+                _finish(result, stop.verdict, stop.reason, stop.evidence)
+            except KjlabError as e:
+                _finish(result, ERROR, f"the lab could not complete the run: {type(e).__name__}", str(e).splitlines())
+            except KeyboardInterrupt as e:
+                _finish(result, INTERRUPTED, f"interrupted ({e or 'SIGINT'}); partial results")
+                raise
+    finally:
+        shutil.rmtree(sock_dir, ignore_errors=True)
+        if result.ended is None:  # an unexpected exception: still leave a record
+            _finish(result, ERROR, "unexpected error in the lab (see the log)")
+        rec.save()
+        report = _render(run_dir)
+    return RunOutcome(result, run_dir, report)
+
+
+def _finish(result: RunResult, verdict: str, reason: str, evidence: list[str] | None = None) -> None:
+    result.verdict, result.reason, result.evidence = verdict, reason, evidence or []
+    result.ended = time.time()
+    failed = [s for s in result.steps if s.outcome in ("failed", "interrupted")]
+    result.failed_step = failed[0].name if failed else ""
+    for step in result.steps:  # steps left open by an interrupt
+        if step.outcome == "running":
+            step.outcome, step.ended = "interrupted", result.ended
+
+
+def _render(run_dir: Path) -> Path | None:
+    from .report import render_report
+
+    try:
+        return render_report(run_dir)
+    except Exception:  # a report bug must not hide the results.json that is already written
+        log.exception("rendering the report of %s failed", run_dir)
+        return None

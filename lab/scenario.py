@@ -1,0 +1,190 @@
+"""Scenario files (TOML) -> a validated, frozen Scenario. Pure: no I/O but the read.
+
+An error names the file, the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .build.kernel import KernelSpec
+from .errors import ScenarioError
+from .machines import DISK_BUSES, MACHINES, MachineSpec
+from .quirks import DEFAULT_QUIRKS, QUIRKS
+
+FLOWS = ("hibernate",)
+VERDICTS = ("PASS", "TRIPLE_FAULT", "PANIC", "HANG", "KEXEC_ERROR", "CHECK_FAILED")
+SAVE_METHODS = ("copy",)
+
+_SCHEMA: dict[str, set[str]] = {
+    "scenario": {"name", "description", "links"},
+    "kernel": {"source", "arch", "fragments", "patches"},
+    "machine": {"name", "memory_mib", "cpu", "smp", "disk_bus", "machine", "accel", "acpi"},
+    "flow": {"name", "a_mem", "b_window", "save", "proof_kib", "timeouts"},
+    "quirks": set(QUIRKS),
+    "expect": {"verdict", "signature", "links"},
+}
+
+
+@dataclass(frozen=True)
+class FlowParams:
+    name: str = "hibernate"
+    a_mem: str = "120M"  # A boots with mem= this, so its image fits half of C's RAM
+    b_window: tuple[int, int] = (0x100000, 0x1FFFFFF)
+    save: str = "copy"
+    proof_kib: int = 4096
+    timeouts: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Expectation:
+    verdict: str = "PASS"
+    signature: str = ""
+    links: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    path: Path
+    name: str
+    description: str
+    kernel: KernelSpec
+    machine: MachineSpec
+    flow: FlowParams
+    quirks: dict[str, bool]
+    expect: Expectation
+
+
+def load_scenario(path: Path) -> Scenario:
+    where = str(path)
+    if not path.is_file():
+        raise ScenarioError(where, "", "no such scenario file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(where, "", f"not valid TOML: {e}") from None
+    _check_keys(where, data)
+    sc = data.get("scenario", {})
+    return Scenario(
+        path=path,
+        name=_str(where, "scenario.name", sc.get("name", path.stem)),
+        description=_str(where, "scenario.description", sc.get("description", "")),
+        kernel=_kernel(where, data.get("kernel", {})),
+        machine=_machine(where, data.get("machine", {})),
+        flow=_flow(where, data.get("flow", {})),
+        quirks=_quirks(where, data.get("quirks", {})),
+        expect=_expect(where, data.get("expect", {})),
+    )
+
+
+def _check_keys(where: str, data: dict[str, Any]) -> None:
+    for section, value in data.items():
+        if section not in _SCHEMA:
+            raise ScenarioError(where, section, f"unknown section; allowed: {', '.join(_SCHEMA)}")
+        if not isinstance(value, dict):
+            raise ScenarioError(where, section, "must be a table ([section])")
+        for key in value:
+            if key not in _SCHEMA[section]:
+                raise ScenarioError(where, f"{section}.{key}", f"unknown key; allowed: {', '.join(sorted(_SCHEMA[section]))}")
+
+
+def _str(where: str, key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ScenarioError(where, key, f"must be a string, not {type(value).__name__}")
+    return value
+
+
+def _str_list(where: str, key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ScenarioError(where, key, "must be a list of strings")
+    return tuple(value)
+
+
+def _choice(where: str, key: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ScenarioError(where, key, f"{value!r} is not allowed; options are {', '.join(allowed)}")
+    return value
+
+
+def _int(where: str, key: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value, 0)
+        except ValueError:
+            raise ScenarioError(where, key, f"{value!r} is not a number") from None
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ScenarioError(where, key, f"must be a whole number from {lo} to {hi}")
+    return value
+
+
+def _kernel(where: str, k: dict[str, Any]) -> KernelSpec:
+    return KernelSpec(
+        source=_str(where, "kernel.source", k.get("source", "debian:linux-source-6.1")),
+        arch=_choice(where, "kernel.arch", k.get("arch", "i386"), ("i386",)),
+        fragments=_str_list(where, "kernel.fragments", k.get("fragments", ["kexec-jump-i386"])),
+        patches=_str_list(where, "kernel.patches", k.get("patches", [])),
+    )
+
+
+def _machine(where: str, m: dict[str, Any]) -> MachineSpec:
+    name = _choice(where, "machine.name", m.get("name", "pc-virtio"), tuple(sorted(MACHINES)))
+    spec = MACHINES[name]
+    overrides: dict[str, Any] = {}
+    if "memory_mib" in m:
+        overrides["memory_mib"] = _int(where, "machine.memory_mib", m["memory_mib"], 64, 3584)
+    if "smp" in m:
+        overrides["smp"] = _int(where, "machine.smp", m["smp"], 1, 8)
+    if "disk_bus" in m:
+        overrides["disk_bus"] = _choice(where, "machine.disk_bus", m["disk_bus"], DISK_BUSES)
+    if "accel" in m:
+        overrides["accel"] = _choice(where, "machine.accel", m["accel"], ("auto", "tcg", "kvm"))
+    for key in ("cpu", "machine"):
+        if key in m:
+            overrides[key] = _str(where, f"machine.{key}", m[key])
+    if "acpi" in m:
+        if not isinstance(m["acpi"], bool):
+            raise ScenarioError(where, "machine.acpi", "must be true or false")
+        overrides["acpi"] = m["acpi"]
+    return spec.with_overrides(**overrides)
+
+
+def _flow(where: str, f: dict[str, Any]) -> FlowParams:
+    window = f.get("b_window", ["0x100000", "0x1ffffff"])
+    if not isinstance(window, list) or len(window) != 2:
+        raise ScenarioError(where, "flow.b_window", "must be [mem_min, mem_max], e.g. [\"0x100000\", \"0x1ffffff\"]")
+    lo = _int(where, "flow.b_window[0]", window[0], 0, 0xFFFFFFFF)
+    hi = _int(where, "flow.b_window[1]", window[1], lo + 1, 0xFFFFFFFF)
+    timeouts = f.get("timeouts", {})
+    if not isinstance(timeouts, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in timeouts.values()):
+        raise ScenarioError(where, "flow.timeouts", "must be a table of step name = seconds (> 0)")
+    a_mem = _str(where, "flow.a_mem", f.get("a_mem", "120M"))
+    if a_mem and not a_mem.rstrip("MG").isdigit():
+        raise ScenarioError(where, "flow.a_mem", f"{a_mem!r} is not a size like '120M' (or '' for all of RAM)")
+    return FlowParams(
+        name=_choice(where, "flow.name", f.get("name", "hibernate"), FLOWS),
+        a_mem=a_mem,
+        b_window=(lo, hi),
+        save=_choice(where, "flow.save", f.get("save", "copy"), SAVE_METHODS),
+        proof_kib=_int(where, "flow.proof_kib", f.get("proof_kib", 4096), 4, 65536),
+        timeouts={str(k): float(v) for k, v in timeouts.items()},
+    )
+
+
+def _quirks(where: str, q: dict[str, Any]) -> dict[str, bool]:
+    quirks = dict(DEFAULT_QUIRKS)
+    for name, value in q.items():
+        if not isinstance(value, bool):
+            raise ScenarioError(where, f"quirks.{name}", "must be true or false")
+        quirks[name] = value
+    return quirks
+
+
+def _expect(where: str, e: dict[str, Any]) -> Expectation:
+    return Expectation(
+        verdict=_choice(where, "expect.verdict", e.get("verdict", "PASS"), VERDICTS),
+        signature=_str(where, "expect.signature", e.get("signature", "")),
+        links=_str_list(where, "expect.links", e.get("links", [])),
+    )

@@ -1,0 +1,118 @@
+"""One QEMU process as a context manager: start paused, attach QMP and console, run,
+and whatever happens, end it (QMP quit, then SIGTERM, then SIGKILL). No orphans."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from .console import Console, tail_of_file
+from .errors import GuestError
+from .machines import MachineSpec
+from .monitor import Monitor
+from .qemu_cmdline import BootFiles, qemu_argv
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VMExit:
+    returncode: int | None
+    shutdown_events: list[dict] = field(default_factory=list)
+    triple_fault: bool = False
+    cpu_reset_tail: str = ""
+
+
+class QemuVM:
+    def __init__(self, name: str, spec: MachineSpec, files: BootFiles, accel: str, run_dir: Path) -> None:
+        self.name, self.spec, self.files, self.accel = name, spec, files, accel
+        self.argv = qemu_argv(spec, files, accel)
+        self.stderr_log = run_dir / f"qemu-{name}.log"
+        self.console_log = run_dir / f"console-{name}.log"
+        self.qmp_log = run_dir / "qmp.log"
+        self.proc: subprocess.Popen | None = None
+        self.console: Console | None = None
+        self.monitor: Monitor | None = None
+        self.exit: VMExit | None = None
+        self.started_at = 0.0
+
+    def __enter__(self) -> "QemuVM":
+        log.info("starting %s: %s", self.name, shlex.join(self.argv))
+        self.stderr_log.write_text(f"$ {shlex.join(self.argv)}\n")
+        with open(self.stderr_log, "a") as errf:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=errf, stderr=errf)
+        try:
+            self.monitor = Monitor(self.files.qmp_socket, self.qmp_log, self.name)
+            self.monitor.connect()
+            self.console = Console(self.files.serial_socket, self.console_log, self.name)
+            self.monitor.cmd("cont")
+            self.started_at = time.monotonic()
+        except BaseException:
+            self._teardown()
+            raise
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self._teardown()
+
+    # -- state --------------------------------------------------------------------------
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_exit(self, timeout: float) -> VMExit:
+        """Wait for QEMU to exit by itself (reboot -f or a triple fault with -no-reboot)."""
+        assert self.proc is not None
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise GuestError(f"{self.name}: QEMU still running {timeout:.0f} s after the guest should have stopped") from None
+        return self._collect_exit()
+
+    def _collect_exit(self) -> VMExit:
+        if self.exit is None:
+            events = self.monitor.events_named("SHUTDOWN") if self.monitor else []
+            tail = tail_of_file(self.files.cpu_reset_log, 40)
+            self.exit = VMExit(
+                returncode=self.proc.returncode if self.proc else None,
+                shutdown_events=events,
+                triple_fault=triple_fault_in(self.files.cpu_reset_log),
+                cpu_reset_tail=tail,
+            )
+        return self.exit
+
+    # -- teardown -----------------------------------------------------------------------
+
+    def _teardown(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None and self.monitor is not None:
+            try:
+                self.monitor.cmd("quit", timeout=3)
+            except Exception as e:  # it may be wedged; the signals below will end it
+                log.debug("%s: QMP quit failed: %s", self.name, e)
+        if proc is not None:
+            for sig_step in (proc.terminate, proc.kill):
+                try:
+                    proc.wait(3)
+                    break
+                except subprocess.TimeoutExpired:
+                    sig_step()
+            proc.wait()
+            self._collect_exit()
+        if self.console:
+            self.console.close()
+        if self.monitor:
+            self.monitor.close()
+
+
+def triple_fault_in(cpu_reset_log: Path) -> bool:
+    try:
+        with open(cpu_reset_log, "rb") as f:
+            return any(line.strip() == b"Triple fault" for line in f)
+    except OSError:
+        return False

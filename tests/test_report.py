@@ -1,0 +1,330 @@
+"""The HTML report: built from a realistic run directory on disk, no mocks."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+
+from lab.report import build_view, excerpt, format_duration, render_report
+from lab.results import Check, Command, RunResult, Step, save
+
+T0 = 1_714_560_000.0
+SCRIPT = "<script>alert(1)</script>"
+
+BEFORE = b"\x1b[0m\x1b[2JSeaBIOS BEFORE-MARKER\r\nLinux version 6.9.0 (kj@lab)\r\n"
+STEP1 = (
+    b"\x1b[1;32mkj-A# \x1b[0mecho hello; echo \"<KJ7:$?>\"\r\n"
+    b"hello\r\n" + SCRIPT.encode() + b"\r\n"
+    b"\x1b[31mSTEP1-RED\x1b[0m\r\n"
+)
+STEP2 = b"".join(b"kexec line %03d\r\n" % i for i in range(100)) + b"STEP2-LAST\r\n"
+STEP3 = b"Starting new kernel\r\nKernel panic - not syncing: STEP3-PANIC\r\n"
+
+
+def make_run(run_dir: Path, *, with_logs: bool = True) -> RunResult:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    o1 = len(BEFORE)
+    o2 = o1 + len(STEP1)
+    o3 = o2 + len(STEP2)
+    o4 = o3 + len(STEP3)
+    steps = [
+        Step(
+            name="boot_a",
+            title="Boot kernel A",
+            seed_step="1",
+            vm="A-B",
+            started=T0 + 0.5,
+            ended=T0 + 8.0,
+            outcome="ok",
+            message="",
+            commands=[Command("echo hello", 0, "hello\n" + SCRIPT, 0.02)],
+            console_start=o1,
+            console_end=o2,
+        ),
+        Step(
+            name="load_b",
+            title="Load kernel B with kexec -p",
+            seed_step="2",
+            vm="A-B",
+            started=T0 + 8.0,
+            ended=T0 + 20.0,
+            outcome="ok",
+            commands=[
+                Command("kexec -l /boot/bzImage-B --reuse-cmdline", 0, "", 1.5),
+                Command("cat /sys/kernel/kexec_loaded", 1, "\x1b[31m0\x1b[0m", 0.01),
+            ],
+            console_start=o2,
+            console_end=o3,
+        ),
+        Step(
+            name="jump",
+            title="kexec jump into B",
+            seed_step="5",
+            vm="A-B",
+            started=T0 + 20.0,
+            ended=T0 + 50.0,
+            outcome="failed",
+            message="triple fault after jump " + SCRIPT,
+            commands=[Command("kexec -e", None, "", 30.0)],
+            console_start=o3,
+            console_end=o4,
+        ),
+        Step(
+            name="resume_c", title="Resume on C", seed_step="7", vm="C-A", started=T0 + 50.0, ended=T0 + 50.0, outcome="skipped"
+        ),
+    ]
+    result = RunResult(
+        run_id="20240501-120000-jump",
+        scenario="jump-basic",
+        scenario_path="scenarios/jump-basic.toml",
+        flow="jump",
+        started=T0,
+        ended=T0 + 60.0,
+        verdict="TRIPLE_FAULT",
+        reason="CPU reset during kexec jump " + SCRIPT,
+        failed_step="jump",
+        evidence=["cpu-reset-A-B.log: CPU Reset (CPU 0)", "RIP=ffffffff81000000 " + SCRIPT],
+        expected_verdict="PASS",
+        steps=steps,
+        checks=[Check("memory_intact", True, "0 of 4096 pages differ"), Check("console_clean", False, "saw " + SCRIPT)],
+        provenance={
+            "kernel": {"version": "6.9.0", "config": {"CONFIG_KEXEC_JUMP": "y"}},
+            "qemu": {"version": "8.2.2", "argv": ["qemu-system-x86_64", "-m", "1024", "-nographic"]},
+            "host": "lab1",
+            "cpus": 4,
+            "kvm": True,
+            "load": 0.5,
+            "missing": None,
+            "notes": [{"what": SCRIPT}],
+            "empty": {},
+        },
+        quirks={"no_kaslr": True, "pause_before_jump": False},
+        artifacts={"kernel-A": "artifacts/bzImage-A", "gone": "artifacts/never-written"},
+        snapshots=[{"name": "before-jump", "path": "snapshot-before-jump.elf", "bytes": 1024}],
+    )
+    save(result, run_dir)
+    if with_logs:
+        (run_dir / "console-A-B.log").write_bytes(BEFORE + STEP1 + STEP2 + STEP3 + b"AFTER-MARKER\r\n")
+        (run_dir / "qmp.log").write_text('{"execute": "qmp_capabilities"}\n')
+        (run_dir / "qemu-A-B.log").write_text("qemu-system-x86_64: terminating on signal 15\n")
+        (run_dir / "cpu-reset-A-B.log").write_text("CPU Reset (CPU 0)\n")
+        (run_dir / "snapshot-before-jump.elf").write_bytes(b"\x7fELF" + bytes(1020))
+        (run_dir / "artifacts").mkdir()
+        (run_dir / "artifacts" / "bzImage-A").write_bytes(b"MZ" + bytes(100))
+    return result
+
+
+class Page(HTMLParser):
+    """Collects links, ids and the console excerpt text per step."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.hrefs: list[str] = []
+        self.ids: set[str] = set()
+        self.consoles: dict[str, str] = {}
+        self.open_steps: list[str] = []
+        self._details: str | None = None
+        self._in_console = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(a["id"] or "")
+        if tag == "a" and a.get("href"):
+            self.hrefs.append(a["href"] or "")
+        if tag == "details":
+            self._details = a.get("id")
+            if "open" in a:
+                self.open_steps.append(a.get("id") or "")
+        if tag == "pre" and "console" in (a.get("class") or "").split():
+            self._in_console = True
+            self.consoles[self._details or ""] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "pre":
+            self._in_console = False
+        if tag == "details":
+            self._details = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in_console:
+            self.consoles[self._details or ""] += data
+
+
+def parse(html: str) -> Page:
+    p = Page()
+    p.feed(html)
+    p.close()
+    return p
+
+
+def console_of(page: Page, step_name: str) -> str:
+    [key] = [k for k in page.consoles if k.endswith("-" + step_name)]
+    return page.consoles[key]
+
+
+def test_report_shows_verdict_and_steps(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    path = render_report(tmp_path)
+    assert path == tmp_path / "report.html"
+    html = path.read_text()
+    assert html.startswith("<!DOCTYPE html>")
+    assert "TRIPLE_FAULT" in html
+    for name in ("boot_a", "load_b", "jump", "resume_c"):
+        assert name in html
+    assert "Boot kernel A" in html and "kexec jump into B" in html
+    assert "jump-basic" in html and "20240501-120000-jump" in html
+    assert "memory_intact" in html and "console_clean" in html
+    assert "no_kaslr" in html and "CONFIG_KEXEC_JUMP" in html
+    view = build_view(tmp_path)
+    rows = {(r.key, r.depth): r for r in view.provenance}
+    assert rows[("kernel", 0)].heading and rows[("CONFIG_KEXEC_JUMP", 2)].value == "y"
+    assert rows[("argv", 1)].value == "qemu-system-x86_64, -m, 1024, -nographic"
+    assert rows[("cpus", 0)].value == "4" and rows[("kvm", 0)].value == "true" and rows[("missing", 0)].value == "—"
+    assert rows[("what", 2)].value == SCRIPT and rows[("empty", 0)].value == "(empty)"
+    assert "30.0 s" in html  # the jump step's duration
+    page = parse(html)
+    # the failed step is expanded, the passing ones are not
+    assert [i for i in page.open_steps if i.endswith("-jump")]
+    assert not [i for i in page.open_steps if i.endswith("-boot_a")]
+    # every in-page link has a target
+    for href in page.hrefs:
+        if href.startswith("#"):
+            assert href[1:] in page.ids
+
+
+def test_guest_output_is_escaped(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    html = render_report(tmp_path).read_text()
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    # console, command output, reason, evidence, message, check, provenance
+    assert html.count("&lt;script&gt;") >= 7
+
+
+def test_excerpt_is_the_steps_slice(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    page = parse(render_report(tmp_path).read_text())
+    first = console_of(page, "boot_a")
+    assert "hello" in first and SCRIPT in first and "STEP1-RED" in first
+    assert "kj-A# echo hello" in first  # ANSI removed around the prompt
+    for outside in ("BEFORE-MARKER", "Linux version", "kexec line", "STEP2-LAST", "STEP3-PANIC", "AFTER-MARKER"):
+        assert outside not in first
+    assert "\x1b" not in first and "\r" not in first and "[1;32m" not in first
+
+    second = console_of(page, "load_b")
+    lines = second.strip("\n").split("\n")
+    assert len(lines) == 60 and lines[-1] == "STEP2-LAST" and lines[0] == "kexec line 041"
+    assert "STEP1-RED" not in second and "STEP3-PANIC" not in second
+    assert "… 41 earlier lines" in render_report(tmp_path).read_text()
+
+    third = console_of(page, "jump")
+    assert "STEP3-PANIC" in third and "AFTER-MARKER" not in third and "STEP2-LAST" not in third
+
+
+def test_links_point_to_existing_files(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    page = parse(render_report(tmp_path).read_text())
+    files = [h for h in page.hrefs if not h.startswith("#")]
+    for href in files:
+        assert "://" not in href and not href.startswith("/")
+        assert (tmp_path / unquote(href)).is_file(), href
+    for expected in (
+        "console-A-B.log",
+        "qemu-A-B.log",
+        "qmp.log",
+        "cpu-reset-A-B.log",
+        "results.json",
+        "artifacts/bzImage-A",
+        "snapshot-before-jump.elf",
+    ):
+        assert expected in files
+    assert "artifacts/never-written" not in files  # a missing artifact is listed, not linked
+
+
+def test_missing_logs_still_render(tmp_path: Path) -> None:
+    make_run(tmp_path, with_logs=False)
+    html = render_report(tmp_path).read_text()
+    assert "TRIPLE_FAULT" in html
+    assert "console-A-B.log is missing" in html
+    assert "console-C-A.log is missing" in html
+    page = parse(html)
+    assert page.consoles == {}
+    for href in page.hrefs:
+        if not href.startswith("#"):
+            assert (tmp_path / unquote(href)).is_file()
+
+
+def test_interrupted_run(tmp_path: Path) -> None:
+    """Killed mid-step: no end times, no console_end; the excerpt runs to the end of the log."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    log_bytes = b"boot\r\n" + b"\x1b[1mjumping\x1b[0m\r\nlast words\r\n"
+    (run_dir / "console-A-B.log").write_bytes(log_bytes)
+    result = RunResult(
+        run_id="r2",
+        scenario="jump-basic",
+        scenario_path="scenarios/jump-basic.toml",
+        flow="jump",
+        started=T0,
+        verdict="INTERRUPTED",
+        steps=[
+            Step(name="jump", title="Jump", seed_step="5", vm="A-B", started=T0 + 1, outcome="interrupted", console_start=6)
+        ],
+    )
+    save(result, run_dir)
+    html = render_report(run_dir).read_text()
+    page = parse(html)
+    text = console_of(page, "jump")
+    assert "jumping" in text and "last words" in text and "boot" not in text
+    assert "INTERRUPTED" in html and "step did not finish" in html
+    view = build_view(run_dir)
+    assert view.verdict.css == "interrupted"
+    assert view.timeline[0].left.endswith("%") and view.duration.endswith("(no end recorded)")
+
+
+def test_no_steps_at_all(tmp_path: Path) -> None:
+    save(RunResult(run_id="r3", scenario="s", scenario_path="s.toml", flow="jump", started=T0), tmp_path)
+    html = render_report(tmp_path).read_text()
+    assert "RUNNING" in html and "no steps recorded" in html
+
+
+def test_verdict_colours(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    view = build_view(tmp_path)
+    assert view.verdict.css == "fail" and view.expected.css == "pass"
+    assert [s.css for s in view.steps] == ["pass", "pass", "fail", "skipped"]
+    assert view.timeline[0].left == "0.83%"  # 0.5 s of 60 s
+    assert view.timeline[2].width == "50.00%"  # 30 s of 60 s
+    from lab.report import verdict_class
+
+    for verdict, css in [
+        ("PASS", "pass"),
+        ("PANIC", "fail"),
+        ("HANG", "fail"),
+        ("KEXEC_ERROR", "fail"),
+        ("CHECK_FAILED", "fail"),
+        ("CORRUPT_IMAGE", "fail"),
+        ("ERROR", "error"),
+        ("INTERRUPTED", "interrupted"),
+        ("XFAIL", "xfail"),
+        ("XPASS", "xpass"),
+    ]:
+        assert verdict_class(verdict) == css
+
+
+def test_excerpt_and_durations(tmp_path: Path) -> None:
+    log = tmp_path / "console-X.log"
+    log.write_bytes(b"a\r\nb\x1b[32m\xffc\r\nd\n")
+    ex = excerpt(log, 3, None, max_lines=1)
+    assert ex.text == "d" and ex.note == "… 1 earlier line"
+    ex = excerpt(log, 0, 1000)
+    assert ex.text == "a\nb\ufffdc\nd" and "shorter than the recorded range" in ex.note
+    assert excerpt(log, 5, 5).text is None
+    assert excerpt(tmp_path / "nope.log", 0, 10).note.startswith("nope.log is missing")
+    assert format_duration(0.25) == "250 ms"
+    assert format_duration(12.34) == "12.3 s"
+    assert format_duration(125) == "2 min 05 s"
+    assert format_duration(3725) == "1 h 02 min"
+    assert format_duration(None) == "—"
