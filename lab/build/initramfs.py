@@ -374,10 +374,16 @@ def _build_base(
             owner.setdefault(path, name)
 
     programs = [p for pkg, paths in PROGRAMS.items() for p in paths]
+    links = dict(EXTRA_LINKS)
     for pkg in extra_packages:
-        programs += [p for p in debian.package_files(debs[pkg])
-                     if p.startswith(tuple(d + "/" for d in PROGRAM_DIRS)) and (sysroot / p).is_file()
-                     and not (sysroot / p).is_symlink() and p not in programs]
+        for path in debian.package_files(debs[pkg]):
+            full = sysroot / path
+            if not path.startswith(tuple(d + "/" for d in PROGRAM_DIRS)) or path in programs:
+                continue
+            if full.is_symlink():
+                links[path] = os.readlink(full)
+            elif full.is_file() and _is_elf(full):  # scripts would need their interpreters too
+                programs.append(path)
     libs = elf_closure(sysroot, programs, search_dirs(arch))
 
     for d in DIRS:
@@ -385,20 +391,23 @@ def _build_base(
     (stage / "etc/passwd").write_text(PASSWD)
     (stage / "etc/group").write_text(GROUP)
     used: set[str] = set()
-    placed: dict[Path, str] = {}  # real file -> first image path (later ones become links)
+    # one copy per file (inode: hard links too); further paths to it become symlinks, e.g.
+    # lib/ld-linux.so.2 (PT_INTERP) and lib/i386-linux-gnu/ld-linux.so.2 (NEEDED by libc)
+    placed: dict[tuple[int, int], str] = {}
     for path in programs + sorted(libs):
         real = libs.get(path) or resolve_in_root(sysroot, path)
         assert real is not None
         dst = stage / path
         dst.parent.mkdir(parents=True, exist_ok=True)
-        if real in placed:
-            dst.symlink_to("/" + placed[real])  # e.g. lib/ld-linux.so.2 and NEEDED ld-linux.so.2
+        st = real.stat()
+        if (st.st_dev, st.st_ino) in placed:
+            dst.symlink_to("/" + placed[(st.st_dev, st.st_ino)])
         else:
             shutil.copyfile(real, dst)
             dst.chmod(0o755 if os.access(real, os.X_OK) or path in programs else 0o644)
-            placed[real] = path
+            placed[(st.st_dev, st.st_ino)] = path
         used.add(owner.get(real.relative_to(sysroot).as_posix(), "?"))
-    for link, target in EXTRA_LINKS.items():
+    for link, target in sorted(links.items()):
         _symlink(stage, link, target)
     _copy_guest_files(ROOTFS_DIR, stage)
     _busybox_links(sysroot / "bin/busybox", stage)
@@ -411,6 +420,11 @@ def _build_base(
     append_gzip_cpio(entries, image)
     (image.parent / "manifest.txt").write_text("".join(e.name + "\n" for e in entries))
     return {n: infos[n].version for n in sorted(used)}
+
+
+def _is_elf(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"\x7fELF"
 
 
 def _symlink(stage: Path, link: str, target: str) -> bool:

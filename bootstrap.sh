@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Sets up everything kjlab needs on a Debian 12 machine: host packages through apt,
+# then a Python virtual environment (.venv) with the package and its test deps.
+# Idempotent: a second run checks and returns quickly.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PACKAGES=(
+  qemu-system-x86 e2fsprogs cpio xz-utils gzip patch
+  make gcc libc6-dev bc flex bison libelf-dev libssl-dev
+  python3 python3-venv python3-pip git ca-certificates
+)
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+elif [ ! -d /var/lib/apt/lists ] || [ -z "$(ls /var/lib/apt/lists/*_Packages 2>/dev/null | head -n 1)" ]; then
+  $SUDO apt-get update -q  # apt-cache needs the lists to find linux-source
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import lab, qemu.qmp, pexpect, jinja2, elftools, numpy, rich, pytest" 2>/dev/null; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e ".[test]"
+fi
+echo "bootstrap: ready (.venv/bin/kjlab)"
