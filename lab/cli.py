@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(message)s",
         handlers=[RichHandler(console=Console(stderr=True), show_path=False, markup=False)],
     )
+    logging.getLogger("qemu.qmp").setLevel(logging.WARNING)  # its connect/EOF chatter
     try:
         return int(args.func(args))
     except UserError as e:

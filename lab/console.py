@@ -23,6 +23,9 @@ from .errors import ConsoleEOF, ConsoleTimeout, GuestError
 log = logging.getLogger(__name__)
 
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1bc")
+# The guest shell's prompt (guests/rootfs/init sets PS1="kj-<role># "); with echo off it
+# is printed after each command, so it starts the next command's output.
+PROMPT_RE = re.compile(r"^(?:kj-[A-Z]# ?)+")
 
 
 @dataclass(frozen=True)
@@ -124,9 +127,8 @@ def _connect_unix(path: Path, timeout: float = 10.0) -> socket.socket:
 def clean_output(text: str) -> str:
     """Console text without CRs, terminal escapes and the shell prompt lines."""
     text = ANSI_RE.sub("", text.replace("\r", ""))
-    lines = [line for line in text.split("\n") if not re.fullmatch(r"kj-[ABC]# ?", line)]
-    out = "\n".join(lines)
-    return re.sub(r"^(kj-[ABC]# )+", "", out).strip("\n")
+    lines = [PROMPT_RE.sub("", line) for line in text.split("\n") if not PROMPT_RE.fullmatch(line.rstrip())]
+    return "\n".join(lines).strip("\n")
 
 
 def tail_of_file(path: Path, n: int) -> str:

@@ -8,11 +8,11 @@ event is kept (QEMUMachine's rule: never drop an event), so the flow can ask lat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
 import time
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ class Monitor:
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"qmp-{name}", daemon=True)
         self._thread.start()
         self._client = QMPClient(name)
-        self._listener: Future | None = None
+        self._listener: asyncio.Task | None = None
         self._logf = open(log_path, "a", encoding="utf-8")
 
     def _record(self, kind: str, payload: Any) -> None:
@@ -53,7 +53,16 @@ class Monitor:
                 if time.monotonic() > deadline:
                     raise GuestError(f"QMP socket {self.socket_path} did not answer: {e}") from e
                 time.sleep(0.05)
-        self._listener = asyncio.run_coroutine_threadsafe(self._listen(), self._loop)
+        self._submit(self._start_listener(), timeout)
+
+    async def _start_listener(self) -> None:
+        self._listener = asyncio.create_task(self._listen())
+
+    async def _stop_listener(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
 
     async def _listen(self) -> None:
         async for event in self._client.events:
@@ -70,6 +79,10 @@ class Monitor:
             raise GuestError(f"QMP {name} failed on {self.name}: {e}") from e
         self._record("return", {"execute": name, "return": reply})
         return reply
+
+    def hmp(self, command: str) -> str:
+        """A human-monitor command (e.g. `log cpu_reset,int`), logged like any other."""
+        return str(self.cmd("human-monitor-command", **{"command-line": command}))
 
     def events_named(self, name: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -89,6 +102,7 @@ class Monitor:
             self._submit(self._client.disconnect(), 5)
         except Exception as e:  # QEMU may already be gone; nothing left to say to it
             log.debug("QMP disconnect on %s: %s", self.name, e)
+        self._submit(self._stop_listener(), 5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._logf.close()

@@ -45,7 +45,7 @@ class Recorder:
             step.console_start = step.console_end = vm.console.offset()
         self.result.steps.append(step)
         self.current, self.current_vm = step, vm
-        log.info("step %s: %s", name, title)
+        log.debug("step %s: %s", name, title)
         if self.on_step:
             self.on_step(step)
         self.save()

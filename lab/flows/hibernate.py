@@ -199,6 +199,10 @@ class HibernateFlow:
                     self.rec.run(vm.console, "kj-iomem-filter off", self.timeouts["command"])
             self._run_ok(vm, "umount /mnt", verdict="CHECK_FAILED")
         with self.rec.step("jump-back", "kexec -e in C: jump back to kernel A", "10", vm):
+            # Log interrupts too while A resumes: a triple fault then shows its #GP/#DF
+            # with the registers (GDT=...) in the cpu_reset log. Off again once A is back.
+            vm.monitor.hmp("log cpu_reset,int")
+            self.rec.note("QMP human-monitor-command: log cpu_reset,int")
             vm.console.send_line("kexec -x -e")
             self.rec.note("kexec -x -e")
             self.wait_for_a(vm)
@@ -216,6 +220,7 @@ class HibernateFlow:
             except Exception:
                 pass
             raise FlowStop("PANIC", "kernel A panicked after the jump back", panic_lines(self._text(vm)))
+        vm.monitor.hmp("log cpu_reset")
         status = int(re.search(r":(\d+)>", vm.console.match_text).group(1))
         self.rec.note("(A's shell) kexec -e returned", vm.console.match_text, status)
         if status != 0 and not self.quirks["ignore-kexec-e-status"]:
