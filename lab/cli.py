@@ -27,10 +27,12 @@ out = Console(highlight=False)
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(message)s",
         handlers=[RichHandler(console=Console(stderr=True), show_path=False, markup=False)],
     )
+    if not args.verbose:  # the long stages (downloads, builds) say what they are doing
+        logging.getLogger("lab.build").setLevel(logging.INFO)
     logging.getLogger("qemu.qmp").setLevel(logging.WARNING)  # its connect/EOF chatter
     try:
         return int(args.func(args))
@@ -51,8 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="run a scenario file end to end and write its report")
-    r.add_argument("scenario", type=Path, help="a scenario .toml file")
+    r.add_argument("scenario", type=Path, help="a scenario .toml file, or a directory of them (a suite)")
     r.add_argument("--runs-dir", type=Path, default=None, help="where run directories go (default: reports/runs)")
+    r.add_argument("--kernel-tree", type=Path, default=None,
+                   help="build the kernel from this local source tree instead of the scenario's source")
+    r.add_argument("--bisect", action="store_true",
+                   help="exit codes for `git bisect run`: 0 PASS, 1 the scenario's failure, 125 anything else")
     r.set_defaults(func=cmd_run)
 
     rep = sub.add_parser("report", help="re-render the HTML report of a saved run directory")
@@ -75,23 +81,59 @@ def _print_step(step: Step) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import DEFAULT_RUNS_DIR, run_scenario
-    from .scenario import load_scenario
+    from .scenario import load_scenario, with_kernel_tree
 
+    if args.scenario.is_dir():
+        return cmd_suite(args)
     sc = load_scenario(args.scenario)
+    if args.kernel_tree:
+        sc = with_kernel_tree(sc, args.kernel_tree)
     out.print(f"[bold]scenario[/] {sc.name}: {sc.description}", markup=True)
     outcome = run_scenario(sc, args.runs_dir or DEFAULT_RUNS_DIR, on_step=_print_step)
     res = outcome.result
-    colour = "green" if res.verdict == "PASS" else "red"
+    colour = "green" if res.verdict in ("PASS", "XFAIL") else "red"
     out.print(f"[bold {colour}]verdict: {res.verdict}[/] {res.reason}", markup=True)
     for line in res.evidence[:20]:
         out.print(f"    {line}")
     out.print(f"results: {outcome.run_dir / 'results.json'}")
     out.print(f"report:  {outcome.report or '(report rendering failed, see log)'}")
-    if res.verdict == "PASS":
+    return exit_code(res.verdict, res.observed_verdict, res.expected_verdict, bisect=args.bisect)
+
+
+def cmd_suite(args: argparse.Namespace) -> int:
+    from .runner import DEFAULT_RUNS_DIR
+    from .suite import run_suite
+
+    if args.kernel_tree or args.bisect:
+        raise UserError("--kernel-tree and --bisect take one scenario file, not a directory")
+
+    def started(sc, i: int, n: int) -> None:  # type: ignore[no-untyped-def]
+        out.print(f"[bold]({i}/{n}) {sc.name}[/]: {sc.description}", markup=True)
+
+    def done(e) -> None:  # type: ignore[no-untyped-def]
+        colour = "green" if e.ok else "red"
+        out.print(f"  [{colour}]{e.verdict}[/] (expected {e.expected}, observed {e.observed}) {e.reason}", markup=True)
+
+    suite_dir, entries = run_suite(args.scenario, args.runs_dir or DEFAULT_RUNS_DIR, on_step=_print_step,
+                                   on_scenario=started, on_done=done)
+    bad = [e for e in entries if not e.ok]
+    out.print(f"[bold]{len(entries) - len(bad)}/{len(entries)} scenarios reached their expected verdict[/]", markup=True)
+    out.print(f"summary: {suite_dir / 'summary.html'}")
+    return EXIT_PASS if not bad else EXIT_FAIL
+
+
+def exit_code(verdict: str, observed: str, expected: str, bisect: bool = False) -> int:
+    if bisect:  # good / bad / skip for git bisect run
+        if observed == "PASS":
+            return EXIT_PASS
+        if verdict == "XFAIL" or (expected == "PASS" and observed not in ("ERROR", "INTERRUPTED")):
+            return EXIT_FAIL
+        return EXIT_INTERRUPTED if observed == "INTERRUPTED" else EXIT_CANNOT_TEST
+    if verdict in ("PASS", "XFAIL"):
         return EXIT_PASS
-    if res.verdict == "INTERRUPTED":
+    if verdict == "INTERRUPTED":
         return EXIT_INTERRUPTED
-    if res.verdict == "ERROR":
+    if verdict == "ERROR":
         return EXIT_CANNOT_TEST
     return EXIT_FAIL
 
@@ -109,7 +151,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     out.print("[bold]scenarios[/]", markup=True)
     for path in sorted(SCENARIOS_DIR.rglob("*.toml")):
         out.print(f"  {path.relative_to(SCENARIOS_DIR.parent)}")
-    out.print("[bold]flows[/]\n  hibernate  the ten steps of seed 004", markup=True)
+    from .flows import FLOW_SUMMARIES
+
+    out.print("[bold]flows[/]", markup=True)
+    for name, summary in FLOW_SUMMARIES.items():
+        out.print(f"  {name:<16} {summary}")
     out.print("[bold]machines[/]", markup=True)
     for m in MACHINES.values():
         out.print(f"  {m.name:<12} {m.machine} {m.cpu} {m.memory_mib} MiB smp={m.smp} disk={m.disk_bus}")

@@ -72,6 +72,7 @@ _VERDICTS: dict[str, tuple[str, str]] = {
     "KEXEC_ERROR": ("fail", "failure: kexec error"),
     "CHECK_FAILED": ("fail", "failure: a check failed"),
     "CORRUPT_IMAGE": ("fail", "failure: corrupt image"),
+    "GUEST_RESET": ("fail", "failure: unexpected guest reset"),
 }
 
 _OUTCOMES: dict[str, str] = {

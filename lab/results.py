@@ -60,6 +60,8 @@ class RunResult:
     failed_step: str = ""
     evidence: list[str] = field(default_factory=list)
     expected_verdict: str = "PASS"
+    observed_verdict: str = ""  # before the expectation is applied (XFAIL/XPASS)
+    signature_matched: bool | None = None
     steps: list[Step] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)

@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
@@ -23,13 +23,14 @@ from .build.disk import make_disk
 from .build.initramfs import build_base, build_with_payload
 from .build.kernel import build_kernel
 from .errors import KjlabError
+from .flows import FLOWS
 from .flows.base import FlowStop, Recorder
-from .flows.hibernate import FlowArtifacts, HibernateFlow
+from .flows.common import FlowArtifacts
 from .provenance import host_provenance
 from .qemu_cmdline import QEMU_BINARY
 from .results import RunResult, Step
 from .scenario import Scenario
-from .verdict import ERROR, INTERRUPTED, PASS
+from .verdict import ERROR, INTERRUPTED, PASS, apply_expectation
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +64,24 @@ def prepare_artifacts(sc: Scenario, run_dir: Path, rec: Recorder) -> FlowArtifac
         rec.result.provenance["kernel"] = kernel.provenance
         shutil.copy2(kernel.config, run_dir / "kernel.config")
         rec.result.artifacts["kernel config"] = "kernel.config"
-        base = build_base(sc.kernel.arch, log_path=build_log)
+        kernel_a = kernel
+        if sc.a_fragments:  # kernel A built apart (e.g. a high PHYSICAL_START for makedumpfile)
+            spec_a = replace(sc.kernel, fragments=sc.kernel.fragments + sc.a_fragments)
+            kernel_a = build_kernel(spec_a, log_path=build_log)
+            rec.result.provenance["kernel_a"] = kernel_a.provenance
+            shutil.copy2(kernel_a.config, run_dir / "kernel-A.config")
+            rec.result.artifacts["kernel A config"] = "kernel-A.config"
+        base = build_base(sc.kernel.arch, extra_packages=sc.guest.extra_packages, log_path=build_log)
         initrd_a = build_with_payload(base, {"boot/bzImage": kernel.image, "boot/rootfsB.gz": base.path}, log_path=build_log)
         rec.result.provenance["initramfs"] = {"base_key": base.key, "a_key": initrd_a.key, "packages": base.packages}
         disk = make_disk(run_dir / "hibernation-disk.img", log_path=build_log)
         rec.result.artifacts["hibernation disk"] = disk.name
         rec.note("kernel", f"{kernel.release} {kernel.image} (cached: {kernel.provenance['cached']})")
+        if kernel_a is not kernel:
+            rec.note("kernel A", f"{kernel_a.release} {kernel_a.image} (cached: {kernel_a.provenance['cached']})")
         rec.note("initramfs", f"base {base.path}\nA {initrd_a.path}")
-    return FlowArtifacts(kernel=kernel.image, initrd_a=initrd_a.path, initrd_c=base.path, disk=disk)
+    return FlowArtifacts(kernel=kernel.image, kernel_a=kernel_a.image, initrd_a=initrd_a.path,
+                         initrd_c=base.path, disk=disk)
 
 
 @contextmanager
@@ -102,7 +113,7 @@ def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
         with _sigterm_as_interrupt():
             try:
                 art = prepare_artifacts(sc, run_dir, rec)
-                HibernateFlow(sc, art, run_dir, sock_dir, rec, accel.accel).run()
+                FLOWS[sc.flow.name](sc, art, run_dir, sock_dir, rec, accel.accel).run()
                 _finish(result, PASS, "kernel A resumed and every check held")
             except FlowStop as stop:
                 _finish(result, stop.verdict, stop.reason, stop.evidence)
@@ -115,6 +126,7 @@ def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
         shutil.rmtree(sock_dir, ignore_errors=True)
         if result.ended is None:  # an unexpected exception: still leave a record
             _finish(result, ERROR, "unexpected error in the lab (see the log)")
+        _judge(result, sc, run_dir)
         rec.save()
         report = _render(run_dir)
     return RunOutcome(result, run_dir, report)
@@ -128,6 +140,18 @@ def _finish(result: RunResult, verdict: str, reason: str, evidence: list[str] | 
     for step in result.steps:  # steps left open by an interrupt
         if step.outcome == "running":
             step.outcome, step.ended = "interrupted", result.ended
+
+
+def _judge(result: RunResult, sc: Scenario, run_dir: Path) -> None:
+    """Apply the scenario's expectation: XFAIL / XPASS for known bugs."""
+    texts = [result.reason, "\n".join(result.evidence)] + [p.read_text(errors="replace") for p in sorted(run_dir.glob("*.log"))
+                                             if p.name.startswith(("console-", "cpu-reset-"))]
+    final, matched, note = apply_expectation(result.verdict, sc.expect.verdict, sc.expect.signature,
+                                             sc.expect.step, result.failed_step, texts)
+    result.observed_verdict, result.signature_matched = result.verdict, matched
+    if final != result.verdict or note:
+        result.verdict = final
+        result.reason = f"{result.reason} ({note})" if note else result.reason
 
 
 def _render(run_dir: Path) -> Path | None:

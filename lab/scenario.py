@@ -5,6 +5,7 @@ An error names the file, the key and what is allowed.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,17 +16,20 @@ from .errors import ScenarioError
 from .machines import DISK_BUSES, MACHINES, MachineSpec
 from .quirks import DEFAULT_QUIRKS, QUIRKS
 
-FLOWS = ("hibernate",)
-VERDICTS = ("PASS", "TRIPLE_FAULT", "PANIC", "HANG", "KEXEC_ERROR", "CHECK_FAILED")
-SAVE_METHODS = ("copy",)
+FLOWS = ("hibernate", "jump-roundtrip", "cycles", "phys-call", "kexec-reboot", "snapshot-debug")
+VERDICTS = ("PASS", "TRIPLE_FAULT", "PANIC", "HANG", "KEXEC_ERROR", "CHECK_FAILED", "CORRUPT_IMAGE", "GUEST_RESET")
+SAVE_METHODS = ("copy", "makedumpfile")
+RECIPES = ("debian", "buildroot")
 
 _SCHEMA: dict[str, set[str]] = {
-    "scenario": {"name", "description", "links"},
-    "kernel": {"source", "arch", "fragments", "patches"},
-    "machine": {"name", "memory_mib", "cpu", "smp", "disk_bus", "machine", "accel", "acpi"},
-    "flow": {"name", "a_mem", "b_window", "save", "proof_kib", "timeouts"},
+    "scenario": {"name", "description", "links", "source"},
+    "kernel": {"source", "arch", "fragments", "patches", "a_fragments"},
+    "guest": {"recipe", "extra_packages"},
+    "machine": {"name", "memory_mib", "c_memory_mib", "cpu", "smp", "disk_bus", "machine", "accel", "acpi"},
+    "flow": {"name", "a_mem", "a_append", "b_window", "save", "dump_level", "cycles", "proof_kib", "timeouts",
+             "split_image_segments"},
     "quirks": set(QUIRKS),
-    "expect": {"verdict", "signature", "links"},
+    "expect": {"verdict", "signature", "step", "links"},
 }
 
 
@@ -33,16 +37,27 @@ _SCHEMA: dict[str, set[str]] = {
 class FlowParams:
     name: str = "hibernate"
     a_mem: str = "120M"  # A boots with mem= this, so its image fits half of C's RAM
+    a_append: str = ""  # more of A's command line, e.g. memmap=31M$1M
     b_window: tuple[int, int] = (0x100000, 0x1FFFFFF)
-    save: str = "copy"
+    save: str = "copy"  # how B saves A's image: cp /proc/vmcore, or makedumpfile -E -d LEVEL
+    dump_level: int = 16
+    cycles: int = 3
     proof_kib: int = 4096
+    split_image_segments: int = 0  # test option: rewrite the saved image into N PT_LOADs
     timeouts: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    recipe: str = "debian"
+    extra_packages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Expectation:
     verdict: str = "PASS"
-    signature: str = ""
+    signature: str = ""  # a regex the evidence or the console must match for an XFAIL
+    step: str = ""  # the step the expected failure happens in
     links: tuple[str, ...] = ()
 
 
@@ -51,8 +66,13 @@ class Scenario:
     path: Path
     name: str
     description: str
+    source: str  # where the problem or the flow comes from (mail, commit, facts item)
+    links: tuple[str, ...]
     kernel: KernelSpec
+    a_fragments: tuple[str, ...]  # extra fragments for a separate kernel A ("" = A is B)
+    guest: GuestSpec
     machine: MachineSpec
+    c_memory_mib: int
     flow: FlowParams
     quirks: dict[str, bool]
     expect: Expectation
@@ -72,8 +92,13 @@ def load_scenario(path: Path) -> Scenario:
         path=path,
         name=_str(where, "scenario.name", sc.get("name", path.stem)),
         description=_str(where, "scenario.description", sc.get("description", "")),
+        source=_str(where, "scenario.source", sc.get("source", "")),
+        links=_str_list(where, "scenario.links", sc.get("links", [])),
         kernel=_kernel(where, data.get("kernel", {})),
-        machine=_machine(where, data.get("machine", {})),
+        a_fragments=_str_list(where, "kernel.a_fragments", data.get("kernel", {}).get("a_fragments", [])),
+        guest=_guest(where, data.get("guest", {})),
+        machine=(machine := _machine(where, data.get("machine", {}))),
+        c_memory_mib=_int(where, "machine.c_memory_mib", data.get("machine", {}).get("c_memory_mib", machine.memory_mib), 64, 3584),
         flow=_flow(where, data.get("flow", {})),
         quirks=_quirks(where, data.get("quirks", {})),
         expect=_expect(where, data.get("expect", {})),
@@ -129,6 +154,14 @@ def _kernel(where: str, k: dict[str, Any]) -> KernelSpec:
     )
 
 
+def _guest(where: str, g: dict[str, Any]) -> GuestSpec:
+    recipe = _choice(where, "guest.recipe", g.get("recipe", "debian"), RECIPES)
+    if recipe == "buildroot":
+        raise ScenarioError(where, "guest.recipe", "'buildroot' needs Buildroot's source downloads, which this "
+                            "machine cannot reach; build it by hand from buildroot-config/ or use 'debian'")
+    return GuestSpec(recipe, _str_list(where, "guest.extra_packages", g.get("extra_packages", [])))
+
+
 def _machine(where: str, m: dict[str, Any]) -> MachineSpec:
     name = _choice(where, "machine.name", m.get("name", "pc-virtio"), tuple(sorted(MACHINES)))
     spec = MACHINES[name]
@@ -166,9 +199,13 @@ def _flow(where: str, f: dict[str, Any]) -> FlowParams:
     return FlowParams(
         name=_choice(where, "flow.name", f.get("name", "hibernate"), FLOWS),
         a_mem=a_mem,
+        a_append=_str(where, "flow.a_append", f.get("a_append", "")),
         b_window=(lo, hi),
         save=_choice(where, "flow.save", f.get("save", "copy"), SAVE_METHODS),
+        dump_level=_int(where, "flow.dump_level", f.get("dump_level", 16), 0, 31),
+        cycles=_int(where, "flow.cycles", f.get("cycles", 3), 1, 100),
         proof_kib=_int(where, "flow.proof_kib", f.get("proof_kib", 4096), 4, 65536),
+        split_image_segments=_int(where, "flow.split_image_segments", f.get("split_image_segments", 0), 0, 64),
         timeouts={str(k): float(v) for k, v in timeouts.items()},
     )
 
@@ -182,9 +219,26 @@ def _quirks(where: str, q: dict[str, Any]) -> dict[str, bool]:
     return quirks
 
 
+def _regex(where: str, key: str, value: Any) -> str:
+    text = _str(where, key, value)
+    try:
+        re.compile(text)
+    except re.error as e:
+        raise ScenarioError(where, key, f"not a valid regular expression: {e}") from None
+    return text
+
+
 def _expect(where: str, e: dict[str, Any]) -> Expectation:
     return Expectation(
         verdict=_choice(where, "expect.verdict", e.get("verdict", "PASS"), VERDICTS),
-        signature=_str(where, "expect.signature", e.get("signature", "")),
+        signature=_regex(where, "expect.signature", e.get("signature", "")),
+        step=_str(where, "expect.step", e.get("step", "")),
         links=_str_list(where, "expect.links", e.get("links", [])),
     )
+
+
+def with_kernel_tree(sc: Scenario, tree: Path) -> Scenario:
+    """The scenario with its kernel built from a local tree (git bisect run)."""
+    from dataclasses import replace
+
+    return replace(sc, kernel=replace(sc.kernel, source=f"tree:{tree.resolve()}"))

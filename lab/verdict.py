@@ -10,6 +10,7 @@ from .console import ANSI_RE
 PASS = "PASS"
 # A verdict for each way a run can go wrong; the report explains each with evidence.
 FAILURE_VERDICTS = ("TRIPLE_FAULT", "PANIC", "HANG", "KEXEC_ERROR", "CHECK_FAILED", "GUEST_RESET")
+XFAIL, XPASS = "XFAIL", "XPASS"  # a known bug showed as expected / no longer shows
 ERROR = "ERROR"  # the lab itself could not test (build failed, QEMU would not start)
 INTERRUPTED = "INTERRUPTED"
 
@@ -75,3 +76,27 @@ def parse_checks(output: str) -> list[tuple[str, bool, str]]:
         if m:
             checks.append((m.group(1), m.group(2) == "ok", m.group(3)))
     return checks
+
+
+def apply_expectation(observed: str, expected: str, signature: str, expected_step: str,
+                      failed_step: str, texts: list[str]) -> tuple[str, bool | None, str]:
+    """(final verdict, signature matched?, note) for a run whose expectation may be a known bug.
+
+    XFAIL when the expected failure happened, in the expected step, matching the
+    signature; XPASS when a known bug no longer shows; any other outcome stays as seen.
+    """
+    if expected == PASS or observed in (ERROR, INTERRUPTED):
+        return observed, None, ""
+    if observed == PASS:
+        return XPASS, False, f"expected {expected}, but the run passed: the known bug did not show"
+    matched = not signature or any(re.search(signature, t, re.MULTILINE) for t in texts)
+    if observed == expected and matched and (not expected_step or expected_step == failed_step):
+        return XFAIL, True, f"expected failure {expected} seen" + (f" in {failed_step}" if failed_step else "")
+    why = []
+    if observed != expected:
+        why.append(f"expected {expected}")
+    if not matched:
+        why.append(f"signature /{signature}/ not found")
+    if expected_step and expected_step != failed_step:
+        why.append(f"expected in step {expected_step}, failed in {failed_step or '-'}")
+    return observed, matched, "; ".join(why)

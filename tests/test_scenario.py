@@ -31,7 +31,7 @@ def write(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize(
     "text, key, allowed",
     [
-        ("[kernel]\nsauce = 'x'\n", "kernel.sauce", "allowed: arch"),
+        ("[kernel]\nsauce = 'x'\n", "kernel.sauce", "arch, fragments"),
         ("[machine]\nname = 'pc-sparc'\n", "machine.name", "pc-virtio"),
         ("[quirks]\nwide-window = 'yes'\n", "quirks.wide-window", "true or false"),
         ("[quirks]\nno-such = true\n", "quirks.no-such", "crash-note"),

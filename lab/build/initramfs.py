@@ -33,6 +33,7 @@ from ..cache import cache_root, cached_dir, hash_file, hash_inputs, hash_tree
 from ..errors import BuildError, UserError
 from ..proc import run
 from . import debian
+from .progs import build_progs
 
 log = logging.getLogger(__name__)
 
@@ -320,13 +321,17 @@ def build_base(
     *,
     suite: str = "bookworm",
 ) -> Initramfs:
-    """The base image: busybox, kexec, makedumpfile, their libraries and guests/rootfs.
+    """The base image: busybox, kexec, makedumpfile, their libraries, guests/rootfs and the
+    lab's own static i386 programs from guests/progs (lab.build.progs: bin/kj-jump-back,
+    bin/kj-sentinel, boot/kj-physcall.elf; in every image, whatever the arch).
 
     `extra_packages` add every program under bin/ sbin/ usr/bin/ usr/sbin/ of those packages
-    (with their libraries). Cached under the exact package versions and guests/rootfs.
+    (with their libraries). Cached under the exact package versions, guests/rootfs and the
+    built programs.
     """
     arch = _debian_arch(arch)
     _init_present(ROOTFS_DIR)
+    progs = build_progs(log_path)
     roots = [*PROGRAMS, *(p for p in extra_packages if p not in PROGRAMS)]
     infos = package_closure(roots, arch, suite, log_path)
     key = hash_inputs({
@@ -337,13 +342,15 @@ def build_base(
         "extra": sorted(extra_packages),
         "packages": {n: [i.version, i.sha256] for n, i in sorted(infos.items())},
         "rootfs": hash_tree(ROOTFS_DIR),
+        "progs": {name: hash_file(path) for name, path in sorted(progs.items())},
     })
 
     def build(out: Path) -> None:
         scratch_root = cache_root() / "tmp"
         scratch_root.mkdir(exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="initramfs-", dir=scratch_root) as scratch:
-            packages = _build_base(Path(scratch), out / IMAGE, infos, extra_packages, arch, suite, log_path)
+            packages = _build_base(Path(scratch), out / IMAGE, infos, extra_packages, arch, suite, log_path,
+                                   progs)
         meta = {"key": key, "arch": arch, "suite": suite, "packages": packages,
                 "considered": {n: i.version for n, i in sorted(infos.items())}}
         (out / "packages.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
@@ -362,8 +369,10 @@ def _build_base(
     arch: str,
     suite: str,
     log_path: Path | None,
+    progs: dict[str, Path] | None = None,
 ) -> dict[str, str]:
-    """Fetch, extract, stage and pack; return {package: version} of what is in the image."""
+    """Fetch, extract, stage and pack; return {package: version} of what is in the image.
+    `progs` ({path in the image: built file}) are staged last, executable."""
     debs = debian.fetch_debs([f"{n}={i.version}" for n, i in sorted(infos.items())], arch, scratch / "debs",
                              suite, log_path)
     sysroot, stage = scratch / "sysroot", scratch / "stage"
@@ -410,6 +419,7 @@ def _build_base(
     for link, target in sorted(links.items()):
         _symlink(stage, link, target)
     _copy_guest_files(ROOTFS_DIR, stage)
+    _stage_progs(progs or {}, stage)
     _busybox_links(sysroot / "bin/busybox", stage)
 
     entries = tree_entries(stage)
@@ -453,6 +463,17 @@ def _copy_guest_files(src: Path, stage: Path) -> None:
         else:
             shutil.copyfile(path, dst)
             dst.chmod(0o755 if os.access(path, os.X_OK) else 0o644)
+
+
+def _stage_progs(progs: dict[str, Path], stage: Path) -> None:
+    for name, src in sorted(progs.items()):
+        dst = stage / name
+        if os.path.lexists(dst):
+            log.info("%s: the built guest program replaces the file already staged", name)
+            dst.unlink()
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        dst.chmod(0o644 if name.startswith("boot/") else 0o755)  # boot/: for kexec, not exec
 
 
 def _busybox_links(busybox: Path, stage: Path) -> None:

@@ -1,0 +1,354 @@
+/*
+ * kjsys.h - the whole "libc" of the kjlab guest programs (i386 Linux, no libc).
+ *
+ * Built by lab/build/progs.py with the host gcc:
+ *   gcc -m32 -march=i686 -static -nostdlib -ffreestanding -fno-pic -no-pie ...
+ * Each program is one translation unit that includes this header once and defines
+ * `int main(int argc, char **argv)`; _start below calls it and exits with its result.
+ * System calls go through `int $0x80` (i386 numbers, arch/x86/entry/syscalls/syscall_32.tbl).
+ */
+#ifndef KJSYS_H
+#define KJSYS_H
+
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+typedef int s32;
+typedef unsigned int size_t;
+
+#define NULL ((void *)0)
+
+/* i386 system call numbers */
+#define SYS_exit 1
+#define SYS_read 3
+#define SYS_write 4
+#define SYS_open 5
+#define SYS_close 6
+#define SYS_getpid 20
+#define SYS_pause 29
+#define SYS_mlock 150
+#define SYS_mmap2 192
+#define SYS_exit_group 252
+#define SYS_kexec_load 283
+
+#define O_RDONLY 0
+#define O_WRONLY 1
+#define O_CREAT 0100
+#define O_TRUNC 01000
+#define PROT_READ 1
+#define PROT_WRITE 2
+#define MAP_PRIVATE 0x02
+#define MAP_ANONYMOUS 0x20
+
+/* -- raw system calls: return value, or -errno (-4095..-1) ---------------------------- */
+
+static inline long sys0(long n)
+{
+	long r;
+	__asm__ volatile("int $0x80" : "=a"(r) : "0"(n) : "memory");
+	return r;
+}
+
+static inline long sys1(long n, long a)
+{
+	long r;
+	__asm__ volatile("int $0x80" : "=a"(r) : "0"(n), "b"(a) : "memory");
+	return r;
+}
+
+static inline long sys2(long n, long a, long b)
+{
+	long r;
+	__asm__ volatile("int $0x80" : "=a"(r) : "0"(n), "b"(a), "c"(b) : "memory");
+	return r;
+}
+
+static inline long sys3(long n, long a, long b, long c)
+{
+	long r;
+	__asm__ volatile("int $0x80" : "=a"(r) : "0"(n), "b"(a), "c"(b), "d"(c) : "memory");
+	return r;
+}
+
+static inline long sys4(long n, long a, long b, long c, long d)
+{
+	long r;
+	__asm__ volatile("int $0x80" : "=a"(r) : "0"(n), "b"(a), "c"(b), "d"(c), "S"(d) : "memory");
+	return r;
+}
+
+/* six arguments: the sixth goes in %ebp, which gcc may use as frame pointer; swap it in by
+ * hand around the int $0x80 (args[5] read through %eax before %eax gets the number) */
+static inline long sys6(long n, long a, long b, long c, long d, long e, long f)
+{
+	long r;
+	long args[2] = {n, f};
+	__asm__ volatile(
+		"pushl %%ebp\n\t"
+		"movl 4(%%eax), %%ebp\n\t"
+		"movl 0(%%eax), %%eax\n\t"
+		"int $0x80\n\t"
+		"popl %%ebp"
+		: "=a"(r)
+		: "a"(args), "b"(a), "c"(b), "d"(c), "S"(d), "D"(e)
+		: "memory");
+	return r;
+}
+
+static inline int is_err(long r) { return (unsigned long)r > (unsigned long)-4096; }
+
+__attribute__((noreturn)) static void kj_exit(int code)
+{
+	sys1(SYS_exit_group, code);
+	for (;;)
+		sys1(SYS_exit, code);
+}
+
+/* gcc may emit calls to these even with -ffreestanding */
+void *memset(void *d, int c, size_t n)
+{
+	u8 *p = d;
+	while (n--)
+		*p++ = (u8)c;
+	return d;
+}
+
+void *memcpy(void *d, const void *s, size_t n)
+{
+	u8 *p = d;
+	const u8 *q = s;
+	while (n--)
+		*p++ = *q++;
+	return d;
+}
+
+static inline size_t kj_strlen(const char *s)
+{
+	size_t n = 0;
+	while (s[n])
+		n++;
+	return n;
+}
+
+static inline int kj_streq(const char *a, const char *b)
+{
+	while (*a && *a == *b)
+		a++, b++;
+	return *a == *b;
+}
+
+/* needle in haystack[0..len) */
+static inline int kj_memmem(const char *hay, size_t len, const char *needle)
+{
+	size_t n = kj_strlen(needle), i, j;
+	for (i = 0; i + n <= len; i++) {
+		for (j = 0; j < n && hay[i + j] == needle[j]; j++)
+			;
+		if (j == n)
+			return 1;
+	}
+	return 0;
+}
+
+/* -- output: a small line buffer, flushed on newline or when full ---------------------- */
+
+static char kj_obuf[256];
+static size_t kj_olen;
+static int kj_ofd = 1;
+
+static inline void kj_flush(void)
+{
+	size_t off = 0;
+	while (off < kj_olen) {
+		long r = sys3(SYS_write, kj_ofd, (long)(kj_obuf + off), (long)(kj_olen - off));
+		if (r <= 0)
+			break;
+		off += (size_t)r;
+	}
+	kj_olen = 0;
+}
+
+static inline void kj_putc(char c)
+{
+	if (kj_olen == sizeof kj_obuf)
+		kj_flush();
+	kj_obuf[kj_olen++] = c;
+	if (c == '\n')
+		kj_flush();
+}
+
+static inline void kj_puts(const char *s)
+{
+	while (*s)
+		kj_putc(*s++);
+}
+
+/* switch output to fd (1 or 2), flushing what the other one had */
+static inline void kj_to(int fd)
+{
+	kj_flush();
+	kj_ofd = fd;
+}
+
+static inline void kj_putu(u32 v)
+{
+	char b[12];
+	int i = 0;
+	do {
+		b[i++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while (i)
+		kj_putc(b[--i]);
+}
+
+static inline void kj_puti(s32 v)
+{
+	if (v < 0) {
+		kj_putc('-');
+		kj_putu((u32)-(v + 1) + 1);
+	} else {
+		kj_putu((u32)v);
+	}
+}
+
+/* 0x-prefixed hex, at least `digits` digits */
+static void kj_putx64(u64 v, int digits)
+{
+	char b[16];
+	int i = 0;
+	kj_puts("0x");
+	do {
+		b[i++] = "0123456789abcdef"[v & 15];
+		v >>= 4;
+	} while (v || i < digits);
+	while (i)
+		kj_putc(b[--i]);
+}
+
+static inline void kj_putx(u32 v) { kj_putx64(v, 8); }
+
+/* -- errno names ----------------------------------------------------------------------- */
+
+static inline const char *kj_errname(long e)
+{
+	switch (e) {
+	case 1: return "EPERM";
+	case 2: return "ENOENT";
+	case 4: return "EINTR";
+	case 5: return "EIO";
+	case 7: return "E2BIG";
+	case 8: return "ENOEXEC";
+	case 9: return "EBADF";
+	case 11: return "EAGAIN";
+	case 12: return "ENOMEM";
+	case 13: return "EACCES";
+	case 14: return "EFAULT";
+	case 16: return "EBUSY";
+	case 17: return "EEXIST";
+	case 20: return "ENOTDIR";
+	case 21: return "EISDIR";
+	case 22: return "EINVAL";
+	case 24: return "EMFILE";
+	case 27: return "EFBIG";
+	case 28: return "ENOSPC";
+	case 30: return "EROFS";
+	case 38: return "ENOSYS";
+	case 75: return "EOVERFLOW";
+	case 95: return "EOPNOTSUPP";
+	case 99: return "EADDRNOTAVAIL";
+	default: return "E?";
+	}
+}
+
+/* "NAME (errno N)" for a raw syscall result r < 0 */
+static inline void kj_puterr(long r)
+{
+	kj_puts(kj_errname(-r));
+	kj_puts(" (errno ");
+	kj_puti((s32)-r);
+	kj_puts(")");
+}
+
+/* -- parsing ----------------------------------------------------------------------------- */
+
+/* decimal or 0x-hex u64; returns 0 on success, -1 if empty, malformed or out of range */
+static int kj_parse_u64(const char *s, u64 *out)
+{
+	u64 v = 0;
+	int any = 0;
+	if (!s)
+		return -1;
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		for (s += 2; *s; s++, any = 1) {
+			u32 d;
+			if (*s >= '0' && *s <= '9')
+				d = (u32)(*s - '0');
+			else if (*s >= 'a' && *s <= 'f')
+				d = (u32)(*s - 'a' + 10);
+			else if (*s >= 'A' && *s <= 'F')
+				d = (u32)(*s - 'A' + 10);
+			else
+				return -1;
+			if (v >> 60)
+				return -1;
+			v = (v << 4) | d;
+		}
+	} else {
+		for (; *s; s++, any = 1) {
+			u64 t;
+			if (*s < '0' || *s > '9')
+				return -1;
+			if (v > 0x1999999999999999ULL)
+				return -1;
+			t = v * 10 + (u32)(*s - '0');
+			if (t < v * 10)
+				return -1;
+			v = t;
+		}
+	}
+	if (!any)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int kj_parse_u32(const char *s, u32 *out)
+{
+	u64 v;
+	if (kj_parse_u64(s, &v) || v >> 32)
+		return -1;
+	*out = (u32)v;
+	return 0;
+}
+
+/* -- entry ------------------------------------------------------------------------------- */
+
+int main(int argc, char **argv);
+
+__attribute__((used, noreturn)) void kj_start_c(unsigned long *sp);
+__attribute__((used, noreturn)) void kj_start_c(unsigned long *sp)
+{
+	int argc = (int)sp[0];
+	char **argv = (char **)(sp + 1);
+	int rc = main(argc, argv);
+	kj_flush();
+	kj_exit(rc);
+}
+
+/* the kernel enters with argc at (%esp), argv[] after it; align the stack for gcc */
+__asm__(
+	".text\n"
+	".globl _start\n"
+	".type _start, @function\n"
+	"_start:\n"
+	"	xorl %ebp, %ebp\n"
+	"	movl %esp, %eax\n"
+	"	andl $-16, %esp\n"
+	"	subl $12, %esp\n"
+	"	pushl %eax\n"
+	"	call kj_start_c\n"
+	"	hlt\n");
+
+#endif

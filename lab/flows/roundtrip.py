@@ -1,0 +1,50 @@
+"""Seed 004's "cooperative multi-kernel": A -> B -> A without a power cycle, once or N times."""
+
+from __future__ import annotations
+
+from .common import FlowContext
+
+
+class JumpRoundtripFlow(FlowContext):
+    """A jumps to B; B jumps straight back with kj-jump-back; A's state is checked."""
+
+    def run(self) -> None:
+        with self.vm_a() as vm:
+            self.boot_a(vm)
+            self.load_b(vm)
+            self.snapshot(vm, "A-before-jump", "Memory snapshot of A before the jump")
+            a_marker = self.jump_to_b(vm)
+            entry = self.b_entry_step(vm)
+            self.b_jump_back(vm, entry, a_marker)
+            self.verify_a(vm, disk=True)
+            self.snapshot(vm, "A-resumed", "Memory snapshot of A after the round trip")
+
+    def b_entry_step(self, vm) -> str:  # type: ignore[no-untyped-def]
+        with self.rec.step("entry-B", "Read A's jump-back entry from B's command line", "7", vm):
+            return self.b_entry(vm)
+
+
+class CyclesFlow(JumpRoundtripFlow):
+    """N round trips in a row. The first boots B; later ones switch into B where it left
+    off (B's shell returns from its own kexec -e) and back: no boot after the first."""
+
+    def run(self) -> None:
+        n = self.sc.flow.cycles
+        with self.vm_a() as vm:
+            self.boot_a(vm)
+            self.load_b(vm)
+            a_marker = self.jump_to_b(vm, step="jump-to-B-1")
+            entry = self.b_entry_step(vm)
+            b_marker = self.b_jump_back(vm, entry, a_marker, step="jump-back-1")
+            self.verify_a(vm, step="verify-A-1", disk=False)
+            for i in range(2, n + 1):
+                with self.rec.step(f"jump-to-B-{i}", f"Cycle {i}: kexec -e in A resumes B where it left off", "6", vm):
+                    a_marker = vm.console.start("kexec -x -e")
+                    self.rec.note("kexec -x -e")
+                    self.jump_returned(vm, b_marker, "B")
+                with self.rec.step(f"jump-back-{i}", f"Cycle {i}: kexec -e in B resumes A", "-", vm):
+                    with self.interrupt_logging(vm):
+                        b_marker = vm.console.start("kexec -x -e")
+                        self.rec.note("kexec -x -e")
+                        self.jump_returned(vm, a_marker, "A")
+                self.verify_a(vm, step=f"verify-A-{i}", disk=False)

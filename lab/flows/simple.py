@@ -1,0 +1,52 @@
+"""The two flows of the older seeds: a plain kexec reboot (seed 001) and seed 003's
+"call a program in physical mode and return"."""
+
+from __future__ import annotations
+
+from ..errors import ConsoleEOF, ConsoleTimeout
+from .base import FlowStop, stop_for_console_failure
+from .common import FlowContext
+
+
+class KexecRebootFlow(FlowContext):
+    """kexec -l of a new kernel, kexec -e: the new kernel boots (no return)."""
+
+    def run(self) -> None:
+        with self.vm_a() as vm:
+            with self.rec.step("boot-A", "Boot kernel A", "-", vm):
+                self.wait_ready(vm, "A")
+            with self.rec.step("load", "kexec -l the new kernel and its initramfs", "-", vm):
+                self.run_ok(vm, f"{self.kexec()} -l /boot/bzImage --initrd=/boot/rootfsB.gz "
+                                "--append='console=ttyS0 loglevel=7 kjlab.role=R'", "load")
+            with self.rec.step("reboot", "kexec -e: the new kernel boots", "-", vm):
+                vm.console.send_line("kexec -x -e")
+                self.rec.note("kexec -x -e")
+                self.wait_ready(vm, "R")
+            with self.rec.step("verify-R", "The new kernel runs with the command line it was given", "-", vm):
+                cmdline = self.run_ok(vm, "cat /proc/cmdline", verdict="CHECK_FAILED")
+                if "kjlab.role=R" not in cmdline:
+                    raise FlowStop("CHECK_FAILED", "the rebooted kernel has not the command line it was loaded with", [cmdline])
+
+
+class PhysCallFlow(FlowContext):
+    """A loads kj-physcall.elf with --load-preserve-context --args-none and kexec -e calls it
+    with paging off; it writes a marker on COM1 and returns; A goes on."""
+
+    MARKER = "KJLAB-PHYSCALL"
+
+    def run(self) -> None:
+        with self.vm_a() as vm:
+            self.boot_a(vm)
+            with self.rec.step("load-program", "Load the physical-mode program", "-", vm):
+                self.with_iomem_filter(vm, lambda: self.run_ok(
+                    vm, f"{self.kexec()} --load-preserve-context --args-none /boot/kj-physcall.elf", "load"))
+            with self.rec.step("call", "kexec -e: call it in physical mode and return", "-", vm):
+                with self.interrupt_logging(vm):
+                    marker = vm.console.start("kexec -x -e")
+                    self.rec.note("kexec -x -e")
+                    try:
+                        vm.console.expect([self.MARKER], self.timeouts["jump"], "the program's marker on COM1")
+                    except (ConsoleTimeout, ConsoleEOF) as e:
+                        raise stop_for_console_failure(vm, e, self.text(vm)) from None
+                    self.jump_returned(vm, marker, "A")
+            self.verify_a(vm, disk=True)

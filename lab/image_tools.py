@@ -1,0 +1,116 @@
+"""Host-side surgery on a saved hibernation image between B's power-off and C's boot.
+
+Test options only: they make known-bad images so the lab can show it catches them.
+The image is read out of and written back into the ext2 disk with e2fsprogs' debugfs.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from pathlib import Path
+
+from .errors import BuildError
+from .proc import run
+
+log = logging.getLogger(__name__)
+
+PT_LOAD = 1
+PAGE = 4096
+
+
+def read_from_disk(disk: Path, name: str, dest: Path) -> Path:
+    run(["debugfs", "-R", f"dump -p /{name} {dest}", str(disk)])
+    if not dest.is_file():
+        raise BuildError(f"debugfs found no /{name} on {disk}")
+    return dest
+
+
+def write_to_disk(disk: Path, local: Path, name: str) -> None:
+    run(["debugfs", "-w", "-R", f"rm /{name}", str(disk)])
+    run(["debugfs", "-w", "-R", f"write {local} /{name}", str(disk)])
+
+
+def _layout(data: bytes) -> tuple[str, int, int, int, int]:
+    """(struct prefix, e_phoff, e_phentsize, e_phnum, class) of an ELF file."""
+    if data[:4] != b"\x7fELF":
+        raise BuildError("not an ELF file")
+    elf_class = data[4]
+    if elf_class == 1:
+        phoff, = struct.unpack_from("<I", data, 28)
+        phentsize, phnum = struct.unpack_from("<HH", data, 42)
+    else:
+        phoff, = struct.unpack_from("<Q", data, 32)
+        phentsize, phnum = struct.unpack_from("<HH", data, 54)
+    return "<", phoff, phentsize, phnum, elf_class
+
+
+def _phdrs(data: bytes) -> tuple[int, list[list[int]]]:
+    _, phoff, phentsize, phnum, elf_class = _layout(data)
+    fmt = "<IIIIIIII" if elf_class == 1 else "<IIQQQQQQ"
+    out = []
+    for i in range(phnum):
+        out.append(list(struct.unpack_from(fmt, data, phoff + i * phentsize)))
+    return elf_class, out
+
+
+def split_pt_loads(src: Path, dst: Path, count: int) -> str:
+    """Rewrite src so that its PT_LOADs become `count` page-aligned pieces of the same memory.
+
+    Data stays where it is; a new program header table is appended and e_phoff points at it.
+    """
+    data = bytearray(src.read_bytes())
+    elf_class, phdrs = _phdrs(bytes(data))
+    # ELF32 phdr: type, offset, vaddr, paddr, filesz, memsz, flags, align
+    # ELF64 phdr: type, flags, offset, vaddr, paddr, filesz, memsz, align
+    idx = (1, 2, 3, 4, 5) if elf_class == 1 else (2, 3, 4, 5, 6)
+    loads = [p for p in phdrs if p[0] == PT_LOAD]
+    others = [p for p in phdrs if p[0] != PT_LOAD]
+    pieces_per_load = _shares([p[idx[3]] for p in loads], count)
+    new_loads = []
+    for p, pieces in zip(loads, pieces_per_load):
+        off, vaddr, paddr, filesz, memsz = (p[i] for i in idx)
+        chunk = -(-memsz // pieces // PAGE) * PAGE
+        start = 0
+        while start < memsz:
+            size = min(chunk, memsz - start)
+            q = list(p)
+            q[idx[0]], q[idx[1]], q[idx[2]] = off + start, vaddr + start, paddr + start
+            q[idx[3]] = max(0, min(size, filesz - start))
+            q[idx[4]] = size
+            new_loads.append(q)
+            start += size
+    fmt = "<IIIIIIII" if elf_class == 1 else "<IIQQQQQQ"
+    table = b"".join(struct.pack(fmt, *p) for p in others + new_loads)
+    phoff = len(data) + (-len(data) % 8)
+    data += b"\0" * (phoff - len(data)) + table
+    if elf_class == 1:
+        struct.pack_into("<I", data, 28, phoff)
+        struct.pack_into("<H", data, 44, len(others) + len(new_loads))
+    else:
+        struct.pack_into("<Q", data, 32, phoff)
+        struct.pack_into("<H", data, 56, len(others) + len(new_loads))
+    dst.write_bytes(bytes(data))
+    return f"{len(loads)} PT_LOADs -> {len(new_loads)}"
+
+
+def _shares(sizes: list[int], count: int) -> list[int]:
+    """Split `count` pieces over loads in proportion to their sizes (at least one each)."""
+    if count < len(sizes):
+        raise BuildError(f"cannot split {len(sizes)} PT_LOADs into fewer ({count})")
+    shares = [1] * len(sizes)
+    for _ in range(count - len(sizes)):
+        i = max(range(len(sizes)), key=lambda k: sizes[k] / shares[k])
+        shares[i] += 1
+    return shares
+
+
+def split_image_on_disk(disk: Path, name: str, count: int, work_dir: Path) -> str:
+    original = read_from_disk(disk, name, work_dir / f"{name}.orig")
+    split = work_dir / f"{name}.split"
+    detail = split_pt_loads(original, split, count)
+    write_to_disk(disk, split, name)
+    original.unlink()
+    split.unlink()
+    log.info("split %s on %s: %s", name, disk, detail)
+    return detail

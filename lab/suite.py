@@ -1,0 +1,93 @@
+"""Many scenarios in one command (a directory of them, e.g. the bug library), each in
+its own run directory, and a summary page that links every run's report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import UserError
+from .report import environment, format_duration, verdict_class
+from .results import Step
+from .runner import RunOutcome, run_scenario
+from .scenario import Scenario, load_scenario
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SuiteEntry:
+    scenario: str
+    path: str
+    description: str
+    source: str
+    expected: str
+    observed: str
+    verdict: str
+    reason: str
+    failed_step: str
+    seconds: float
+    report: str  # relative to the suite directory
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict in ("PASS", "XFAIL")
+
+
+def scenario_files(target: Path) -> list[Path]:
+    if target.is_file():
+        return [target]
+    if not target.is_dir():
+        raise UserError(f"{target}: no such scenario file or directory")
+    files = sorted(target.rglob("*.toml"))
+    if not files:
+        raise UserError(f"{target}: no scenario files (*.toml) in it")
+    return files
+
+
+def run_suite(target: Path, runs_root: Path, on_step: Callable[[Step], None] | None = None,
+              on_scenario: Callable[[Scenario, int, int], None] | None = None,
+              on_done: Callable[[SuiteEntry], None] | None = None) -> tuple[Path, list[SuiteEntry]]:
+    scenarios = [load_scenario(p) for p in scenario_files(target)]  # all validated before any runs
+    suite_dir = runs_root / f"{time.strftime('%Y%m%d-%H%M%S')}-suite-{target.name or 'scenarios'}"
+    suite_dir.mkdir(parents=True)
+    entries: list[SuiteEntry] = []
+    for i, sc in enumerate(scenarios, 1):
+        if on_scenario:
+            on_scenario(sc, i, len(scenarios))
+        outcome = run_scenario(sc, suite_dir, on_step=on_step)  # KeyboardInterrupt ends the suite
+        entries.append(_entry(sc, outcome, suite_dir))
+        if on_done:
+            on_done(entries[-1])
+        write_summary(suite_dir, entries, str(target))
+    return suite_dir, entries
+
+
+def _entry(sc: Scenario, outcome: RunOutcome, suite_dir: Path) -> SuiteEntry:
+    res = outcome.result
+    return SuiteEntry(
+        scenario=sc.name, path=str(sc.path), description=sc.description, source=sc.source,
+        expected=sc.expect.verdict, observed=res.observed_verdict or res.verdict, verdict=res.verdict,
+        reason=res.reason, failed_step=res.failed_step, seconds=(res.ended or time.time()) - res.started,
+        report=os.path.relpath(outcome.run_dir / "report.html", suite_dir),
+    )
+
+
+def write_summary(suite_dir: Path, entries: list[SuiteEntry], title: str) -> Path:
+    (suite_dir / "summary.json").write_text(json.dumps([asdict(e) for e in entries], indent=2) + "\n")
+    rows = [{**asdict(e), "css": verdict_class(e.verdict), "duration": format_duration(e.seconds)} for e in entries]
+    counts: dict[str, int] = {}
+    for e in entries:
+        counts[e.verdict] = counts.get(e.verdict, 0) + 1
+    html = environment().get_template("summary.html.j2").render(
+        title=title, rows=rows, counts=sorted(counts.items()), ok=all(e.ok for e in entries),
+        generated=time.strftime("%Y-%m-%d %H:%M:%S"),
+    )
+    path = suite_dir / "summary.html"
+    path.write_text(html)
+    return path
