@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:  # the long stages (downloads, builds) say what they are doing
         logging.getLogger("lab.build").setLevel(logging.INFO)
-    logging.getLogger("qemu.qmp").setLevel(logging.WARNING)  # its connect/EOF chatter
+    logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)  # connect retries and EOFs: lab.monitor reports
     try:
         return int(args.func(args))
     except UserError as e:

@@ -114,3 +114,36 @@ def split_image_on_disk(disk: Path, name: str, count: int, work_dir: Path) -> st
     split.unlink()
     log.info("split %s on %s: %s", name, disk, detail)
     return detail
+
+
+def corrupt_sentinel_pages(path: Path, token: int, count: int) -> list[int]:
+    """Flip one word in the body of the first `count` sentinel pages of an image file
+    (a test option: a saved image damaged on the disk). Returns their physical addresses."""
+    from .snapshots import PhysImage, scan_sentinels
+
+    with PhysImage.open(path) as img:
+        scan = scan_sentinels(img, token)
+        targets = sorted(scan.paddr.tolist())[:count]
+        offsets = []
+        for paddr in targets:
+            seg = next(s for s in img.segments if s.paddr <= paddr and paddr + PAGE <= s.paddr + s.filesz)
+            offsets.append(seg.offset + paddr - seg.paddr)
+    with open(path, "r+b") as f:
+        for off in offsets:
+            f.seek(off + 1024)
+            word = f.read(4)
+            f.seek(off + 1024)
+            f.write(bytes(b ^ 0xFF for b in word))
+    return targets
+
+
+def corrupt_image_on_disk(disk: Path, name: str, token: int, count: int, work_dir: Path) -> list[int]:
+    local = read_from_disk(disk, name, work_dir / f"{name}.corrupt")
+    try:
+        hit = corrupt_sentinel_pages(local, token, count)
+        if len(hit) < count:
+            raise BuildError(f"only {len(hit)} sentinel pages in {name} to corrupt, {count} asked")
+        write_to_disk(disk, local, name)
+    finally:
+        local.unlink(missing_ok=True)
+    return hit

@@ -113,8 +113,9 @@ def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
         with _sigterm_as_interrupt():
             try:
                 art = prepare_artifacts(sc, run_dir, rec)
-                FLOWS[sc.flow.name](sc, art, run_dir, sock_dir, rec, accel.accel).run()
-                _finish(result, PASS, "kernel A resumed and every check held")
+                flow = FLOWS[sc.flow.name](sc, art, run_dir, sock_dir, rec, accel.accel)
+                flow.run()
+                _finish(result, PASS, flow.pass_reason)
             except FlowStop as stop:
                 _finish(result, stop.verdict, stop.reason, stop.evidence)
             except KjlabError as e:

@@ -27,7 +27,7 @@ _SCHEMA: dict[str, set[str]] = {
     "guest": {"recipe", "extra_packages"},
     "machine": {"name", "memory_mib", "c_memory_mib", "cpu", "smp", "disk_bus", "machine", "accel", "acpi"},
     "flow": {"name", "a_mem", "a_append", "b_window", "save", "dump_level", "cycles", "proof_kib", "timeouts",
-             "split_image_segments"},
+             "split_image_segments", "sentinel_pages", "corrupt_image_pages"},
     "quirks": set(QUIRKS),
     "expect": {"verdict", "signature", "step", "links"},
 }
@@ -44,6 +44,8 @@ class FlowParams:
     cycles: int = 3
     proof_kib: int = 4096
     split_image_segments: int = 0  # test option: rewrite the saved image into N PT_LOADs
+    sentinel_pages: int = 1024  # self-identifying pages per region (tmpfs file, anonymous memory)
+    corrupt_image_pages: int = 0  # test option: damage N sentinel pages of the saved image on the disk
     timeouts: dict[str, float] = field(default_factory=dict)
 
 
@@ -206,6 +208,8 @@ def _flow(where: str, f: dict[str, Any]) -> FlowParams:
         cycles=_int(where, "flow.cycles", f.get("cycles", 3), 1, 100),
         proof_kib=_int(where, "flow.proof_kib", f.get("proof_kib", 4096), 4, 65536),
         split_image_segments=_int(where, "flow.split_image_segments", f.get("split_image_segments", 0), 0, 64),
+        sentinel_pages=_int(where, "flow.sentinel_pages", f.get("sentinel_pages", 1024), 0, 16384),
+        corrupt_image_pages=_int(where, "flow.corrupt_image_pages", f.get("corrupt_image_pages", 0), 0, 16384),
         timeouts={str(k): float(v) for k, v in timeouts.items()},
     )
 

@@ -19,7 +19,8 @@ are ``[start, end)`` and appear there as ``"0x...-0x..."`` strings with their si
 
 Granularity is the 4 KiB page. A page is *present* in an image when some PT_LOAD's
 [p_paddr, p_paddr + p_memsz) touches it; bytes of a present page that no segment covers,
-and the p_filesz..p_memsz tail of a segment, read as zeros.
+and the p_filesz..p_memsz tail of a segment, read as zeros. What a truncated file lacks is
+absent (PhysImage.truncated); where PT_LOADs overlap, the later one wins.
 
 Sentinel page (4096 bytes, little-endian)::
 
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import mmap
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -212,18 +212,18 @@ class Extent:
 
 
 class PhysImage:
-    """An ELF core of guest physical memory, mapped read-only."""
+    """An ELF core of guest physical memory, mapped read-only. `segments` are the PT_LOADs
+    as written; `truncated` the physical ranges they claim but a short file lacks."""
 
     def __init__(self, path: Path, elf_class: int, machine: str, segments: list[Segment],
-                 notes: list[Note], data: np.ndarray, mapping: mmap.mmap | None = None) -> None:
+                 notes: list[Note], data: np.ndarray) -> None:
         self.path = path
         self.elf_class = elf_class
         self.machine = machine
         self.segments = segments
         self.notes = notes
         self._data = data
-        self._mmap = mapping  # for madvise; None for in-memory data
-        self._eff = _effective_segments(segments, data.size)
+        self._eff, self.truncated = _effective_segments(segments, data.size)
         self._extents = _build_extents(self._eff)
         self._starts = [x.start for x in self._extents]
 
@@ -239,15 +239,14 @@ class PhysImage:
             elf_class, machine = elf.elfclass, str(elf["e_machine"])
         size = p.stat().st_size
         data = np.memmap(p, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
-        img = cls(p, elf_class, machine, segments, notes, data.view(np.ndarray),
-                  getattr(data, "_mmap", None))
+        img = cls(p, elf_class, machine, segments, notes, data.view(np.ndarray))
         log.debug("%s: ELF%d %s, %d PT_LOAD, present %s", p.name, elf_class, machine,
                   len(segments), [format_range(r) for r in img.present_ranges()])
         return img
 
     def close(self) -> None:
         """Drop the mapping (it goes away once no page array from it is alive)."""
-        self._data, self._mmap = np.zeros(0, np.uint8), None
+        self._data = np.zeros(0, np.uint8)
         self._extents, self._starts = [], []
 
     def __enter__(self) -> PhysImage:
@@ -313,21 +312,6 @@ class PhysImage:
             return self._extents[k]
         return None
 
-    def prefetch(self, start: int, end: int) -> None:
-        """Ask the kernel to start reading the file behind [start, end) (MADV_WILLNEED):
-        disk reads then overlap the work on the previous chunk."""
-        if self._mmap is None or not hasattr(self._mmap, "madvise"):
-            return
-        for x in self._extents:
-            s, e = max(start, x.start), min(end, x.end)
-            if s < e and x.kind == "file":
-                off = x.offset + s - x.start
-                aligned = off - off % mmap.PAGESIZE
-                try:
-                    self._mmap.madvise(mmap.MADV_WILLNEED, aligned, off + (e - s) - aligned)
-                except (OSError, ValueError) as err:  # advice only
-                    log.debug("madvise %s: %s", self.path.name, err)
-
     def _words(self, ext: Extent | None, start: int, end: int) -> np.ndarray | None:
         """(n, 512) little-endian u64 of [start, end) inside one extent; None if zeros."""
         if ext is None or ext.kind == "zero":
@@ -347,6 +331,7 @@ class PhysImage:
             "segments": [s.to_json() for s in self.segments],
             "present": ranges_to_json(self.present_ranges()),
             "zero_fill": ranges_to_json(self.zero_fill_ranges()),
+            "truncated": ranges_to_json(self.truncated),
             "notes": [{"name": n.name, "type": n.type, "size": n.size} for n in self.notes],
         }
 
@@ -377,26 +362,43 @@ def _read_notes(seg: Any, path: Path) -> list[Note]:
     return out
 
 
-def _effective_segments(segments: list[Segment], file_size: int) -> list[Segment]:
-    """Segments sorted by address, overlaps clipped (the lower one wins), file parts
-    clipped to the file's size (a truncated copy reads as zeros past its end)."""
+def _effective_segments(segments: list[Segment], file_size: int) -> tuple[list[Segment], list[Range]]:
+    """Segments sorted by address without overlaps, and the ranges lost to a short file.
+
+    A segment whose file part runs past the end of the file (a truncated copy) keeps only
+    what the file holds: the rest is absent, not zeros. Where PT_LOADs overlap, the later
+    one in header order wins, as when a loader copies them in order."""
     out: list[Segment] = []
-    reach = 0
-    for seg in sorted(segments, key=lambda s: s.paddr):
-        filesz = max(0, min(seg.filesz, seg.memsz, file_size - seg.offset))
-        if filesz < min(seg.filesz, seg.memsz):
-            log.warning("PT_LOAD %s: file ends %d bytes early; the rest reads as zeros",
-                        format_range((seg.paddr, seg.end)), min(seg.filesz, seg.memsz) - filesz)
-        cut = max(0, reach - seg.paddr)
-        if cut:
-            log.warning("PT_LOAD %s overlaps the one before; using the first",
+    lost: list[Range] = []
+    for seg in segments:
+        want = min(seg.filesz, seg.memsz)
+        have = max(0, min(want, file_size - seg.offset))
+        if have < want:
+            log.warning("PT_LOAD %s: the file ends %d bytes early; that part is absent",
+                        format_range((seg.paddr, seg.end)), want - have)
+            lost.append((seg.paddr + have, seg.end))
+            seg = Segment(seg.paddr, have, seg.offset, have, seg.vaddr)
+        out.append(seg)
+    ordered = sorted(out, key=lambda x: x.paddr)
+    if all(x.end <= y.paddr for x, y in zip(ordered, ordered[1:])):
+        return [x for x in ordered if x.memsz > 0], normalize_ranges(lost)
+    return _resolve_overlaps(out), normalize_ranges(lost)
+
+
+def _resolve_overlaps(segments: list[Segment]) -> list[Segment]:
+    claimed: list[Range] = []
+    out: list[Segment] = []
+    for seg in reversed(segments):
+        parts = subtract_ranges([(seg.paddr, seg.end)], claimed)
+        if parts != [(seg.paddr, seg.end)]:
+            log.warning("PT_LOAD %s overlaps a later one, which wins",
                         format_range((seg.paddr, seg.end)))
-        if cut >= seg.memsz:
-            continue
-        out.append(Segment(seg.paddr + cut, seg.memsz - cut, seg.offset + cut,
-                           max(0, filesz - cut), seg.vaddr + cut))
-        reach = max(reach, seg.end)
-    return out
+        for s, e in parts:
+            cut = s - seg.paddr
+            out.append(Segment(s, e - s, seg.offset + cut,
+                               max(0, min(seg.filesz - cut, e - s)), seg.vaddr + cut))
+        claimed = normalize_ranges(claimed + [(seg.paddr, seg.end)])
+    return sorted(out, key=lambda x: x.paddr)
 
 
 def _build_extents(segments: list[Segment]) -> list[Extent]:
@@ -412,7 +414,21 @@ def _build_extents(segments: list[Segment]) -> list[Extent]:
         inner = [r for r in ((fs, fe), (zs, ze)) if r[0] < r[1]]
         edges += subtract_ranges(pages_out([(seg.paddr, seg.end)]), inner)
     extents += [Extent(s, e, "mixed") for s, e in normalize_ranges(edges)]
-    return sorted(extents, key=lambda x: x.start)
+    return _merge_extents(sorted(extents, key=lambda x: x.start))
+
+
+def _merge_extents(extents: list[Extent]) -> list[Extent]:
+    """Join neighbours read the same way (makedumpfile writes runs of PT_LOADs that are
+    contiguous in memory and in the file), so chunks stay large."""
+    out: list[Extent] = []
+    for x in extents:
+        prev = out[-1] if out else None
+        if (prev is not None and prev.end == x.start and prev.kind == x.kind
+                and (x.kind != "file" or prev.offset + (prev.end - prev.start) == x.offset)):
+            out[-1] = Extent(prev.start, x.end, x.kind, prev.offset)
+        else:
+            out.append(x)
+    return out
 
 
 def _page_up(x: int) -> int:
@@ -455,21 +471,6 @@ def _pieces(images: Sequence[PhysImage], scope: list[Range]) -> Iterator[_Piece]
         for cs in range(s, e, CHUNK_BYTES):
             ce = min(e, cs + CHUNK_BYTES)
             yield _Piece(cs, ce, exts[0], exts[-1])
-
-
-def _prefetched(pieces: Iterator[_Piece], images: Sequence[PhysImage]) -> Iterator[_Piece]:
-    """`pieces`, each yielded once the reading of the one after it has been requested."""
-    current = next(pieces, None)
-    if current is not None:
-        for img in images:
-            img.prefetch(current.start, current.end)
-    while current is not None:
-        following = next(pieces, None)
-        if following is not None:
-            for img in images:
-                img.prefetch(following.start, following.end)
-        yield current
-        current = following
 
 
 def _inside(ranges: list[Range], addr: int) -> bool:
@@ -540,7 +541,7 @@ def diff_ranges(a: PhysImage, b: PhysImage, exclude: Sequence[Sequence[int]] = (
     buf = np.empty((CHUNK_BYTES // PAGE_SIZE, WORDS64), dtype=bool)
     found: list[np.ndarray] = []
     compared = 0
-    for piece in _prefetched(_pieces([a, b], scope), [a, b]):
+    for piece in _pieces([a, b], scope):
         wa = a._words(piece.a, piece.start, piece.end)
         wb = b._words(piece.b, piece.start, piece.end)
         n = (piece.end - piece.start) >> PAGE_SHIFT
@@ -671,10 +672,9 @@ def scan_sentinels(img: PhysImage, run_token: int) -> SentinelScan:
         raise ValueError(f"run_token {run_token} is not a u64")
     t0 = time.monotonic()
     token = np.uint64(run_token)
-    found: list[np.ndarray] = []  # (k, 1024) uint32 candidate pages
-    where: list[np.ndarray] = []
+    parts: list[tuple[np.ndarray, ...]] = []  # per chunk: paddr, region, index, seed, bad, ok
     other = scanned = 0
-    for piece in _prefetched(_pieces([img], [(0, ADDR_LIMIT)]), [img]):
+    for piece in _pieces([img], [(0, ADDR_LIMIT)]):
         words = img._words(piece.a, piece.start, piece.end)
         if words is None:
             continue
@@ -686,30 +686,32 @@ def scan_sentinels(img: PhysImage, run_token: int) -> SentinelScan:
         other += int((~mine).sum())
         rows = rows[mine]
         if rows.size:
-            found.append(words[rows].view("<u4"))
-            where.append(piece.start + (rows.astype(np.int64) << PAGE_SHIFT))
-    scan = _decode(img, run_token, found, where)
-    scan.other_token, scan.pages_scanned = other, scanned
-    scan.seconds = time.monotonic() - t0
+            paddr = piece.start + (rows.astype(np.int64) << PAGE_SHIFT)
+            parts.append(_decode(words[rows].view("<u4"), paddr))
+    cols = [np.concatenate(c) for c in zip(*parts)] if parts else _no_sentinels()
+    paddr, region, index, seed, bad, ok = cols
+    scan = SentinelScan(image=str(img.path), run_token=run_token, paddr=paddr[ok],
+                        region=region[ok], index=index[ok], seed=seed[ok], bad_words=bad[ok],
+                        corrupt_headers=paddr[~ok].tolist(), other_token=other,
+                        pages_scanned=scanned, seconds=time.monotonic() - t0)
     log.debug("%s: %d sentinel pages of token 0x%x (%d not intact, %d bad headers) in %.2f s",
               img.path.name, len(scan), run_token, int((scan.bad_words != 0).sum()),
               len(scan.corrupt_headers), scan.seconds)
     return scan
 
 
-def _decode(img: PhysImage, run_token: int, found: list[np.ndarray],
-            where: list[np.ndarray]) -> SentinelScan:
-    pages = np.concatenate(found) if found else np.zeros((0, PAGE_SIZE // 4), np.uint32)
-    paddr = np.concatenate(where) if where else np.zeros(0, np.int64)
+def _decode(pages: np.ndarray, paddr: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(paddr, region, index, seed, bad_words, header_ok) of (k, 1024) u32 candidates."""
     index, region, seed = pages[:, 4], pages[:, 5], pages[:, 6]
-    valid = (index < MAX_INDEX) & np.isin(region, list(REGIONS))
-    pages, paddr, index, region, seed, bad_paddr = (
-        pages[valid], paddr[valid], index[valid], region[valid], seed[valid], paddr[~valid])
+    ok = (index < MAX_INDEX) & np.isin(region, list(REGIONS))
     bad = (pages[:, BODY_FIRST:] != expected_bodies(index, region, seed)).sum(axis=1)
-    return SentinelScan(image=str(img.path), run_token=run_token, paddr=paddr,
-                        region=region.astype(np.uint32), index=index.astype(np.uint32),
-                        seed=seed.astype(np.uint32), bad_words=bad.astype(np.int32),
-                        corrupt_headers=bad_paddr.tolist())
+    return (paddr, region.astype(np.uint32), index.astype(np.uint32), seed.astype(np.uint32),
+            np.where(ok, bad, -1).astype(np.int32), ok)
+
+
+def _no_sentinels() -> list[np.ndarray]:
+    z = np.zeros(0, np.uint32)
+    return [np.zeros(0, np.int64), z, z, z, np.zeros(0, np.int32), np.zeros(0, bool)]
 
 
 @dataclass

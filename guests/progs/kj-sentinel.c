@@ -4,6 +4,8 @@
  *   kj-sentinel file PATH NPAGES RUN_TOKEN SEED   write NPAGES pages (region 0) to PATH, exit
  *   kj-sentinel anon NPAGES RUN_TOKEN SEED        fill NPAGES anonymous pages (region 1),
  *                                                 mlock them if possible, print
+ *                                                 "KJ-SENTINEL anon addr 0xADDR len 0xLEN mlocked"
+ *                                                 (or "unlocked"), then as the last line
  *                                                 "KJ-SENTINEL anon NPAGES ready pid PID",
  *                                                 then pause() forever holding them
  *
@@ -137,6 +139,11 @@ static int do_anon(u32 npages, u64 token, u32 seed)
 		kj_puts("\n");
 		kj_to(1);
 	}
+	kj_puts("KJ-SENTINEL anon addr ");
+	kj_putx((u32)mem);
+	kj_puts(" len ");
+	kj_putx((u32)len);
+	kj_puts(is_err(m) ? " unlocked\n" : " mlocked\n");
 	kj_puts("KJ-SENTINEL anon ");
 	kj_putu(npages);
 	kj_puts(" ready pid ");

@@ -71,20 +71,10 @@ def compiler_version() -> str:
 
 
 def debian_source(package: str, log_path: Path | None = None) -> tuple[Path, str]:
-    """Unpack Debian's `package` (linux-source-X.Y) into the cache; return (tree, version)."""
-    deb_dir = cache_root() / "debs" / "all"
-    deb_dir.mkdir(parents=True, exist_ok=True)
-    debs = sorted(deb_dir.glob(f"{package}_*_all.deb"))
-    candidate = _candidate_version(package)
-    wanted = [d for d in debs if candidate and f"_{_deb_quote(candidate)}_" in d.name]
-    if not wanted:
-        log.info("downloading %s %s from Debian", package, candidate or "")
-        run(["apt-get", "-o", "APT::Sandbox::User=root", "download", package], cwd=deb_dir, log_path=log_path)
-        debs = sorted(deb_dir.glob(f"{package}_*_all.deb"))
-        wanted = [d for d in debs if candidate and f"_{_deb_quote(candidate)}_" in d.name] or debs[-1:]
-    if not wanted:
-        raise BuildError(f"apt-get download {package} left no .deb in {deb_dir}")
-    deb = wanted[-1]
+    """Unpack Debian's `package` (linux-source-X.Y, or linux-source-X.Y@SUITE for another
+    suite than the machine's own) into the cache; return (tree, package version)."""
+    name, _, suite = package.partition("@")
+    deb = _fetch_suite_deb(name, suite, log_path) if suite else _fetch_host_deb(name, log_path)
     version = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True, check=True).stdout.strip()
 
     def unpack(tmp: Path) -> None:
@@ -98,8 +88,30 @@ def debian_source(package: str, log_path: Path | None = None) -> tuple[Path, str
         (tree,) = [p for p in tmp.iterdir() if p.is_dir()]
         tree.rename(tmp / "linux")
 
-    src, _ = cached_dir("source", f"{package}_{version}", unpack)
+    src, _ = cached_dir("source", f"{name}_{version}", unpack)
     return src / "linux", version
+
+
+def _fetch_suite_deb(name: str, suite: str, log_path: Path | None) -> Path:
+    """From another suite through private apt lists (lab.build.debian), arch-all package."""
+    from .debian import fetch_debs
+
+    dest = cache_root() / "debs" / "all"
+    return fetch_debs([name], "amd64", dest, suite=suite, log_path=log_path)[name]
+
+
+def _fetch_host_deb(package: str, log_path: Path | None) -> Path:
+    deb_dir = cache_root() / "debs" / "all"
+    deb_dir.mkdir(parents=True, exist_ok=True)
+    candidate = _candidate_version(package)
+    wanted = [d for d in sorted(deb_dir.glob(f"{package}_*_all.deb")) if f"_{_deb_quote(candidate)}_" in d.name]
+    if not wanted:
+        log.info("downloading %s %s from Debian", package, candidate)
+        run(["apt-get", "-o", "APT::Sandbox::User=root", "download", f"{package}={candidate}"], cwd=deb_dir, log_path=log_path)
+        wanted = [d for d in sorted(deb_dir.glob(f"{package}_*_all.deb")) if f"_{_deb_quote(candidate)}_" in d.name]
+    if not wanted:
+        raise BuildError(f"apt-get download {package}={candidate} left no .deb in {deb_dir}")
+    return wanted[-1]
 
 
 def _deb_quote(version: str) -> str:

@@ -16,7 +16,6 @@ Cached under the sources, the flags and the gcc/ld versions.
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,8 +140,3 @@ def check_elf(path: Path, prog: Prog) -> None:
         raise BuildError(f"{path}: not a readable ELF file: {exc}") from exc
     except OSError as exc:
         raise BuildError(f"{path}: {exc}") from exc
-
-
-def host_can_build() -> bool:
-    """True when the host has a gcc (for tests that skip otherwise)."""
-    return shutil.which(GCC) is not None

@@ -16,6 +16,8 @@ from pathlib import Path
 import pexpect
 
 from ..errors import ConsoleEOF, ConsoleTimeout
+from ..memcheck import SentinelPlan, run_token
+from ..snapshots import PhysImage
 from ..qemu_cmdline import BootFiles
 from ..results import Check
 from ..scenario import Scenario
@@ -46,12 +48,18 @@ class FlowArtifacts:
 
 
 class FlowContext:
+    # The reason given with a PASS: what held.
+    pass_reason = "kernel A resumed and every check held"
+
     def __init__(self, scenario: Scenario, art: FlowArtifacts, run_dir: Path, sock_dir: Path,
                  rec: Recorder, accel: str) -> None:
         self.sc, self.art, self.run_dir, self.sock_dir, self.rec, self.accel = scenario, art, run_dir, sock_dir, rec, accel
         self.quirks = scenario.quirks
         self.timeouts = {**DEFAULT_TIMEOUTS, **scenario.flow.timeouts}
         self.disk_dev = scenario.machine.guest_disk
+        self.plan = SentinelPlan(run_token(rec.result.run_id), seed=0x5EED, pages=scenario.flow.sentinel_pages)
+        rec.result.memory["sentinel_plan"] = {"token": f"0x{self.plan.token:016x}", "seed": self.plan.seed,
+                                              "pages_per_region": self.plan.pages}
 
     def run(self) -> None:
         raise NotImplementedError
@@ -97,24 +105,25 @@ class FlowContext:
         return result.output
 
     def wait_ready(self, vm: QemuVM, role: str) -> None:
-        try:
-            vm.console.expect([READY_RE.format(role=role)], self.timeouts["boot"], f"kernel {role}'s init")
-        except (ConsoleTimeout, ConsoleEOF) as e:
-            raise stop_for_console_failure(vm, e, self.text(vm)) from None
+        self.expect_or_stop(vm, READY_RE.format(role=role), f"kernel {role}'s init", "boot")
         self.run_ok(vm, "uname -r; cat /proc/cmdline", verdict="HANG")
 
-    def wait_marker(self, vm: QemuVM, marker: str, what: str, timeout_key: str = "jump") -> int:
-        """Wait for a command's end marker; a panic, a triple fault or a hang on the way ends the flow."""
+    def expect_or_stop(self, vm: QemuVM, pattern: str, what: str, timeout_key: str) -> None:
+        """Wait for `pattern`; a panic, a triple fault or a hang on the way ends the flow."""
         try:
-            idx = vm.console.expect([marker, PANIC_RE.pattern], self.timeouts[timeout_key], what)
+            idx = vm.console.expect([pattern, PANIC_RE.pattern], self.timeouts[timeout_key], what)
         except (ConsoleTimeout, ConsoleEOF) as e:
             raise stop_for_console_failure(vm, e, self.text(vm)) from None
         if idx == 1:
             try:  # let the panic finish printing before judging
-                vm.console.expect([r"end Kernel panic|Rebooting in", pexpect.EOF, pexpect.TIMEOUT], 5, "end of panic")
+                vm.console.expect([r"end Kernel panic", pexpect.EOF, pexpect.TIMEOUT], 3, "end of panic")
             except Exception:
                 pass
             raise FlowStop("PANIC", f"kernel panic while waiting for {what}", panic_lines(self.text(vm)))
+
+    def wait_marker(self, vm: QemuVM, marker: str, what: str, timeout_key: str = "jump") -> int:
+        """Wait for a command's end marker; returns its exit status."""
+        self.expect_or_stop(vm, marker, what, timeout_key)
         return int(re.search(r":(\d+)>", vm.console.match_text).group(1))
 
     def jump_returned(self, vm: QemuVM, marker: str, who: str) -> None:
@@ -144,8 +153,35 @@ class FlowContext:
     def boot_a(self, vm: QemuVM) -> None:
         with self.rec.step("boot-A", "Boot kernel A", "4", vm):
             self.wait_ready(vm, "A")
-        with self.rec.step("prepare-A", "Give A state that must survive (proof file, counter)", "-", vm):
+        with self.rec.step("prepare-A", "Give A state that must survive (proof file, counter, sentinel pages)", "-", vm):
             self.run_ok(vm, f"kj-proof-setup {self.sc.flow.proof_kib}", verdict="CHECK_FAILED")
+            if self.plan.pages:
+                n, token, seed = self.plan.pages, f"0x{self.plan.token:x}", self.plan.seed
+                self.run_ok(vm, f"kj-sentinel file /tmp/sentinel {n} {token} {seed}", verdict="CHECK_FAILED")
+                marker = vm.console.start(f"kj-sentinel anon {n} {token} {seed} > /tmp/sentinel-anon.log 2>&1 </dev/null & true")
+                self.wait_marker(vm, marker, "kj-sentinel in the background", "command")
+                self.run_ok(vm, "for i in 1 2 3 4 5 6 7 8 9 10; do grep -q ready /tmp/sentinel-anon.log && break; "
+                                "sleep 0.2; done; cat /tmp/sentinel-anon.log", verdict="CHECK_FAILED")
+
+    def check_memory(self, before: Path, after: Path) -> None:
+        """Host: A after the jump back against A before the jump (sentinels, changed ranges, map)."""
+        from ..memcheck import check_resume, memory_view, sentinel_ranges
+
+        with self.rec.step("check-memory", "Host: A's memory after resume against before the jump", "-", None):
+            finding = check_resume(before, after, self.plan)
+            changed = finding.data.pop("changed_ranges")
+            mem = self.rec.result.memory
+            mem["resume"] = finding.data
+            bad = mem.get("image_bad_ranges", []) + finding.bad_ranges
+            total = self.sc.machine.memory_mib << 20
+            with PhysImage.open(before) as img:
+                present = img.present_ranges()
+            mem["map"] = memory_view(total, present, bad, changed,
+                                     sentinel_ranges(before, self.plan) if self.plan.pages else [], self.sc.flow.b_window)
+            self.rec.note("sentinel check", finding.data.get("sentinel_summary", "no sentinel pages planned"))
+            if finding.problems:
+                raise FlowStop("CHECK_FAILED", "A's memory after resume is not what it was before the jump",
+                               finding.problems)
 
     def kexec(self) -> str:
         return "kexec -d -x" + (" -c" if self.quirks["kexec-syscall"] else "")

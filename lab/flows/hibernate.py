@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import logging
 
-from ..image_tools import split_image_on_disk
+from pathlib import Path
+
+from ..image_tools import corrupt_image_on_disk, read_from_disk, split_image_on_disk
+from ..memcheck import check_image
 from ..vm import QemuVM
+from .base import FlowStop
 from .common import FlowContext
 
 log = logging.getLogger(__name__)
@@ -24,19 +28,56 @@ class HibernateFlow(FlowContext):
             if self.sc.flow.save == "makedumpfile":
                 self.save_vmcoreinfo(vm)
             self.load_b(vm)
-            self.snapshot(vm, "A-before-jump", "Memory snapshot of A before the jump")
+            before = self.snapshot(vm, "A-before-jump", "Memory snapshot of A before the jump")
             self.a_marker = self.jump_to_b(vm)
+            in_b = self.snapshot(vm, "B-booted", "Memory snapshot in kernel B (A's memory as B saves it)")
             self.save_image_b(vm)
             self.power_off(vm)
         if self.sc.flow.split_image_segments:
             self.split_image()
-        with self.vm("C-A", "console=ttyS0 loglevel=7 kjlab.role=C", self.art.initrd_c,
-                     memory_mib=self.sc.c_memory_mib) as vm:
-            self.boot_c(vm)
-            self.load_image(vm)
-            self.jump_back(vm)
-            self.verify_a(vm)
-            self.snapshot(vm, "A-resumed", "Memory snapshot of A after resume")
+        if self.sc.flow.corrupt_image_pages:
+            self.corrupt_image()
+        image_problem = self.check_image(in_b, before)
+        try:
+            with self.vm("C-A", "console=ttyS0 loglevel=7 kjlab.role=C", self.art.initrd_c,
+                         memory_mib=self.sc.c_memory_mib) as vm:
+                self.boot_c(vm)
+                self.load_image(vm)
+                self.jump_back(vm)
+                self.verify_a(vm)
+                after = self.snapshot(vm, "A-resumed", "Memory snapshot of A after resume")
+            self.check_memory(before, after)
+        except FlowStop as later:
+            if image_problem is None:
+                raise
+            # The damaged image is the cause; what the resume then did is more evidence.
+            raise FlowStop(image_problem.verdict, image_problem.reason,
+                           [*image_problem.evidence, f"-- then, at {self.rec.result.steps[-1].name}: {later.verdict}: "
+                            f"{later.reason} --", *later.evidence]) from None
+        if image_problem is not None:
+            raise image_problem
+
+    def check_image(self, b_snapshot: Path, a_before: Path) -> FlowStop | None:
+        """Host: the saved image against A's memory in B and A's sentinel pages (lab.memcheck)."""
+        with self.rec.step("check-image", "Host: the saved image against A's memory and its sentinel pages", "-", None):
+            local = read_from_disk(self.art.disk, "dump.elf", self.run_dir / "dump.elf.check")
+            try:
+                finding = check_image(local, b_snapshot, a_before, self.plan, self.sc.flow.b_window)
+            finally:
+                local.unlink(missing_ok=True)
+            self.rec.result.memory["image_check"] = finding.data
+            self.rec.result.memory["image_bad_ranges"] = finding.bad_ranges
+            self.rec.note("image check", "\n".join(finding.problems) or "every page and every sentinel page held")
+            if finding.problems:
+                self.rec.current.message = "the image is damaged; the resume goes on to show what it does"
+                return FlowStop("CORRUPT_IMAGE", "the saved image does not hold A's memory", finding.problems)
+        return None
+
+    def corrupt_image(self) -> None:
+        n = self.sc.flow.corrupt_image_pages
+        with self.rec.step("corrupt-image", f"Host: damage {n} sentinel pages of the saved image (test option)", "-", None):
+            hit = corrupt_image_on_disk(self.art.disk, "dump.elf", self.plan.token, n, self.run_dir)
+            self.rec.note(f"flipped a word in {len(hit)} sentinel pages", ", ".join(f"0x{p:x}" for p in hit[:20]))
 
     def save_vmcoreinfo(self, vm: QemuVM) -> None:
         """makedumpfile in B needs A's VMCOREINFO, which the vmcore of a preserve-context

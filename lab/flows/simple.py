@@ -11,6 +11,8 @@ from .common import FlowContext
 class KexecRebootFlow(FlowContext):
     """kexec -l of a new kernel, kexec -e: the new kernel boots (no return)."""
 
+    pass_reason = "the kexec'd kernel booted with the command line it was given"
+
     def run(self) -> None:
         with self.vm_a() as vm:
             with self.rec.step("boot-A", "Boot kernel A", "-", vm):
@@ -33,13 +35,17 @@ class PhysCallFlow(FlowContext):
     with paging off; it writes a marker on COM1 and returns; A goes on."""
 
     MARKER = "KJLAB-PHYSCALL"
+    pass_reason = "the physical-mode program ran and returned; A went on and every check held"
 
     def run(self) -> None:
         with self.vm_a() as vm:
             self.boot_a(vm)
             with self.rec.step("load-program", "Load the physical-mode program", "-", vm):
+                # kexec-tools wants a window with --load-preserve-context; the program's one
+                # PT_LOAD is the page at 16 MiB (guests/progs/kj-physcall.ld).
                 self.with_iomem_filter(vm, lambda: self.run_ok(
-                    vm, f"{self.kexec()} --load-preserve-context --args-none /boot/kj-physcall.elf", "load"))
+                    vm, f"{self.kexec()} --load-preserve-context --mem-min=0x1000000 --mem-max=0x1000fff"
+                        " --args-none /boot/kj-physcall.elf", "load"))
             with self.rec.step("call", "kexec -e: call it in physical mode and return", "-", vm):
                 with self.interrupt_logging(vm):
                     marker = vm.console.start("kexec -x -e")

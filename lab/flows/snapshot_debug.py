@@ -18,6 +18,8 @@ from .common import FlowContext
 
 
 class SnapshotDebugFlow(FlowContext):
+    pass_reason = "both images show A at their own moment, and A came back after each"
+
     def markers(self) -> tuple[str, str]:
         token = self.rec.result.run_id.encode().hex()[-12:]
         return f"KJMOMENT1-{token}", f"KJMOMENT2-{token}"

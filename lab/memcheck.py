@@ -1,0 +1,135 @@
+"""Proof by memory: the checks that compare snapshots, the saved image and the sentinel
+pages of a run, and the memory map of the report. Pure host-side work on files.
+
+- image check (after B powered off): every sentinel page of A must be in the saved image,
+  intact (it may sit elsewhere: pages of B's window live in kexec's swap pages while B
+  runs); and every page the image holds must equal A's memory as B's snapshot shows it,
+  outside B's window. Pages a makedumpfile image leaves out (zero-filled tails) are
+  listed apart: leaving free pages out is fine, leaving a sentinel page out is not.
+- resume check (A after resume against A before the jump): every sentinel page intact at
+  the same physical address; which ranges changed, for the map.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .snapshots import (
+    REGIONS, PhysImage, check_sentinels, class_page_counts, diff_ranges, format_range, memory_map,
+    normalize_ranges, ranges_to_json, scan_sentinels,
+)
+
+log = logging.getLogger(__name__)
+
+LOW_MEMORY = (0, 0x100000)  # B uses A's low 640 KiB too (memmap=640K@0K)
+MAP_CLASSES = ("corrupted", "changed", "sentinel", "b_window", "unchanged")
+
+
+def run_token(run_id: str) -> int:
+    """The u64 that marks this run's sentinel pages (so another run's pages never count)."""
+    return int(hashlib.sha256(run_id.encode()).hexdigest()[:16], 16)
+
+
+@dataclass(frozen=True)
+class SentinelPlan:
+    token: int
+    seed: int
+    pages: int  # per region (tmpfs file, anonymous memory)
+
+    @property
+    def expected(self) -> dict[int, int]:
+        return {region: self.pages for region in REGIONS} if self.pages else {}
+
+
+@dataclass
+class Finding:
+    """A check's outcome: problems (each one line of evidence) and the JSON for results."""
+
+    problems: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    bad_ranges: list[tuple[int, int]] = field(default_factory=list)  # physical, for the map
+
+
+def _ranges_text(ranges: list[tuple[int, int]], limit: int = 6) -> str:
+    shown = ", ".join(format_range(r) for r in ranges[:limit])
+    return shown + (f" (+{len(ranges) - limit} more)" if len(ranges) > limit else "")
+
+
+def check_image(image: Path, b_snapshot: Path, a_before: Path, plan: SentinelPlan,
+                b_window: tuple[int, int]) -> Finding:
+    f = Finding()
+    window = (b_window[0], b_window[1] + 1)
+    with PhysImage.open(image) as img, PhysImage.open(b_snapshot) as bsnap, PhysImage.open(a_before) as before:
+        diff = diff_ranges(img, bsnap, exclude=[LOW_MEMORY, window], only=img.file_backed_ranges())
+        f.data["image"] = img.to_json()
+        f.data["image_vs_b_snapshot"] = diff.to_json(limit=200)
+        f.data["left_out"] = ranges_to_json(img.zero_fill_ranges(), 200)
+        if diff.pages_differing:
+            f.problems.append(f"{diff.pages_differing} pages of the image differ from A's memory as kernel B "
+                              f"saw it: {_ranges_text(diff.differing)}")
+            f.bad_ranges += diff.differing
+        if plan.pages:
+            was = scan_sentinels(before, plan.token)
+            got = scan_sentinels(img, plan.token)
+            chk = check_sentinels(was, got, plan.expected)
+            f.data["sentinels_in_image"] = chk.to_json(limit=200)
+            for kind, groups in (("lost", chk.missing), ("corrupted", chk.corrupted)):
+                for region, g in groups.items():
+                    where = g.from_ranges or g.ranges
+                    f.problems.append(f"{len(g.indices)} {region} sentinel pages {kind} in the image "
+                                      f"(indices {_indices(g.indices)}; A had them at {_ranges_text(where)})")
+                    f.bad_ranges += where
+    return f
+
+
+def check_resume(a_before: Path, a_after: Path, plan: SentinelPlan) -> Finding:
+    f = Finding()
+    with PhysImage.open(a_before) as before, PhysImage.open(a_after) as after:
+        diff = diff_ranges(before, after)
+        f.data["changed"] = diff.to_json(limit=200)
+        f.data["changed_ranges"] = diff.differing
+        if plan.pages:
+            chk = check_sentinels(scan_sentinels(before, plan.token), scan_sentinels(after, plan.token), plan.expected)
+            f.data["sentinels_after_resume"] = chk.to_json(limit=200)
+            f.data["sentinel_summary"] = chk.summary()
+            for kind, groups in (("missing", chk.missing), ("corrupted", chk.corrupted), ("moved", chk.moved)):
+                for region, g in groups.items():
+                    f.problems.append(f"{len(g.indices)} {region} sentinel pages {kind} after resume "
+                                      f"(indices {_indices(g.indices)}; at {_ranges_text(g.from_ranges or g.ranges)})")
+                    f.bad_ranges += g.from_ranges or g.ranges
+    return f
+
+
+def sentinel_ranges(snapshot: Path, plan: SentinelPlan) -> list[tuple[int, int]]:
+    with PhysImage.open(snapshot) as img:
+        return scan_sentinels(img, plan.token).ranges()
+
+
+def memory_view(total_bytes: int, present: list[tuple[int, int]], bad: list[tuple[int, int]],
+                changed: list[tuple[int, int]], sentinels: list[tuple[int, int]],
+                b_window: tuple[int, int], cells: int = 1024) -> dict[str, Any]:
+    """The report's picture of A's physical memory: one class per cell, counts per class."""
+    classes = {
+        "corrupted": normalize_ranges(bad),
+        "changed": normalize_ranges(changed),
+        "sentinel": normalize_ranges(sentinels),
+        "b_window": [(b_window[0], b_window[1] + 1)],
+        "unchanged": normalize_ranges(present),
+    }
+    return {
+        "total_bytes": total_bytes,
+        "cells": memory_map(total_bytes, classes, cells),
+        "page_counts": class_page_counts(total_bytes, classes),
+        "bytes_per_cell": total_bytes // cells,
+    }
+
+
+def _indices(indices: list[int]) -> str:
+    from .snapshots import compact_indices
+
+    text = compact_indices(indices)
+    return text if len(text) < 80 else text[:77] + "..."
