@@ -123,7 +123,10 @@ def corrupt_sentinel_pages(path: Path, token: int, count: int) -> list[int]:
 
     with PhysImage.open(path) as img:
         scan = scan_sentinels(img, token)
-        targets = sorted(scan.paddr.tolist())[:count]
+        # Pages of the anonymous region with one copy only: a tmpfs page may have an
+        # intact twin in the page cache, which would make the damage ambiguous.
+        unique = [v[0][0] for (region, _), v in scan.by_key().items() if region == 1 and len(v) == 1]
+        targets = sorted(unique)[:count]
         offsets = []
         for paddr in targets:
             seg = next(s for s in img.segments if s.paddr <= paddr and paddr + PAGE <= s.paddr + s.filesz)

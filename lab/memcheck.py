@@ -77,12 +77,14 @@ def check_image(image: Path, b_snapshot: Path, a_before: Path, plan: SentinelPla
             got = scan_sentinels(img, plan.token)
             chk = check_sentinels(was, got, plan.expected)
             f.data["sentinels_in_image"] = chk.to_json(limit=200)
-            for kind, groups in (("lost", chk.missing), ("corrupted", chk.corrupted)):
-                for region, g in groups.items():
-                    where = g.from_ranges or g.ranges
-                    f.problems.append(f"{len(g.indices)} {region} sentinel pages {kind} in the image "
-                                      f"(indices {_indices(g.indices)}; A had them at {_ranges_text(where)})")
-                    f.bad_ranges += where
+            for region, g in chk.missing.items():  # g.ranges: where A had them before the jump
+                f.problems.append(f"{len(g.indices)} {region} sentinel pages lost in the image "
+                                  f"(indices {_indices(g.indices)}; A had them at {_ranges_text(g.ranges)})")
+                f.bad_ranges += g.ranges
+            for region, g in chk.corrupted.items():  # g.ranges: where the image holds them
+                f.problems.append(f"{len(g.indices)} {region} sentinel pages corrupted in the image "
+                                  f"(indices {_indices(g.indices)}; image pages at {_ranges_text(g.ranges)})")
+                f.bad_ranges += g.ranges
     return f
 
 

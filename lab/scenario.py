@@ -27,7 +27,7 @@ _SCHEMA: dict[str, set[str]] = {
     "guest": {"recipe", "extra_packages"},
     "machine": {"name", "memory_mib", "c_memory_mib", "cpu", "smp", "disk_bus", "machine", "accel", "acpi"},
     "flow": {"name", "a_mem", "a_append", "b_window", "save", "dump_level", "cycles", "proof_kib", "timeouts",
-             "split_image_segments", "sentinel_pages", "corrupt_image_pages"},
+             "split_image_segments", "sentinel_pages", "corrupt_image_pages", "a_reserves_window"},
     "quirks": set(QUIRKS),
     "expect": {"verdict", "signature", "step", "links"},
 }
@@ -37,7 +37,8 @@ _SCHEMA: dict[str, set[str]] = {
 class FlowParams:
     name: str = "hibernate"
     a_mem: str = "120M"  # A boots with mem= this, so its image fits half of C's RAM
-    a_append: str = ""  # more of A's command line, e.g. memmap=31M$1M
+    a_append: str = ""  # more of A's command line
+    a_reserves_window: bool = False  # A boots with memmap=<window>$<start>: none of A's memory in B's window
     b_window: tuple[int, int] = (0x100000, 0x1FFFFFF)
     save: str = "copy"  # how B saves A's image: cp /proc/vmcore, or makedumpfile -E -d LEVEL
     dump_level: int = 16
@@ -202,6 +203,7 @@ def _flow(where: str, f: dict[str, Any]) -> FlowParams:
         name=_choice(where, "flow.name", f.get("name", "hibernate"), FLOWS),
         a_mem=a_mem,
         a_append=_str(where, "flow.a_append", f.get("a_append", "")),
+        a_reserves_window=_bool(where, "flow.a_reserves_window", f.get("a_reserves_window", False)),
         b_window=(lo, hi),
         save=_choice(where, "flow.save", f.get("save", "copy"), SAVE_METHODS),
         dump_level=_int(where, "flow.dump_level", f.get("dump_level", 16), 0, 31),
@@ -212,6 +214,12 @@ def _flow(where: str, f: dict[str, Any]) -> FlowParams:
         corrupt_image_pages=_int(where, "flow.corrupt_image_pages", f.get("corrupt_image_pages", 0), 0, 16384),
         timeouts={str(k): float(v) for k, v in timeouts.items()},
     )
+
+
+def _bool(where: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ScenarioError(where, key, "must be true or false")
+    return value
 
 
 def _quirks(where: str, q: dict[str, Any]) -> dict[str, bool]:

@@ -48,7 +48,17 @@ def test_default_scenario_passes(tmp_path):
     assert checks and all(checks.values()) and {"proof-file", "counter", "dmesg-restart", "kernel-is-A"} <= set(checks)
     for snap in res["snapshots"]:
         assert (run_dir / snap["path"]).stat().st_size > 200 << 20  # the guest's RAM
-    assert {s["name"] for s in res["snapshots"]} == {"A-before-jump", "A-resumed"}
+    assert {s["name"] for s in res["snapshots"]} == {"A-before-jump", "B-booted", "A-resumed"}
+    # Memory proof: the image holds A's memory as B saw it, every sentinel page survived in place.
+    mem = res["memory"]
+    image = mem["image_check"]
+    assert image["image_vs_b_snapshot"]["pages_compared"] > 20000
+    assert image["image_vs_b_snapshot"]["pages_differing"] == 0
+    assert image["sentinels_in_image"]["missing"] == {} and image["sentinels_in_image"]["corrupted"] == {}
+    resume = mem["resume"]["sentinels_after_resume"]
+    assert resume["ok"] and resume["found_intact"] == {"tmpfs": 1024, "anon": 1024}
+    assert mem["map"]["page_counts"]["sentinel"] == 2048 and mem["map"]["page_counts"]["corrupted"] == 0
+    assert "mc-sentinel" in (run_dir / "report.html").read_text()
     # A's shell returned from its own kexec -e on C's console: that is the resume.
     assert "Restarting tasks ... done." in (run_dir / "console-C-A.log").read_text(errors="replace")
     report = (run_dir / "report.html").read_text()
@@ -66,6 +76,25 @@ def test_unpatched_kernel_triple_faults_on_jump_back(tmp_path):
     assert any(line.startswith("GDT=") for line in res["evidence"])
     assert "TRIPLE_FAULT" in (run_dir / "report.html").read_text()
     assert not qemu_processes_for(run_dir)
+
+
+def test_a_damaged_image_is_caught_with_its_pages_named(tmp_path):
+    code, res, run_dir = kjlab_run("checks/corrupt-image.toml", tmp_path)
+    assert res["observed_verdict"] == "CORRUPT_IMAGE" and res["verdict"] == "XFAIL", (res["reason"], res["evidence"])
+    assert res["failed_step"] == "check-image" and code == 0
+    (damage,) = [c for s in res["steps"] if s["name"] == "corrupt-image" for c in s["commands"]]
+    damaged = sorted(int(a, 16) for a in damage["output"].split(", "))
+    assert len(damaged) == 8
+    # The image differs from A's memory in B at exactly the damaged pages, no more.
+    diff = res["memory"]["image_check"]["image_vs_b_snapshot"]
+    assert diff["pages_differing"] == 8
+    ranges = [tuple(int(x, 16) for x in r["range"].split("-")) for r in diff["differing"]["ranges"]]
+    pages = sorted(p for start, end in ranges for p in range(start, end, 4096))
+    assert pages == damaged
+    assert res["memory"]["image_check"]["sentinels_in_image"]["corrupted"]["anon"]["count"] == 8
+    # A came back alive, yet its memory holds the same 8 damaged pages.
+    assert res["memory"]["resume"]["sentinels_after_resume"]["corrupted"]["anon"]["count"] == 8
+    assert res["memory"]["map"]["page_counts"]["corrupted"] >= 8
 
 
 def test_sigint_during_the_jump_leaves_no_qemu_and_an_interrupted_report(tmp_path):

@@ -51,7 +51,8 @@ class Recorder:
         self.save()
         try:
             yield step
-            step.outcome = "ok"
+            if step.outcome == "running":  # a flow may have marked it failed and gone on
+                step.outcome = "ok"
         except FlowStop as stop:
             step.outcome, step.message = "failed", stop.reason
             raise

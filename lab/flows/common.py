@@ -85,6 +85,9 @@ class FlowContext:
         append = "console=ttyS0 loglevel=7 kjlab.role=A"
         append += f" mem={flow.a_mem}" if flow.a_mem else ""
         append += f" {flow.a_append}" if flow.a_append else ""
+        if flow.a_reserves_window:
+            lo, hi = flow.b_window
+            append += f" memmap={(hi + 1 - lo) >> 10}K${lo >> 10}K"
         return self.vm("A-B", append, self.art.initrd_a, kernel=self.art.kernel_a)
 
     # -- console helpers ------------------------------------------------------------------
@@ -199,13 +202,15 @@ class FlowContext:
                 f"{self.kexec()} --load-preserve-context /boot/bzImage --mem-min={lo:#x} --mem-max={hi:#x}"
                 f" --initrd=/boot/rootfsB.gz{memmap} --append='console=ttyS0 loglevel=7 kjlab.role=B'",
                 "load",
-            ))
+            ), window=True)
 
-    def with_iomem_filter(self, vm: QemuVM, action) -> None:  # type: ignore[no-untyped-def]
+    def with_iomem_filter(self, vm: QemuVM, action, window: bool = False) -> None:  # type: ignore[no-untyped-def]
         if not self.quirks["iomem-filter"]:
             action()
             return
-        self.run_ok(vm, "kj-iomem-filter on")
+        lo, hi = self.sc.flow.b_window
+        extra = f" {lo:08x}-{hi:08x}" if window and self.sc.flow.a_reserves_window else ""
+        self.run_ok(vm, "kj-iomem-filter on" + extra)
         try:
             action()
         finally:

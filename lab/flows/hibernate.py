@@ -69,6 +69,7 @@ class HibernateFlow(FlowContext):
             self.rec.result.memory["image_bad_ranges"] = finding.bad_ranges
             self.rec.note("image check", "\n".join(finding.problems) or "every page and every sentinel page held")
             if finding.problems:
+                self.rec.current.outcome = "failed"
                 self.rec.current.message = "the image is damaged; the resume goes on to show what it does"
                 return FlowStop("CORRUPT_IMAGE", "the saved image does not hold A's memory", finding.problems)
         return None
@@ -83,8 +84,11 @@ class HibernateFlow(FlowContext):
         """makedumpfile in B needs A's VMCOREINFO, which the vmcore of a preserve-context
         load lacks (facts: makedumpfile): A puts it on the disk before the jump."""
         with self.rec.step("vmcoreinfo-A", "Save A's VMCOREINFO to the disk for makedumpfile", "-", vm):
-            self.run_ok(vm, f"mount -t ext2 {self.disk_dev} /mnt && kj-vmcoreinfo > /mnt/vmcoreinfo && "
-                            "head -n 2 /mnt/vmcoreinfo && umount /mnt", verdict="CHECK_FAILED")
+            self.run_ok(vm, f"mount -t ext2 {self.disk_dev} /mnt", verdict="CHECK_FAILED")
+            try:
+                self.run_ok(vm, "kj-vmcoreinfo > /mnt/vmcoreinfo && head -n 2 /mnt/vmcoreinfo", verdict="CHECK_FAILED")
+            finally:  # A must not keep the disk mounted across the jump: B writes it
+                self.run_ok(vm, "umount /mnt", verdict="CHECK_FAILED")
 
     def split_image(self) -> None:
         n = self.sc.flow.split_image_segments
