@@ -16,7 +16,7 @@ from rich.logging import RichHandler
 
 from . import SCENARIOS_DIR
 from .errors import KjlabError, UserError
-from .machines import MACHINES
+from .machines import machine_fragments, machines
 from .quirks import QUIRKS
 from .results import Step
 
@@ -64,6 +64,17 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="re-render the HTML report of a saved run directory")
     rep.add_argument("run_dir", type=Path)
     rep.set_defaults(func=cmd_report)
+
+    for name, helptext in (("matrix", "run every cell of a matrix file (no history)"),
+                           ("nightly", "run a matrix, record it in the history, compare with the previous night")):
+        mp = sub.add_parser(name, help=helptext)
+        mp.add_argument("matrix", type=Path, help="a matrix file (scenarios/matrices/*.matrix.toml)")
+        mp.add_argument("--parallel", type=int, default=None, help="VMs at once (default: the file's, else the cores)")
+        mp.add_argument("--runs-dir", type=Path, default=None, help="where night directories go (default: reports/runs)")
+        if name == "nightly":
+            mp.add_argument("--history", type=Path, default=None,
+                            help="the SQLite history (default: $KJLAB_HISTORY, else ~/.cache/kjlab/history.sqlite)")
+        mp.set_defaults(func=cmd_matrix, record=(name == "nightly"))
 
     ls = sub.add_parser("list", help="list scenarios, flows, machines and quirks")
     ls.set_defaults(func=cmd_list)
@@ -122,6 +133,45 @@ def cmd_suite(args: argparse.Namespace) -> int:
     return EXIT_PASS if not bad else EXIT_FAIL
 
 
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from .matrix import load_matrix
+    from .nightly import run_night
+    from .runner import DEFAULT_RUNS_DIR
+
+    matrix = load_matrix(args.matrix)
+    if args.parallel is not None and args.parallel < 1:
+        raise UserError(f"--parallel {args.parallel}: must be 1 or more")
+    out.print(f"[bold]matrix[/] {matrix.name}: {len(matrix.cells)} cells, "
+              f"{args.parallel or matrix.parallel} at once", markup=True)
+    done = 0
+
+    def cell_done(o) -> None:  # type: ignore[no-untyped-def]
+        nonlocal done
+        done += 1
+        from .matrix_run import read_result
+
+        res = read_result(o.run_dir)
+        verdict = res.get("verdict", "ERROR")
+        colour = "green" if verdict in ("PASS", "XFAIL") else "red"
+        out.print(f"  ({done}/{len(matrix.cells)}) [{colour}]{verdict:<13}[/] {o.cell.id}  {o.seconds:5.1f} s"
+                  + (f"  {res.get('reason', '')}" if colour == "red" else ""), markup=True)
+
+    night = run_night(matrix, args.runs_dir or DEFAULT_RUNS_DIR, record=args.record,
+                      history_path=getattr(args, "history", None), parallel=args.parallel, on_done=cell_done)
+    bad = [r for r in night.records.values() if not r.good]
+    out.print(f"{len(night.records) - len(bad)}/{len(night.records)} cells good; "
+              f"{night.cells_per_hour:.0f} cells/hour over {night.wall_seconds:.0f} s")
+    if night.comparison is not None:
+        for line in night.comparison.lines():
+            out.print(f"  {line}")
+        if night.comparison.has_regressions:
+            out.print(f"[bold red]{len(night.comparison.regressions)} regressions[/]", markup=True)
+    out.print(f"summary: {night.summary}")
+    if args.record:
+        return EXIT_FAIL if night.comparison and night.comparison.has_regressions else EXIT_PASS
+    return EXIT_PASS if not bad else EXIT_FAIL
+
+
 def exit_code(verdict: str, observed: str, expected: str, bisect: bool = False) -> int:
     if bisect:  # good / bad / skip for git bisect run
         if observed == "PASS":
@@ -150,6 +200,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     out.print("[bold]scenarios[/]", markup=True)
     for path in sorted(SCENARIOS_DIR.rglob("*.toml")):
+        if not path.name.endswith(".matrix.toml"):
+            out.print(f"  {path.relative_to(SCENARIOS_DIR.parent)}")
+    out.print("[bold]matrices[/]", markup=True)
+    for path in sorted(SCENARIOS_DIR.rglob("*.matrix.toml")):
         out.print(f"  {path.relative_to(SCENARIOS_DIR.parent)}")
     from .flows import FLOW_SUMMARIES
 
@@ -157,8 +211,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name, summary in FLOW_SUMMARIES.items():
         out.print(f"  {name:<16} {summary}")
     out.print("[bold]machines[/]", markup=True)
-    for m in MACHINES.values():
-        out.print(f"  {m.name:<12} {m.machine} {m.cpu} {m.memory_mib} MiB smp={m.smp} disk={m.disk_bus}")
+    for m in machines().values():
+        frags = ", ".join(machine_fragments(m)) or "-"
+        out.print(f"  {m.name:<14} {m.machine} {m.cpu} {m.memory_mib} MiB smp={m.smp} acpi={m.acpi} "
+                  f"disk={m.disk_bus} (fragments: {frags})")
     out.print("[bold]quirks[/] (all on by default)", markup=True)
     for q in QUIRKS.values():
         out.print(f"  {q.name:<22} facts item {q.facts_item}: {q.summary}")

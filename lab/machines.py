@@ -1,19 +1,36 @@
-"""Virtual hardware as data: one frozen value per named configuration."""
+"""Virtual hardware as data: guests/machines/<name>.toml, one frozen value per file.
+
+The kernel config fragments a machine needs (its disk bus driver, SMP, ACPI) follow
+from it: `machine_fragments()`; nobody edits a kernel config by hand for a machine.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import tomllib
+from dataclasses import dataclass, fields, replace
+from functools import cache
+from pathlib import Path
 
-from .errors import UserError
+from . import GUESTS_DIR
+from .errors import ScenarioError, UserError
 
-DISK_BUSES = ("virtio", "ide")
-# The block device name the guest kernel gives the hibernation disk on each bus.
-GUEST_DISK_DEVICE = {"virtio": "/dev/vda", "ide": "/dev/sda"}
+MACHINES_DIR = GUESTS_DIR / "machines"
+DISK_BUSES = ("virtio", "ide", "ahci", "scsi", "usb", "nvme")
+MACHINE_TYPES = ("pc", "q35")
+ACCELS = ("auto", "tcg", "kvm")
+# The block device the guest kernel gives the hibernation disk on each bus.
+GUEST_DISK_DEVICE = {"virtio": "/dev/vda", "ide": "/dev/sda", "ahci": "/dev/sda", "scsi": "/dev/sda",
+                     "usb": "/dev/sda", "nvme": "/dev/nvme0n1"}
+# Fragments (guests/kernel/configs) per bus; virtio and IDE are in the base fragment.
+BUS_FRAGMENTS = {"virtio": (), "ide": (), "ahci": ("bus-ahci",), "scsi": ("bus-scsi",),
+                 "usb": ("bus-usb",), "nvme": ("bus-nvme",)}
+MAX_I386_MIB = 3584  # below the PCI hole; HIGHMEM4G sees the rest of 4 GiB as holes
 
 
 @dataclass(frozen=True)
 class MachineSpec:
     name: str
+    description: str = ""
     arch: str = "i386"
     machine: str = "pc"
     cpu: str = "qemu32"
@@ -31,17 +48,57 @@ class MachineSpec:
         return replace(self, **values)  # type: ignore[arg-type]
 
 
-MACHINES: dict[str, MachineSpec] = {
-    m.name: m
-    for m in (
-        MachineSpec("pc-virtio"),
-        MachineSpec("pc-ide", disk_bus="ide"),
-    )
-}
+def machine_fragments(spec: MachineSpec) -> tuple[str, ...]:
+    frags = list(BUS_FRAGMENTS[spec.disk_bus])
+    if spec.smp > 1:
+        frags.append("smp")
+    if spec.acpi:
+        frags.append("acpi")
+    return tuple(frags)
+
+
+def validate(spec: MachineSpec, where: str, prefix: str = "") -> MachineSpec:
+    """Check every value; an error names the file, the key and what is allowed."""
+    def bad(key: str, msg: str) -> ScenarioError:
+        return ScenarioError(where, prefix + key, msg)
+
+    if spec.machine not in MACHINE_TYPES:
+        raise bad("machine", f"{spec.machine!r} is not allowed; options are {', '.join(MACHINE_TYPES)}")
+    if spec.disk_bus not in DISK_BUSES:
+        raise bad("disk_bus", f"{spec.disk_bus!r} is not allowed; options are {', '.join(DISK_BUSES)}")
+    if spec.accel not in ACCELS:
+        raise bad("accel", f"{spec.accel!r} is not allowed; options are {', '.join(ACCELS)}")
+    for key, lo, hi in (("memory_mib", 128, MAX_I386_MIB), ("smp", 1, 8)):
+        value = getattr(spec, key)
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise bad(key, f"must be a whole number from {lo} to {hi}")
+    if not isinstance(spec.acpi, bool):
+        raise bad("acpi", "must be true or false")
+    if spec.disk_bus == "ide" and spec.machine == "q35":
+        raise bad("disk_bus", "q35 has no IDE controller; use ahci")
+    return spec
+
+
+def load_machine(path: Path) -> MachineSpec:
+    where = str(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(where, "", f"not valid TOML: {e}") from None
+    allowed = {f.name for f in fields(MachineSpec)} - {"name"}
+    for key in data:
+        if key not in allowed:
+            raise ScenarioError(where, key, f"unknown key; allowed: {', '.join(sorted(allowed))}")
+    return validate(MachineSpec(name=path.stem, **data), where)
+
+
+@cache
+def machines() -> dict[str, MachineSpec]:
+    return {p.stem: load_machine(p) for p in sorted(MACHINES_DIR.glob("*.toml"))}
 
 
 def get_machine(name: str) -> MachineSpec:
     try:
-        return MACHINES[name]
+        return machines()[name]
     except KeyError:
-        raise UserError(f"unknown machine {name!r}; available: {', '.join(sorted(MACHINES))}") from None
+        raise UserError(f"unknown machine {name!r}; available: {', '.join(sorted(machines()))}") from None

@@ -21,13 +21,20 @@ class BootFiles:
     cpu_reset_log: Path
 
 
+DISK_DEVICES: dict[str, list[str]] = {
+    "virtio": ["-device", "virtio-blk-pci,drive=hib"],
+    "ide": ["-device", "ide-hd,drive=hib,bus=ide.0"],
+    "ahci": ["-device", "ahci,id=ahci0", "-device", "ide-hd,drive=hib,bus=ahci0.0"],
+    "scsi": ["-device", "virtio-scsi-pci,id=scsi0", "-device", "scsi-hd,drive=hib,bus=scsi0.0"],
+    "usb": ["-device", "usb-ehci,id=ehci0", "-device", "usb-storage,drive=hib,bus=ehci0.0"],
+    "nvme": ["-device", "nvme,drive=hib,serial=kjlab-hib"],
+}
+
+
 def disk_args(bus: str, disk: Path) -> list[str]:
-    drive = f"file={disk},format=raw,if=none,id=hib,cache=unsafe"
-    if bus == "virtio":
-        return ["-drive", drive, "-device", "virtio-blk-pci,drive=hib"]
-    if bus == "ide":
-        return ["-drive", drive, "-device", "ide-hd,drive=hib,bus=ide.0"]
-    raise ValueError(f"unknown disk bus {bus!r}")
+    if bus not in DISK_DEVICES:
+        raise ValueError(f"unknown disk bus {bus!r}")
+    return ["-drive", f"file={disk},format=raw,if=none,id=hib,cache=unsafe", *DISK_DEVICES[bus]]
 
 
 def qemu_argv(spec: MachineSpec, files: BootFiles, accel: str) -> list[str]:

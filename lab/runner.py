@@ -21,9 +21,10 @@ from . import REPORTS_DIR
 from .accel import choose_accel
 from .build.disk import make_disk
 from .build.initramfs import build_base, build_with_payload
-from .build.kernel import build_kernel
+from .build.kernel import KernelSpec, build_kernel
 from .errors import KjlabError
 from .flows import FLOWS
+from .machines import machine_fragments
 from .flows.base import FlowStop, Recorder
 from .flows.common import FlowArtifacts
 from .provenance import host_provenance
@@ -55,18 +56,24 @@ def new_run_dir(runs_root: Path, scenario: Scenario) -> tuple[str, Path]:
     return run_dir.name, run_dir
 
 
+def kernel_spec(sc: Scenario) -> KernelSpec:
+    """The scenario's kernel with the fragments its machine needs (disk bus, SMP, ACPI)."""
+    extra = tuple(f for f in machine_fragments(sc.machine) if f not in sc.kernel.fragments)
+    return replace(sc.kernel, fragments=sc.kernel.fragments + extra)
+
+
 def prepare_artifacts(sc: Scenario, run_dir: Path, rec: Recorder) -> FlowArtifacts:
     """Seed steps 1-3: the kernel, the initramfs images, the hibernation disk."""
     build_log = run_dir / "build.log"
     rec.result.artifacts["build log"] = build_log.name
     with rec.step("artifacts", "Build or reuse kernel and initramfs; make the hibernation disk", "1-3", None):
-        kernel = build_kernel(sc.kernel, log_path=build_log)
+        kernel = build_kernel(kernel_spec(sc), log_path=build_log)
         rec.result.provenance["kernel"] = kernel.provenance
         shutil.copy2(kernel.config, run_dir / "kernel.config")
         rec.result.artifacts["kernel config"] = "kernel.config"
         kernel_a = kernel
         if sc.a_fragments:  # kernel A built apart (e.g. a high PHYSICAL_START for makedumpfile)
-            spec_a = replace(sc.kernel, fragments=sc.kernel.fragments + sc.a_fragments)
+            spec_a = replace(kernel_spec(sc), fragments=kernel_spec(sc).fragments + sc.a_fragments)
             kernel_a = build_kernel(spec_a, log_path=build_log)
             rec.result.provenance["kernel_a"] = kernel_a.provenance
             shutil.copy2(kernel_a.config, run_dir / "kernel-A.config")

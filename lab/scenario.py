@@ -13,7 +13,7 @@ from typing import Any
 
 from .build.kernel import KernelSpec
 from .errors import ScenarioError
-from .machines import DISK_BUSES, MACHINES, MachineSpec
+from .machines import DISK_BUSES, MachineSpec, machines, validate
 from .quirks import DEFAULT_QUIRKS, QUIRKS
 
 FLOWS = ("hibernate", "jump-roundtrip", "cycles", "phys-call", "kexec-reboot", "snapshot-debug")
@@ -101,7 +101,7 @@ def load_scenario(path: Path) -> Scenario:
         a_fragments=_str_list(where, "kernel.a_fragments", data.get("kernel", {}).get("a_fragments", [])),
         guest=_guest(where, data.get("guest", {})),
         machine=(machine := _machine(where, data.get("machine", {}))),
-        c_memory_mib=_int(where, "machine.c_memory_mib", data.get("machine", {}).get("c_memory_mib", machine.memory_mib), 64, 3584),
+        c_memory_mib=_int(where, "machine.c_memory_mib", data.get("machine", {}).get("c_memory_mib", machine.memory_mib), 128, 3584),
         flow=_flow(where, data.get("flow", {})),
         quirks=_quirks(where, data.get("quirks", {})),
         expect=_expect(where, data.get("expect", {})),
@@ -166,11 +166,11 @@ def _guest(where: str, g: dict[str, Any]) -> GuestSpec:
 
 
 def _machine(where: str, m: dict[str, Any]) -> MachineSpec:
-    name = _choice(where, "machine.name", m.get("name", "pc-virtio"), tuple(sorted(MACHINES)))
-    spec = MACHINES[name]
+    name = _choice(where, "machine.name", m.get("name", "pc-virtio"), tuple(sorted(machines())))
+    spec = machines()[name]
     overrides: dict[str, Any] = {}
     if "memory_mib" in m:
-        overrides["memory_mib"] = _int(where, "machine.memory_mib", m["memory_mib"], 64, 3584)
+        overrides["memory_mib"] = _int(where, "machine.memory_mib", m["memory_mib"], 128, 3584)
     if "smp" in m:
         overrides["smp"] = _int(where, "machine.smp", m["smp"], 1, 8)
     if "disk_bus" in m:
@@ -184,7 +184,7 @@ def _machine(where: str, m: dict[str, Any]) -> MachineSpec:
         if not isinstance(m["acpi"], bool):
             raise ScenarioError(where, "machine.acpi", "must be true or false")
         overrides["acpi"] = m["acpi"]
-    return spec.with_overrides(**overrides)
+    return validate(spec.with_overrides(**overrides), where, "machine.")
 
 
 def _flow(where: str, f: dict[str, Any]) -> FlowParams:

@@ -44,7 +44,7 @@ def scenario_files(target: Path) -> list[Path]:
         return [target]
     if not target.is_dir():
         raise UserError(f"{target}: no such scenario file or directory")
-    files = sorted(target.rglob("*.toml"))
+    files = sorted(p for p in target.rglob("*.toml") if not p.name.endswith(".matrix.toml"))
     if not files:
         raise UserError(f"{target}: no scenario files (*.toml) in it")
     return files

@@ -252,7 +252,7 @@ class FlowContext:
         try:
             out = self.rec.run(vm.console, "kj-proof-check", timeout).output
             cmdline = self.rec.run(vm.console, "cat /proc/cmdline", timeout).output
-            disk_res = (self.rec.run(vm.console, f"mount -t ext2 {self.disk_dev} /mnt && ls /mnt && umount /mnt", timeout)
+            disk_res = (self.rec.run(vm.console, f"kj-mount-disk {self.disk_dev} && ls /mnt && umount /mnt", timeout)
                         if disk else None)
         except (ConsoleTimeout, ConsoleEOF) as e:
             raise stop_for_console_failure(vm, e, self.text(vm)) from None
@@ -310,7 +310,7 @@ class FlowContext:
             if vmcore.status != 0:
                 dmesg = self.rec.run(vm.console, "dmesg | grep -i -E 'vmcore|PT_NOTE|elfcorehdr'", self.timeouts["command"])
                 raise FlowStop("KEXEC_ERROR", "no /proc/vmcore in kernel B", [vmcore.output, *dmesg.output.splitlines()])
-            self.run_ok(vm, f"mount -t ext2 {self.disk_dev} /mnt", verdict="CHECK_FAILED")
+            self.run_ok(vm, f"kj-mount-disk {self.disk_dev}", verdict="CHECK_FAILED")
             if self.sc.flow.save == "makedumpfile":
                 level = self.sc.flow.dump_level
                 self.run_ok(vm, f"time makedumpfile -E -d {level} -i /mnt/vmcoreinfo /proc/vmcore /mnt/{name}", "save")

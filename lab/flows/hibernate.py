@@ -84,7 +84,7 @@ class HibernateFlow(FlowContext):
         """makedumpfile in B needs A's VMCOREINFO, which the vmcore of a preserve-context
         load lacks (facts: makedumpfile): A puts it on the disk before the jump."""
         with self.rec.step("vmcoreinfo-A", "Save A's VMCOREINFO to the disk for makedumpfile", "-", vm):
-            self.run_ok(vm, f"mount -t ext2 {self.disk_dev} /mnt", verdict="CHECK_FAILED")
+            self.run_ok(vm, f"kj-mount-disk {self.disk_dev}", verdict="CHECK_FAILED")
             try:
                 self.run_ok(vm, "kj-vmcoreinfo > /mnt/vmcoreinfo && head -n 2 /mnt/vmcoreinfo", verdict="CHECK_FAILED")
             finally:  # A must not keep the disk mounted across the jump: B writes it
@@ -102,7 +102,7 @@ class HibernateFlow(FlowContext):
 
     def load_image(self, vm: QemuVM) -> None:
         with self.rec.step("load-image", "Load A's image with kexec -l --args-none --entry=<jump-back entry>", "9", vm):
-            self.run_ok(vm, f"mount -t ext2 {self.disk_dev} /mnt && ls -l /mnt && cat /mnt/kexec_jump_back_entry",
+            self.run_ok(vm, f"kj-mount-disk {self.disk_dev} && ls -l /mnt && cat /mnt/kexec_jump_back_entry",
                         verdict="CHECK_FAILED")
             self.with_iomem_filter(vm, lambda: self.run_ok(
                 vm, f"{self.kexec()} -l --args-none --entry=$(cat /mnt/kexec_jump_back_entry) /mnt/dump.elf", "load"))

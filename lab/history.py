@@ -1,0 +1,347 @@
+"""The history of nightly runs in SQLite: one row per night, one row per cell of a night,
+and the comparison of a night with the one before it (regressions, fixes).
+
+A *cell* is one run of a matrix, named by an identifier made of its kernel, arch,
+machine, flow and patch set, e.g. ``"6.1/i386/pc-virtio/hibernate/gdt-fix"``; its record
+(:class:`CellRecord`) is read from the run's ``results.json``. A *night* is one run of a
+whole matrix, named (e.g. ``"2024-05-01"``) and tied to the matrix it ran (its name or
+path), so that nights of different matrices never get compared.
+
+Where the database lives: ``$KJLAB_HISTORY`` when set (a file path), else
+``<cache root>/history.sqlite``, the cache root being :func:`lab.cache.cache_root`
+(``$KJLAB_CACHE``, else ``$XDG_CACHE_HOME/kjlab``, else ``~/.cache/kjlab``). The history
+is the embedded SQLite of the standard library: the file is opened in WAL mode (a reader,
+e.g. a report page, never blocks the night that writes) and every write is one
+transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+SCHEMA_VERSION = 1
+GOOD_VERDICTS = ("PASS", "XFAIL")  # a cell is good when it passed or showed its known bug
+CELL_PARTS = ("kernel", "arch", "machine", "flow", "patchset")  # the order of a cell id's parts
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nights (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    matrix TEXT NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    summary_path TEXT
+);
+CREATE TABLE IF NOT EXISTS cells (
+    night_id INTEGER NOT NULL REFERENCES nights(id) ON DELETE CASCADE,
+    cell TEXT NOT NULL,
+    kernel TEXT NOT NULL,
+    arch TEXT NOT NULL,
+    machine TEXT NOT NULL,
+    flow TEXT NOT NULL,
+    patchset TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    observed TEXT NOT NULL,
+    expected TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    failed_step TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    run_dir TEXT NOT NULL,
+    report TEXT NOT NULL,
+    PRIMARY KEY (night_id, cell)
+);
+CREATE INDEX IF NOT EXISTS nights_by_matrix ON nights (matrix, id);
+CREATE INDEX IF NOT EXISTS cells_by_cell ON cells (cell, night_id);
+CREATE INDEX IF NOT EXISTS cells_by_verdict ON cells (night_id, verdict);
+"""
+
+
+def default_path() -> Path:
+    """``$KJLAB_HISTORY``, else ``<cache root>/history.sqlite``."""
+    env = os.environ.get("KJLAB_HISTORY")
+    if env:
+        return Path(env).expanduser()
+    from .cache import cache_root
+
+    return cache_root() / "history.sqlite"
+
+
+def is_good(verdict: str | None) -> bool:
+    return verdict in GOOD_VERDICTS
+
+
+def cell_id(parts: dict[str, str]) -> str:
+    """The identifier of a cell from its parts: ``kernel/arch/machine/flow/patchset``."""
+    return "/".join(parts[p] for p in CELL_PARTS)
+
+
+def parse_cell_id(cell: str) -> dict[str, str]:
+    """The parts of ``kernel/arch/machine/flow/patchset`` (the patch set may hold slashes)."""
+    pieces = cell.split("/", len(CELL_PARTS) - 1)
+    if len(pieces) != len(CELL_PARTS) or not all(pieces):
+        raise ValueError(f"cell id {cell!r}: expected {'/'.join(CELL_PARTS)}")
+    return dict(zip(CELL_PARTS, pieces))
+
+
+@dataclass
+class CellRecord:
+    """One cell of one night: what the history keeps of its RunResult."""
+
+    cell: str
+    kernel: str
+    arch: str
+    machine: str
+    flow: str
+    patchset: str
+    verdict: str
+    observed: str = ""  # the verdict before the expectation was applied (XFAIL/XPASS)
+    expected: str = "PASS"
+    reason: str = ""
+    failed_step: str = ""
+    seconds: float = 0.0
+    run_dir: str = ""
+    report: str = ""  # path of report.html, "" when the run has none
+
+    @property
+    def good(self) -> bool:
+        return is_good(self.verdict)
+
+    @classmethod
+    def from_run(cls, cell_id: str, parts: dict[str, str], run_dir: Path) -> CellRecord:
+        """The record of the run in `run_dir` (its results.json). `parts` names the cell's
+        kernel, arch, machine, flow and patchset; any it lacks come from `cell_id`.
+
+        A run directory without a readable results.json (the run died before its first
+        save) is recorded as ERROR, so that a night still has a row for every cell."""
+        from .results import load
+
+        try:
+            named = parse_cell_id(cell_id)
+        except ValueError:
+            named = {}
+        merged = {p: str(parts.get(p) or named.get(p) or "") for p in CELL_PARTS}
+        missing = [p for p in CELL_PARTS if not merged[p]]
+        if missing:
+            raise ValueError(f"cell {cell_id!r}: no {', '.join(missing)} in its parts or its id")
+        run_dir = Path(run_dir)
+        report = run_dir / "report.html"
+        base = dict(cell=cell_id, **merged, run_dir=str(run_dir), report=str(report) if report.is_file() else "")
+        try:
+            res = load(run_dir)
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            return cls(**base, verdict="ERROR", observed="ERROR",
+                       reason=f"no readable results.json in {run_dir}: {type(e).__name__}: {e}")
+        ends = [s.ended for s in res.steps if s.ended]
+        ended = res.ended or max(ends, default=res.started)
+        return cls(**base, verdict=res.verdict, observed=res.observed_verdict or res.verdict,
+                   expected=res.expected_verdict, reason=res.reason, failed_step=res.failed_step,
+                   seconds=round(max(0.0, ended - res.started), 3))
+
+
+@dataclass
+class Night:
+    id: int
+    name: str
+    matrix: str
+    started: float
+    ended: float | None
+    summary_path: str | None
+
+
+@dataclass
+class Comparison:
+    """How a night's cells changed from the previous night's; each list holds cell ids, sorted."""
+
+    previous: dict[str, CellRecord]
+    current: dict[str, CellRecord]
+    regressions: list[str] = field(default_factory=list)  # was good, now not
+    fixes: list[str] = field(default_factory=list)  # was not good, now good
+    still_failing: list[str] = field(default_factory=list)
+    new_cells: list[str] = field(default_factory=list)  # only in the current night
+    gone_cells: list[str] = field(default_factory=list)  # only in the previous night
+    unchanged_good: list[str] = field(default_factory=list)
+
+    @property
+    def has_regressions(self) -> bool:
+        return bool(self.regressions)
+
+    def change(self, cell: str) -> str:
+        """``"PASS -> PANIC"`` for a cell; ``-`` stands for absent."""
+        before = self.previous.get(cell)
+        after = self.current.get(cell)
+        return f"{before.verdict if before else '-'} -> {after.verdict if after else '-'}"
+
+    def lines(self) -> list[str]:
+        """One line per changed or failing cell, regressions first (for a log or a mail)."""
+        out: list[str] = []
+        for label, cells in (("REGRESSION", self.regressions), ("FIXED", self.fixes),
+                             ("STILL FAILING", self.still_failing), ("NEW", self.new_cells),
+                             ("GONE", self.gone_cells)):
+            for c in cells:
+                rec = self.current.get(c)
+                why = f": {rec.reason}" if rec and rec.reason and not rec.good else ""
+                out.append(f"{label} {c} ({self.change(c)}){why}")
+        return out
+
+
+def compare(previous: dict[str, CellRecord], current: dict[str, CellRecord]) -> Comparison:
+    cmp = Comparison(previous=previous, current=current)
+    for cell in sorted(set(previous) | set(current)):
+        before, after = previous.get(cell), current.get(cell)
+        if before is None:
+            cmp.new_cells.append(cell)
+        elif after is None:
+            cmp.gone_cells.append(cell)
+        elif before.good and not after.good:
+            cmp.regressions.append(cell)
+        elif not before.good and after.good:
+            cmp.fixes.append(cell)
+        elif after.good:
+            cmp.unchanged_good.append(cell)
+        else:
+            cmp.still_failing.append(cell)
+    return cmp
+
+
+_CELL_COLUMNS = [f.name for f in fields(CellRecord)]
+
+
+class History:
+    """The results history in one SQLite file (created with its schema when absent)."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else default_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # autocommit mode: transactions are the explicit BEGIN ... COMMIT of _transaction
+        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._init_schema()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _init_schema(self) -> None:
+        with self._transaction() as db:  # (executescript would COMMIT on its own: one by one)
+            for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
+                db.execute(stmt)
+            row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            version = row[0]
+            if version is None:
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif version > SCHEMA_VERSION:
+                raise UserError(f"{self.path}: history schema version {version} is newer than this kjlab's "
+                                f"({SCHEMA_VERSION}); use a newer kjlab or another $KJLAB_HISTORY")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
+
+    # -- writing --------------------------------------------------------------------------
+
+    def start_night(self, name: str, matrix: str, started: float | None = None) -> int:
+        with self._transaction() as db:
+            cur = db.execute("INSERT INTO nights (name, matrix, started) VALUES (?, ?, ?)",
+                             (name, matrix, time.time() if started is None else started))
+            return int(cur.lastrowid or 0)
+
+    def record_cell(self, night_id: int, record: CellRecord) -> None:
+        """Add a cell to a night; recording the same cell again replaces it (a re-run)."""
+        self._night_row(night_id)
+        values = [getattr(record, c) for c in _CELL_COLUMNS]
+        with self._transaction() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO cells (night_id, {', '.join(_CELL_COLUMNS)}) "
+                f"VALUES (?, {', '.join('?' * len(_CELL_COLUMNS))})",
+                [night_id, *values],
+            )
+
+    def finish_night(self, night_id: int, summary_path: Path | str | None, ended: float | None = None) -> None:
+        self._night_row(night_id)
+        with self._transaction() as db:
+            db.execute("UPDATE nights SET ended = ?, summary_path = ? WHERE id = ?",
+                       (time.time() if ended is None else ended,
+                        None if summary_path is None else str(summary_path), night_id))
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _night_row(self, night_id: int) -> sqlite3.Row:
+        row = self._db.execute("SELECT * FROM nights WHERE id = ?", (night_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no night {night_id} in {self.path}")
+        return row
+
+    def night(self, night_id: int) -> Night:
+        return Night(**dict(self._night_row(night_id)))
+
+    def previous_night(self, matrix: str, before_id: int, finished_only: bool = True) -> int | None:
+        """The latest night of `matrix` before night `before_id`; by default only a finished
+        one (a night that died half way would show its missing cells as gone)."""
+        sql = "SELECT id FROM nights WHERE matrix = ? AND id < ?"
+        if finished_only:
+            sql += " AND ended IS NOT NULL"
+        row = self._db.execute(sql + " ORDER BY id DESC LIMIT 1", (matrix, before_id)).fetchone()
+        return None if row is None else int(row[0])
+
+    def cells(self, night_id: int) -> dict[str, CellRecord]:
+        rows = self._db.execute(
+            f"SELECT {', '.join(_CELL_COLUMNS)} FROM cells WHERE night_id = ? ORDER BY cell", (night_id,)
+        ).fetchall()
+        return {row["cell"]: CellRecord(**dict(row)) for row in rows}
+
+    def nights(self, matrix: str, last: int = 30) -> list[Night]:
+        """The last `last` nights of `matrix`, oldest first."""
+        rows = self._db.execute(
+            "SELECT * FROM (SELECT * FROM nights WHERE matrix = ? ORDER BY id DESC LIMIT ?) ORDER BY id",
+            (matrix, last),
+        ).fetchall()
+        return [Night(**dict(r)) for r in rows]
+
+    def trend(self, matrix: str, cell: str, last: int = 7) -> list[tuple[str, str | None]]:
+        """(night name, verdict) of `cell` over the last `last` nights of `matrix`, oldest
+        first; the verdict is None for a night that had no such cell."""
+        rows = self._db.execute(
+            "SELECT n.name, c.verdict FROM "
+            "(SELECT id, name FROM nights WHERE matrix = ? ORDER BY id DESC LIMIT ?) AS n "
+            "LEFT JOIN cells AS c ON c.night_id = n.id AND c.cell = ? ORDER BY n.id",
+            (matrix, last, cell),
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def compare_with_previous(self, night_id: int) -> Comparison:
+        """The night against the previous finished night of its matrix (all new when none)."""
+        matrix = self._night_row(night_id)["matrix"]
+        prev = self.previous_night(matrix, night_id)
+        return compare(self.cells(prev) if prev is not None else {}, self.cells(night_id))

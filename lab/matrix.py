@@ -1,0 +1,187 @@
+"""Matrix files: kernels x arch x machines x flows x patch sets -> cells, each cell a
+scenario of its own (written out, so one cell can be re-run by hand with `kjlab run`).
+
+    [matrix]
+    name = "nightly-i386"          # the identity of a nightly series in the history
+    machines = ["pc-virtio", "pc-ide"]
+    flows = ["hibernate"]
+    arch = ["i386"]
+    parallel = 0                   # VMs at once; 0 = the number of cores
+    cell_timeout = 1800            # seconds before a cell is ended (SIGTERM, then SIGKILL)
+
+    [[kernel]]
+    name = "6.1"
+    source = "debian:linux-source-6.1"
+
+    [[patchset]]
+    name = "gdt-fix"
+    patches = ["0001-x86-kexec-32-reload-gdt-before-restore-processor-state.patch"]
+
+    [[patchset]]
+    name = "stock"
+    patches = []
+    expect = "TRIPLE_FAULT"        # a known failure: XFAIL when it shows
+    step = "jump-back"
+    signature = 'Triple fault'
+
+    [[override]]                   # per-cell changes, by glob on the cell id
+    cells = "6.1/i386/pc-ide/*/gdt-fix"
+    quirks = { crash-note = false }
+    flow = { proof_kib = 1024 }
+
+One kernel per (kernel, patch set) serves every machine of the matrix: its fragments
+are the union of what the machines need (lab.machines.machine_fragments), so a matrix
+builds each kernel once.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ScenarioError
+from .machines import machine_fragments, machines
+from .quirks import QUIRKS
+from .scenario import FLOWS, VERDICTS
+
+_TOP = {"matrix", "kernel", "patchset", "override"}
+_MATRIX_KEYS = {"name", "description", "machines", "flows", "arch", "parallel", "cell_timeout", "fragments"}
+_KERNEL_KEYS = {"name", "source"}
+_PATCHSET_KEYS = {"name", "patches", "expect", "step", "signature"}
+_OVERRIDE_KEYS = {"cells", "quirks", "flow"}
+BASE_FRAGMENTS = ["kexec-jump-i386"]
+
+
+@dataclass(frozen=True)
+class Cell:
+    id: str  # kernel/arch/machine/flow/patchset
+    kernel: str
+    arch: str
+    machine: str
+    flow: str
+    patchset: str
+    scenario: dict[str, Any]  # a scenario file's content
+
+    @property
+    def slug(self) -> str:
+        return self.id.replace("/", "_")
+
+    @property
+    def parts(self) -> dict[str, str]:
+        return {"kernel": self.kernel, "arch": self.arch, "machine": self.machine, "flow": self.flow,
+                "patchset": self.patchset}
+
+
+@dataclass(frozen=True)
+class Matrix:
+    path: Path
+    name: str
+    description: str
+    parallel: int
+    cell_timeout: float
+    cells: list[Cell] = field(default_factory=list)
+
+
+def load_matrix(path: Path) -> Matrix:
+    where = str(path)
+    if not path.is_file():
+        raise ScenarioError(where, "", "no such matrix file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(where, "", f"not valid TOML: {e}") from None
+    _keys(where, "", data, _TOP)
+    m = data.get("matrix", {})
+    _keys(where, "matrix.", m, _MATRIX_KEYS)
+    kernels = _tables(where, "kernel", data.get("kernel"), _KERNEL_KEYS, required=("name", "source"))
+    if len({k["name"] for k in kernels}) != len(kernels):
+        raise ScenarioError(where, "kernel", "two [[kernel]] tables have the same name")
+    patchsets = _tables(where, "patchset", data.get("patchset", [{"name": "none", "patches": []}]), _PATCHSET_KEYS,
+                        required=("name",))
+    overrides = _tables(where, "override", data.get("override", []), _OVERRIDE_KEYS, required=("cells",), optional=True)
+    names = _list(where, "matrix.machines", m.get("machines", ["pc-virtio"]))
+    for i, name in enumerate(names):
+        if name not in machines():
+            raise ScenarioError(where, f"matrix.machines[{i}]", f"unknown machine {name!r}; available: "
+                                f"{', '.join(sorted(machines()))}")
+    flows = _list(where, "matrix.flows", m.get("flows", ["hibernate"]))
+    for i, flow in enumerate(flows):
+        if flow not in FLOWS:
+            raise ScenarioError(where, f"matrix.flows[{i}]", f"{flow!r} is not a flow; options are {', '.join(FLOWS)}")
+    arches = _list(where, "matrix.arch", m.get("arch", ["i386"]))
+    for i, arch in enumerate(arches):
+        if arch != "i386":
+            raise ScenarioError(where, f"matrix.arch[{i}]", f"{arch!r} is not supported yet; options are i386")
+    for i, p in enumerate(patchsets):
+        if p.get("expect", "PASS") not in VERDICTS:
+            raise ScenarioError(where, f"patchset[{i}].expect", f"options are {', '.join(VERDICTS)}")
+    for i, o in enumerate(overrides):
+        for q in o.get("quirks", {}):
+            if q not in QUIRKS:
+                raise ScenarioError(where, f"override[{i}].quirks.{q}", f"unknown quirk; options are {', '.join(QUIRKS)}")
+    # the union of what the machines need: one kernel build per (kernel, patch set)
+    fragments = list(m.get("fragments", BASE_FRAGMENTS))
+    for name in names:
+        fragments += [f for f in machine_fragments(machines()[name]) if f not in fragments]
+    cells = []
+    for k in kernels:
+        for arch in arches:
+            for mach in names:
+                for flow in flows:
+                    for p in patchsets:
+                        cid = f"{k['name']}/{arch}/{mach}/{flow}/{p['name']}"
+                        sc = _cell_scenario(cid, k, arch, mach, flow, p, fragments, overrides)
+                        cells.append(Cell(cid, k["name"], arch, mach, flow, p["name"], sc))
+    parallel = int(m.get("parallel", 0)) or (os.cpu_count() or 1)
+    return Matrix(path, str(m.get("name", path.stem)), str(m.get("description", "")), parallel,
+                  float(m.get("cell_timeout", 1800)), cells)
+
+
+def _cell_scenario(cid: str, k: dict, arch: str, mach: str, flow: str, p: dict, fragments: list[str],
+                   overrides: list[dict]) -> dict[str, Any]:
+    sc: dict[str, Any] = {
+        "scenario": {"name": cid.replace("/", "_"), "description": f"matrix cell {cid}"},
+        "kernel": {"source": k["source"], "arch": arch, "fragments": fragments, "patches": list(p.get("patches", []))},
+        "machine": {"name": mach},
+        "flow": {"name": flow},
+        "quirks": {},
+        "expect": {"verdict": p.get("expect", "PASS")},
+    }
+    for key in ("step", "signature"):
+        if key in p:
+            sc["expect"][key] = p[key]
+    for o in overrides:
+        if fnmatch.fnmatchcase(cid, o["cells"]):
+            sc["quirks"].update(o.get("quirks", {}))
+            sc["flow"].update(o.get("flow", {}))
+    return sc
+
+
+def _keys(where: str, prefix: str, table: dict, allowed: set[str]) -> None:
+    if not isinstance(table, dict):
+        raise ScenarioError(where, prefix.rstrip("."), "must be a table")
+    for key in table:
+        if key not in allowed:
+            raise ScenarioError(where, prefix + key, f"unknown key; allowed: {', '.join(sorted(allowed))}")
+
+
+def _tables(where: str, name: str, value: Any, allowed: set[str], required: tuple[str, ...],
+            optional: bool = False) -> list[dict]:
+    if not isinstance(value, list) or (not value and not optional):
+        raise ScenarioError(where, name, f"needs at least one [[{name}]] table")
+    for i, t in enumerate(value):
+        _keys(where, f"{name}[{i}].", t, allowed)
+        for key in required:
+            if key not in t:
+                raise ScenarioError(where, f"{name}[{i}].{key}", "is required")
+    return value
+
+
+def _list(where: str, key: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ScenarioError(where, key, "must be a non-empty list of strings")
+    return value
