@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 PACKAGES=(
   qemu-system-x86 e2fsprogs cpio xz-utils gzip patch
   make gcc libc6-dev bc flex bison libelf-dev libssl-dev
-  python3 python3-venv python3-pip git ca-certificates
+  python3 python3-venv python3-pip git ca-certificates chromium
 )
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

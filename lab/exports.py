@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -177,6 +178,18 @@ def _t(text: Any) -> str:
     return str(text).replace("\0", "\\0")
 
 
+def _no_nul(obj: Any) -> Any:
+    """NUL nowhere, misc included (the schema's text patterns forbid it, and databases
+    behind KCIDB cannot store it in JSON)."""
+    if isinstance(obj, str):
+        return _t(obj)
+    if isinstance(obj, dict):
+        return {_t(k): _no_nul(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_no_nul(v) for v in obj]
+    return obj
+
+
 def _hash(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
@@ -256,7 +269,8 @@ def kcidb_json(cells: Sequence[CellRecord], origin: str = "kjlab", run_dirs: Run
         res = _load(run_dir)
         prov = res.provenance if res is not None else {}
         kernel = prov.get("kernel") or {}
-        run_key = run_name or (res.run_id if res is not None else None) or (run_dir.name if run_dir else "") or "run"
+        run_key = (run_name or (res.run_id if res is not None else None) or (run_dir.name if run_dir else None)
+                   or time.strftime("export-%Y%m%d-%H%M%S"))  # a cell that never got a run directory
 
         # checkout: the kernel source version
         if kernel.get("source_version"):
@@ -343,8 +357,9 @@ def kcidb_json(cells: Sequence[CellRecord], origin: str = "kjlab", run_dirs: Run
             "misc": misc,
         }))
 
-    return {"version": dict(KCIDB_VERSION), "checkouts": list(checkouts.values()),
+    data = {"version": dict(KCIDB_VERSION), "checkouts": list(checkouts.values()),
             "builds": list(builds.values()), "tests": tests}
+    return _no_nul(data)
 
 
 # -- files --------------------------------------------------------------------------------

@@ -87,7 +87,7 @@ def _record(o: CellOutcome) -> CellRecord:
 def _exports(night_dir: Path, matrix: Matrix, records: dict[str, CellRecord]) -> None:
     from .exports import write_exports
 
-    write_exports(night_dir, matrix.name, list(records.values()))
+    write_exports(night_dir, matrix.name, list(records.values()), run_name=night_dir.name)
 
 
 def write_night_summary(night_dir: Path, matrix: Matrix, records: dict[str, CellRecord],

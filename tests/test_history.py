@@ -1,0 +1,270 @@
+"""The nightly results history: real SQLite files, cells read from real run directories
+(results.json written by lab.results, report rendered by lab.report), no mocks."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from lab.errors import UserError
+from lab.history import (SCHEMA_VERSION, CellRecord, History, compare, default_path, parse_cell_id)
+from lab.report import render_report
+from lab.results import Check, Command, RunResult, Step, save
+
+T0 = 1_714_560_000.0
+STEPS = [  # (name, title, seed step, vm, seconds)
+    ("artifacts", "Build or reuse kernel and initramfs; make the hibernation disk", "1-3", "", 4.0),
+    ("boot-A", "Boot kernel A", "4", "A-B", 9.0),
+    ("load-B", "kexec --load-preserve-context of kernel B", "5", "A-B", 2.0),
+    ("jump-to-B", "kexec -e: B boots", "6", "A-B", 8.0),
+    ("save-image", "B copies /proc/vmcore to the disk", "7", "A-B", 6.0),
+    ("boot-C", "Boot kernel C on the same disk", "8", "C-A", 9.0),
+    ("load-image", "kexec -l the saved image", "9", "C-A", 3.0),
+    ("jump-back", "kexec -e: back to A", "10", "C-A", 5.0),
+    ("verify-A", "A's proof file, counter, dmesg", "-", "C-A", 1.0),
+]
+
+
+def make_cell_run(root: Path, cell: str, verdict: str, *, observed: str | None = None, expected: str = "PASS",
+                  reason: str = "", evidence: list[str] | None = None, failed_step: str = "",
+                  kernel_built: bool = True, started: float = T0, render: bool = True,
+                  source_version: str = "6.1.90-1", cache_key: str | None = None) -> Path:
+    """A run directory as lab.runner leaves it: results.json, console logs, build log, report."""
+    parts = parse_cell_id(cell)
+    run_id = f"20240501-120000-{cell.replace('/', '-')}"
+    run_dir = root / run_id
+    run_dir.mkdir(parents=True)
+    steps: list[Step] = []
+    t = started
+    console: dict[str, bytes] = {"A-B": b"", "C-A": b""}
+    failed = False
+    for name, title, seed, vm, secs in STEPS:
+        if failed:  # after the failed step the runner skips the rest
+            steps.append(Step(name, title, seed, vm, t, t, outcome="skipped"))
+            continue
+        fails = failed = name == failed_step
+        text = f"kj-A# step {name}\r\n".encode()
+        if fails and vm:
+            text += b"\x1b[31m" + "\n".join(evidence or []).encode() + b"\x1b[0m\r\n"
+        start = len(console.get(vm, b""))
+        if vm:
+            console[vm] += text
+        steps.append(Step(
+            name=name, title=title, seed_step=seed, vm=vm, started=t, ended=t + secs,
+            outcome="failed" if fails else "ok", message=reason if fails else "",
+            commands=[Command(f"run-{name}", 1 if fails else 0, "", secs)],
+            console_start=start, console_end=start + len(text) if vm else 0,
+        ))
+        t += secs
+    kernel_prov = {
+        "source": f"debian:linux-source-{parts['kernel']}", "source_version": source_version,
+        "release": f"{parts['kernel']}.0-kjlab", "arch": parts["arch"], "fragments": ["kexec-jump.config"],
+        "patches": [] if parts["patchset"] == "stock" else ["0001-x86-kexec-32-reload-gdt.patch"],
+        "compiler": "gcc (Debian 12.2.0-14) 12.2.0", "config_sha256": "ab" * 32,
+        "cache_key": cache_key or hashlib.sha256(f"{parts['kernel']}/{parts['arch']}/{parts['patchset']}".encode()).hexdigest()[:16],
+        "cached": True,
+    }
+    result = RunResult(
+        run_id=run_id, scenario=f"{parts['arch']}-{parts['flow']}-{parts['patchset']}",
+        scenario_path=f"scenarios/{parts['arch']}-{parts['flow']}.toml", flow=parts["flow"], started=started,
+        ended=t, verdict=verdict, reason=reason, failed_step=failed_step, evidence=list(evidence or []),
+        expected_verdict=expected, observed_verdict=observed or verdict,
+        signature_matched=True if verdict == "XFAIL" else (False if verdict == "XPASS" else None),
+        steps=steps,
+        checks=[Check("proof-file", verdict in ("PASS", "XPASS"), "sha256 matches" if verdict == "PASS" else "A did not return")],
+        provenance={
+            "qemu": "QEMU emulator version 7.2.11", "host": "lab1 Linux 6.1.0-21-amd64 x86_64",
+            "python": "3.11.2", "kjlab_commit": "5fa6990abcde", "accelerator": "tcg", "accelerator_reason": "no /dev/kvm",
+            "machine": {"name": parts["machine"], "arch": parts["arch"]},
+            **({"kernel": kernel_prov} if kernel_built else {}),
+        },
+        quirks={"wide-window": True, "kexec-syscall": True},
+        artifacts={"build log": "build.log", **({"kernel config": "kernel.config"} if kernel_built else {})},
+    )
+    save(result, run_dir)
+    (run_dir / "build.log").write_text("make -j2 bzImage\n" + ("" if kernel_built else "error: build failed\n"))
+    if kernel_built:
+        (run_dir / "kernel.config").write_text("CONFIG_KEXEC_JUMP=y\n")
+        for vm, data in console.items():
+            (run_dir / f"console-{vm}.log").write_bytes(data)
+    if render:
+        render_report(run_dir)
+    return run_dir
+
+
+def record(root: Path, cell: str, verdict: str, **kw: object) -> CellRecord:
+    return CellRecord.from_run(cell, parse_cell_id(cell), make_cell_run(root, cell, verdict, **kw))
+
+
+A = "6.1/i386/pc-virtio/hibernate/gdt-fix"
+B = "6.1/i386/pc-virtio/hibernate/stock"
+C = "6.1/i386/q35-ahci/hibernate/gdt-fix"
+D = "6.12/x86_64/pc-virtio/roundtrip/stock"
+E = "6.12/i386/pc-virtio/hibernate/stock"
+F = "6.1/i386/pc-virtio/simple/gdt-fix"
+
+
+def test_cell_record_from_run(tmp_path: Path) -> None:
+    run_dir = make_cell_run(tmp_path, B, "XFAIL", observed="TRIPLE_FAULT", expected="TRIPLE_FAULT",
+                            reason="CPU reset at jump back (expected failure TRIPLE_FAULT seen in jump-back)",
+                            evidence=["Triple fault"], failed_step="jump-back")
+    rec = CellRecord.from_run(B, {"kernel": "6.1", "arch": "i386", "machine": "pc-virtio", "flow": "hibernate",
+                                  "patchset": "stock"}, run_dir)
+    assert rec.cell == B and rec.kernel == "6.1" and rec.machine == "pc-virtio" and rec.patchset == "stock"
+    assert (rec.verdict, rec.observed, rec.expected) == ("XFAIL", "TRIPLE_FAULT", "TRIPLE_FAULT")
+    assert rec.failed_step == "jump-back" and rec.good
+    assert rec.seconds == pytest.approx(sum(s[4] for s in STEPS[:8]))  # up to the failed step
+    assert rec.run_dir == str(run_dir) and rec.report == str(run_dir / "report.html")
+    assert Path(rec.report).is_file()
+
+
+def test_cell_record_parts_from_id_and_missing_results(tmp_path: Path) -> None:
+    run_dir = make_cell_run(tmp_path, A, "PASS", reason="A is back", render=False)
+    rec = CellRecord.from_run(A, {}, run_dir)
+    assert (rec.kernel, rec.arch, rec.machine, rec.flow, rec.patchset) == ("6.1", "i386", "pc-virtio", "hibernate", "gdt-fix")
+    assert rec.report == ""  # no report.html was rendered
+    empty = tmp_path / "died-before-first-save"
+    empty.mkdir()
+    dead = CellRecord.from_run(A, {}, empty)
+    assert dead.verdict == "ERROR" and "results.json" in dead.reason and not dead.good
+    with pytest.raises(ValueError):
+        CellRecord.from_run("odd-name", {"kernel": "6.1"}, run_dir)
+
+
+def test_schema_wal_and_default_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "h" / "history.sqlite"
+    with History(path) as h:
+        assert h.schema_version == SCHEMA_VERSION
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"nights", "cells", "schema_version"} <= tables
+    indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"nights_by_matrix", "cells_by_cell"} <= indexes
+    cols = [r[1] for r in db.execute("PRAGMA table_info(cells)")]
+    assert cols == ["night_id", "cell", "kernel", "arch", "machine", "flow", "patchset", "verdict", "observed",
+                    "expected", "reason", "failed_step", "seconds", "run_dir", "report"]
+    assert [r[1] for r in db.execute("PRAGMA table_info(nights)")] == ["id", "name", "matrix", "started", "ended",
+                                                                       "summary_path"]
+    # a newer schema is refused, not misread
+    db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION + 1,))
+    db.commit()
+    db.close()
+    with pytest.raises(UserError, match="newer"):
+        History(path)
+
+    monkeypatch.setenv("KJLAB_HISTORY", str(tmp_path / "elsewhere.sqlite"))
+    assert default_path() == tmp_path / "elsewhere.sqlite"
+    monkeypatch.delenv("KJLAB_HISTORY")
+    monkeypatch.setenv("KJLAB_CACHE", str(tmp_path / "cache"))
+    assert default_path() == tmp_path / "cache" / "history.sqlite"
+    History().close()
+    assert (tmp_path / "cache" / "history.sqlite").is_file()
+
+
+def test_two_nights_regression_fix_new_gone(tmp_path: Path) -> None:
+    db = tmp_path / "history.sqlite"
+    n1_runs, n2_runs = tmp_path / "n1", tmp_path / "n2"
+    with History(db) as h:
+        n1 = h.start_night("2024-05-01", "nightly.toml", started=T0)
+        h.record_cell(n1, record(n1_runs, A, "PASS", reason="A is back"))
+        h.record_cell(n1, record(n1_runs, B, "XFAIL", observed="TRIPLE_FAULT", expected="TRIPLE_FAULT",
+                                 reason="expected", failed_step="jump-back", evidence=["Triple fault"]))
+        h.record_cell(n1, record(n1_runs, C, "PANIC", reason="Kernel panic in B", failed_step="jump-to-B",
+                                 evidence=["Kernel panic - not syncing: VFS"]))
+        h.record_cell(n1, record(n1_runs, D, "HANG", reason="save-image timed out", failed_step="save-image"))
+        h.record_cell(n1, record(n1_runs, E, "PASS", reason="A is back"))
+        h.finish_night(n1, n1_runs / "summary.html", ended=T0 + 3600)
+
+    # another connection (the next night's process) sees the first night
+    with History(db) as h:
+        n2 = h.start_night("2024-05-02", "nightly.toml", started=T0 + 86400)
+        assert h.previous_night("nightly.toml", n2) == n1
+        assert h.previous_night("other.toml", n2) is None
+        h.record_cell(n2, record(n2_runs, A, "TRIPLE_FAULT", reason="CPU reset", failed_step="jump-back",
+                                 evidence=["Triple fault"]))  # regression
+        h.record_cell(n2, record(n2_runs, B, "XFAIL", observed="TRIPLE_FAULT", expected="TRIPLE_FAULT",
+                                 reason="expected", failed_step="jump-back"))  # unchanged good
+        h.record_cell(n2, record(n2_runs, C, "PASS", reason="A is back"))  # fix
+        h.record_cell(n2, record(n2_runs, D, "KEXEC_ERROR", reason="locate_hole failed",
+                                 failed_step="load-B"))  # still failing (another failure)
+        h.record_cell(n2, record(n2_runs, F, "PASS", reason="A is back"))  # new
+        # E is gone
+        prev, cur = h.cells(n1), h.cells(n2)
+        cmp = compare(prev, cur)
+        assert cmp.regressions == [A]
+        assert cmp.fixes == [C]
+        assert cmp.still_failing == [D]
+        assert cmp.new_cells == [F]
+        assert cmp.gone_cells == [E]
+        assert cmp.unchanged_good == [B]
+        assert cmp.has_regressions
+        assert cmp.change(A) == "PASS -> TRIPLE_FAULT" and cmp.change(E) == "PASS -> -"
+        assert cmp.lines()[0] == f"REGRESSION {A} (PASS -> TRIPLE_FAULT): CPU reset"
+        assert h.compare_with_previous(n2).regressions == [A]
+        h.finish_night(n2, n2_runs / "summary.html")
+
+        # the records survive the round trip through SQLite unchanged
+        assert cur[A] == CellRecord.from_run(A, {}, Path(cur[A].run_dir))
+        assert cur[D].reason == "locate_hole failed" and cur[D].failed_step == "load-B"
+        assert prev[B].observed == "TRIPLE_FAULT" and prev[B].expected == "TRIPLE_FAULT"
+
+        # a re-run of a cell replaces its record
+        h.record_cell(n2, record(tmp_path / "rerun", A, "PASS", reason="A is back"))
+        assert h.cells(n2)[A].verdict == "PASS"
+        assert not h.compare_with_previous(n2).has_regressions
+
+        nights = h.nights("nightly.toml")
+        assert [n.name for n in nights] == ["2024-05-01", "2024-05-02"]
+        assert nights[0].summary_path == str(n1_runs / "summary.html") and nights[0].ended == T0 + 3600
+        assert [n.name for n in h.nights("nightly.toml", last=1)] == ["2024-05-02"]
+
+        n3 = h.start_night("2024-05-03", "nightly.toml")
+        h.record_cell(n3, record(tmp_path / "n3", A, "PANIC", reason="panic"))
+        h.finish_night(n3, None)
+        assert h.trend("nightly.toml", A) == [("2024-05-01", "PASS"), ("2024-05-02", "PASS"), ("2024-05-03", "PANIC")]
+        assert h.trend("nightly.toml", A, last=2) == [("2024-05-02", "PASS"), ("2024-05-03", "PANIC")]
+        assert h.trend("nightly.toml", E) == [("2024-05-01", "PASS"), ("2024-05-02", None), ("2024-05-03", None)]
+        assert h.trend("other.toml", A) == []
+
+
+def test_unfinished_night_is_not_the_previous_one(tmp_path: Path) -> None:
+    with History(tmp_path / "h.sqlite") as h:
+        n1 = h.start_night("mon", "m")
+        h.record_cell(n1, record(tmp_path / "1", A, "PASS"))
+        h.finish_night(n1, "summary.html")
+        n2 = h.start_night("tue", "m")  # died half way: never finished
+        n3 = h.start_night("wed", "m")
+        assert h.previous_night("m", n3) == n1
+        assert h.previous_night("m", n3, finished_only=False) == n2
+        assert h.previous_night("m", n1) is None
+        assert compare({}, h.cells(n1)).new_cells == [A]
+        with pytest.raises(KeyError):
+            h.record_cell(999, record(tmp_path / "x", A, "PASS"))
+
+
+def test_failed_write_rolls_back(tmp_path: Path) -> None:
+    with History(tmp_path / "h.sqlite") as h:
+        n = h.start_night("mon", "m")
+        bad = CellRecord(cell=A, kernel="6.1", arch="i386", machine="pc-virtio", flow="hibernate",
+                         patchset="gdt-fix", verdict=None)  # type: ignore[arg-type]  # NOT NULL
+        with pytest.raises(sqlite3.IntegrityError):
+            h.record_cell(n, bad)
+        assert h.cells(n) == {}
+        h.record_cell(n, record(tmp_path / "r", A, "PASS"))  # the connection is usable after the rollback
+        assert list(h.cells(n)) == [A]
+
+
+def test_compare_good_verdicts() -> None:
+    def rec(cell: str, verdict: str) -> CellRecord:
+        return CellRecord(cell=cell, **parse_cell_id(cell), verdict=verdict)
+
+    prev = {A: rec(A, "XFAIL"), B: rec(B, "ERROR"), C: rec(C, "PASS"), D: rec(D, "XPASS")}
+    cur = {A: rec(A, "XPASS"), B: rec(B, "XFAIL"), C: rec(C, "INTERRUPTED"), D: rec(D, "PASS")}
+    cmp = compare(prev, cur)
+    assert cmp.regressions == [A, C]  # XFAIL -> XPASS: the known bug no longer shows; PASS -> INTERRUPTED
+    assert cmp.fixes == [B, D]
+    assert not compare(cur, cur).has_regressions
