@@ -74,6 +74,9 @@ def validate(spec: MachineSpec, where: str, prefix: str = "") -> MachineSpec:
             raise bad(key, f"must be a whole number from {lo} to {hi}")
     if not isinstance(spec.acpi, bool):
         raise bad("acpi", "must be true or false")
+    if spec.smp > 1 and not spec.acpi:
+        raise bad("smp", "more than one CPU needs acpi = true: the kernels find the other CPUs in the ACPI "
+                  "tables (their config has no MP-table parsing)")
     if spec.disk_bus == "ide" and spec.machine == "q35":
         raise bad("disk_bus", "q35 has no IDE controller; use ahci")
     return spec

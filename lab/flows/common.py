@@ -156,6 +156,7 @@ class FlowContext:
     def boot_a(self, vm: QemuVM) -> None:
         with self.rec.step("boot-A", "Boot kernel A", "4", vm):
             self.wait_ready(vm, "A")
+            self.check_cpus(vm)
         with self.rec.step("prepare-A", "Give A state that must survive (proof file, counter, sentinel pages)", "-", vm):
             self.run_ok(vm, f"kj-proof-setup {self.sc.flow.proof_kib}", verdict="CHECK_FAILED")
             if self.plan.pages:
@@ -185,6 +186,15 @@ class FlowContext:
             if finding.problems:
                 raise FlowStop("CHECK_FAILED", "A's memory after resume is not what it was before the jump",
                                finding.problems)
+
+    def check_cpus(self, vm: QemuVM) -> None:
+        """Every CPU of the machine is online in A: an SMP cell that silently runs on one
+        CPU would test nothing of SMP."""
+        out = self.run_ok(vm, "grep -c ^processor /proc/cpuinfo", verdict="CHECK_FAILED")
+        online = int(out.strip().splitlines()[-1]) if out.strip() else 0
+        if online != self.sc.machine.smp:
+            raise FlowStop("CHECK_FAILED", f"the machine has {self.sc.machine.smp} CPUs, kernel A brought up {online}",
+                           [out.strip()])
 
     def kexec(self) -> str:
         return "kexec -d -x" + (" -c" if self.quirks["kexec-syscall"] else "")
