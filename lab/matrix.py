@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ from typing import Any
 from .errors import ScenarioError
 from .machines import machine_fragments, machines
 from .quirks import QUIRKS
-from .scenario import FLOWS, VERDICTS
+from .scenario import FLOWS, VERDICTS, read_toml
 
 _TOP = {"matrix", "kernel", "patchset", "override"}
 _MATRIX_KEYS = {"name", "description", "machines", "flows", "arch", "parallel", "cell_timeout", "fragments"}
@@ -88,12 +87,7 @@ class Matrix:
 
 def load_matrix(path: Path) -> Matrix:
     where = str(path)
-    if not path.is_file():
-        raise ScenarioError(where, "", "no such matrix file")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ScenarioError(where, "", f"not valid TOML: {e}") from None
+    data = read_toml(path, "matrix")
     _keys(where, "", data, _TOP)
     m = data.get("matrix", {})
     _keys(where, "matrix.", m, _MATRIX_KEYS)

@@ -81,14 +81,19 @@ class Scenario:
     expect: Expectation
 
 
+def read_toml(path: Path, kind: str) -> dict[str, Any]:
+    """A TOML file's content; a missing or malformed file is a ScenarioError naming it."""
+    if not path.is_file():
+        raise ScenarioError(str(path), "", f"no such {kind} file")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(str(path), "", f"not valid TOML: {e}") from None
+
+
 def load_scenario(path: Path) -> Scenario:
     where = str(path)
-    if not path.is_file():
-        raise ScenarioError(where, "", "no such scenario file")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ScenarioError(where, "", f"not valid TOML: {e}") from None
+    data = read_toml(path, "scenario")
     _check_keys(where, data)
     sc = data.get("scenario", {})
     return Scenario(

@@ -9,7 +9,6 @@ architecture without `dpkg --add-architecture`. Downloaded .debs are kept in
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -21,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..cache import cache_root
+from ..cache import cache_root, hash_file
 from ..errors import BuildError, CommandFailed
 from ..proc import run
 
@@ -296,11 +295,7 @@ def debs_dir(arch: str) -> Path:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return hash_file(path)
 
 
 def _place(src: Path, dst: Path) -> None:
