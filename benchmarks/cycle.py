@@ -29,6 +29,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)  # connect chatter
     sc = load_scenario(args.scenario)
     per_step: dict[str, list[float]] = {}
     walls: list[float] = []

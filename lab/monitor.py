@@ -45,6 +45,8 @@ class Monitor:
 
     def connect(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
+        while not self.socket_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)  # QEMU creates it as it starts; connecting earlier only logs errors
         while True:
             try:
                 self._submit(self._client.connect(str(self.socket_path)), timeout)
