@@ -54,12 +54,25 @@ def resolve_fragment(name: str) -> Path:
     return path
 
 
-def resolve_patch(name: str) -> Path:
-    path = Path(name) if os.path.isabs(name) else PATCHES_DIR / name
+def resolve_patch(name: str, series: str = "") -> Path:
+    """A patch by name; guests/kernel/patches/<series>/<name> (e.g. 7.2/) overrides the
+    generic one for kernels whose code moved under the patch's context."""
+    if os.path.isabs(name):
+        path = Path(name)
+    else:
+        specific = PATCHES_DIR / series / name if series else None
+        path = specific if specific and specific.is_file() else PATCHES_DIR / name
     if not path.is_file():
         choices = sorted(p.name for p in PATCHES_DIR.glob("*.patch"))
         raise UserError(f"unknown kernel patch {name!r}; available: {', '.join(choices)}")
     return path
+
+
+def kernel_series(tree: Path) -> str:
+    """"X.Y" from the tree's top Makefile (VERSION, PATCHLEVEL)."""
+    head = (tree / "Makefile").read_text(errors="replace")[:2000]
+    fields = dict(re.findall(r"^(VERSION|PATCHLEVEL)\s*=\s*(\d+)", head, re.MULTILINE))
+    return f"{fields.get('VERSION', '')}.{fields.get('PATCHLEVEL', '')}" if fields else ""
 
 
 def compiler_version() -> str:
@@ -154,15 +167,16 @@ def build_kernel(spec: KernelSpec, log_path: Path | None = None) -> Kernel:
     if spec.arch not in KARCH:
         raise UserError(f"arch {spec.arch!r} is not supported; options are {sorted(KARCH)}")
     fragments = [resolve_fragment(f) for f in spec.fragments]
-    patches = [resolve_patch(p) for p in spec.patches]
     tree, version = source_tree(spec, log_path)
+    patches = [resolve_patch(p, kernel_series(tree)) for p in spec.patches]
     inputs = {
         "builder": BUILDER_VERSION,
         "source": spec.source,
         "version": version,
         "arch": spec.arch,
         "fragments": {f.name: hash_file(f) for f in fragments},
-        "patches": [(p.name, hash_file(p)) for p in patches],
+        "patches": [(str(p.relative_to(PATCHES_DIR)) if p.is_relative_to(PATCHES_DIR) else p.name, hash_file(p))
+                    for p in patches],
         "compiler": compiler_version(),
     }
     key = hash_inputs(inputs)
@@ -174,7 +188,7 @@ def build_kernel(spec: KernelSpec, log_path: Path | None = None) -> Kernel:
         "release": release,
         "arch": spec.arch,
         "fragments": [f.name for f in fragments],
-        "patches": [p.name for p in patches],
+        "patches": [str(p.relative_to(PATCHES_DIR)) if p.is_relative_to(PATCHES_DIR) else p.name for p in patches],
         "compiler": inputs["compiler"],
         "config_sha256": hash_file(out / "config"),
         "cache_key": key,
