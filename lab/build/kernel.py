@@ -143,12 +143,33 @@ def source_tree(spec: KernelSpec, log_path: Path | None) -> tuple[Path, str]:
     kind, _, value = spec.source.partition(":")
     if kind == "debian":
         return debian_source(value, log_path)
+    if kind == "tarball":
+        return tarball_source(Path(value), log_path)
     if kind == "tree":
         tree = Path(value)
         if not (tree / "Makefile").is_file() or not (tree / "arch" / "x86").is_dir():
             raise UserError(f"{tree} is not a Linux source tree (no Makefile or arch/x86)")
         return tree, _tree_version(tree)
-    raise UserError(f"kernel source {spec.source!r}: expected 'debian:PACKAGE' or 'tree:PATH'")
+    raise UserError(f"kernel source {spec.source!r}: expected 'debian:PACKAGE[@SUITE]', 'tree:PATH' or 'tarball:PATH'")
+
+
+def tarball_source(tarball: Path, log_path: Path | None = None) -> tuple[Path, str]:
+    """A kernel source tarball (e.g. linux-6.6.tar.xz from kernel.org), unpacked into the
+    cache under a hash of its content; its version is that hash."""
+    if not tarball.is_file():
+        raise UserError(f"kernel tarball {tarball}: no such file")
+    digest = hash_file(tarball)[:16]
+
+    def unpack(tmp: Path) -> None:
+        log.info("unpacking %s", tarball.name)
+        run(["tar", "-xf", str(tarball), "-C", str(tmp)], log_path=log_path)
+        dirs = [p for p in tmp.iterdir() if p.is_dir()]
+        if len(dirs) != 1 or not (dirs[0] / "Makefile").is_file():
+            raise BuildError(f"{tarball}: expected one top directory with a kernel Makefile, found {dirs}")
+        dirs[0].rename(tmp / "linux")
+
+    src, _ = cached_dir("source", f"tarball-{digest}", unpack)
+    return src / "linux", f"tarball:{digest}"
 
 
 def _tree_version(tree: Path) -> str:
