@@ -7,6 +7,7 @@ interrupted build never leaves a half artifact that a later run would trust.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -62,9 +63,16 @@ def cached_dir(kind: str, key: str, build: Callable[[Path], None]) -> tuple[Path
         log.info("%s %s: cached at %s", kind, key, final)
         return final, True
     final.parent.mkdir(parents=True, exist_ok=True)
-    with _staging(final) as tmp:
-        build(tmp)
-        (tmp / ".complete").write_text(key + "\n")
+    # One builder per key across processes (matrix cells run in parallel): the others
+    # wait for it and then find the artifact complete.
+    with open(final.with_name(key + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (final / ".complete").exists():
+            log.info("%s %s: built meanwhile by another run, at %s", kind, key, final)
+            return final, True
+        with _staging(final) as tmp:
+            build(tmp)
+            (tmp / ".complete").write_text(key + "\n")
     return final, False
 
 

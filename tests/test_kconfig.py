@@ -23,3 +23,28 @@ def test_verify_config_names_the_dropped_symbol(tmp_path: Path):
     cfg.write_text("CONFIG_PM=y\n# CONFIG_CRASH_DUMP is not set\n")
     with pytest.raises(ConfigSymbolMissing, match="CONFIG_CRASH_DUMP: requested 'y', got 'n'"):
         verify_config([frag], cfg)
+
+
+def test_cache_builds_a_key_once_across_processes(tmp_path, monkeypatch):
+    """Two processes asking for the same artifact at once: one builds, the other waits."""
+    import subprocess
+    import sys
+    import textwrap
+
+    monkeypatch.setenv("KJLAB_CACHE", str(tmp_path / "cache"))
+    script = textwrap.dedent("""
+        import sys, time
+        from pathlib import Path
+        from lab.cache import cached_dir
+        def build(tmp: Path) -> None:
+            time.sleep(1.0)
+            (tmp / "artifact").write_text("built by " + sys.argv[1])
+        out, cached = cached_dir("test", "samekey", build)
+        print(cached, (out / "artifact").read_text())
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(i)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).parent.parent) for i in range(2)]
+    outs = sorted(p.communicate(timeout=30)[0].strip() for p in procs)
+    assert all(p.returncode == 0 for p in procs)
+    assert [o.split()[0] for o in outs] == ["False", "True"]  # one built, one found it
+    assert outs[0].split()[-1] == outs[1].split()[-1]  # both see the same artifact

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .. import GUESTS_DIR
 from ..cache import cache_root, cached_dir, hash_file, hash_inputs
-from ..errors import BuildError, UserError
+from ..errors import BuildError, CommandFailed, UserError
 from ..kconfig import verify_config
 from ..proc import run
 
@@ -201,7 +201,7 @@ def build_kernel(spec: KernelSpec, log_path: Path | None = None) -> Kernel:
         "compiler": compiler_version(),
     }
     key = hash_inputs(inputs)
-    out, cached = cached_dir("kernel", key, lambda tmp: _build(tree, spec.arch, fragments, patches, tmp))
+    out, cached = cached_dir("kernel", key, lambda tmp: _build_keeping_log(tree, spec.arch, fragments, patches, tmp, key))
     release = (out / "release").read_text().strip()
     provenance = {
         "source": spec.source,
@@ -216,6 +216,21 @@ def build_kernel(spec: KernelSpec, log_path: Path | None = None) -> Kernel:
         "cached": cached,
     }
     return Kernel(out / "bzImage", out / "config", out / "build.log", release, key, provenance)
+
+
+def _build_keeping_log(tree: Path, arch: str, fragments: list[Path], patches: list[Path], out: Path, key: str) -> None:
+    """_build, and when it fails the build log survives the staging directory, and the
+    error lines (not just the last lines of a parallel make) are in the message."""
+    try:
+        _build(tree, arch, fragments, patches, out)
+    except CommandFailed as e:
+        kept = cache_root() / "failed-builds" / f"kernel-{key}.log"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        log_text = (out / "build.log").read_text(errors="replace") if (out / "build.log").exists() else ""
+        kept.write_text(log_text)
+        errors = [line for line in log_text.splitlines() if re.search(r"\berror\b|\*\*\*|FAILED", line)][:15]
+        raise BuildError(f"kernel build {key} failed: {str(e).splitlines()[0]}\n  build log: {kept}\n"
+                         + "\n".join("    " + line for line in errors)) from e
 
 
 def _build(pristine: Path, arch: str, fragments: list[Path], patches: list[Path], out: Path) -> None:
