@@ -1,4 +1,4 @@
-"""A real nightly: 12 cells (two kernels, six machines) run twice in one command each,
+"""A real nightly: 18 cells (three kernels, six machines) run twice in one command each,
 then once more with one cell made to fail. Long: `pytest -m nightly`."""
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ def test_two_nights_then_a_regression(tmp_path):
         nights = h.nights("nightly-i386")
         assert len(nights) == 2
         cells = h.cells(nights[-1].id)
-    assert len(cells) == 12
+    assert len(cells) == 18
     assert all(c.verdict == "PASS" for c in cells.values()), {k: (c.verdict, c.reason) for k, c in cells.items() if c.verdict != "PASS"}
     summary = (night2 / "summary.html").read_text()
-    assert summary.count('class="cell"') == 12
+    assert summary.count('class="cell"') == 18
     junit = ET.parse(night2 / "junit.xml").getroot()
-    assert sum(int(s.get("tests")) for s in junit.iter("testsuite")) == 12
+    assert sum(int(s.get("tests")) for s in junit.iter("testsuite")) == 18
     import kcidb_io
 
     kcidb_io.schema.LATEST.validate(json.loads((night2 / "kcidb.json").read_text()))
