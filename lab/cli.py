@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--runs-dir", type=Path, default=None, help="where run directories go (default: reports/runs)")
     r.add_argument("--kernel-tree", type=Path, default=None,
                    help="build the kernel from this local source tree instead of the scenario's source")
+    r.add_argument("--keep", choices=("all", "failed"), default="all",
+                   help="keep memory snapshots and the disk image of every run (all) or only of failed runs")
     r.add_argument("--bisect", action="store_true",
                    help="exit codes for `git bisect run`: 0 PASS, 1 the scenario's failure, 125 anything else")
     r.set_defaults(func=cmd_run)
@@ -71,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
         mp.add_argument("matrix", type=Path, help="a matrix file (scenarios/matrices/*.matrix.toml)")
         mp.add_argument("--parallel", type=int, default=None, help="VMs at once (default: the file's, else the cores)")
         mp.add_argument("--runs-dir", type=Path, default=None, help="where night directories go (default: reports/runs)")
+        mp.add_argument("--keep", choices=("all", "failed"), default="failed",
+                        help="memory snapshots and disk images: of failed cells only (default; ~1 GiB a cell) or all")
         if name == "nightly":
             mp.add_argument("--history", type=Path, default=None,
                             help="the SQLite history (default: $KJLAB_HISTORY, else ~/.cache/kjlab/history.sqlite)")
@@ -100,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.kernel_tree:
         sc = with_kernel_tree(sc, args.kernel_tree)
     out.print(f"[bold]scenario[/] {sc.name}: {sc.description}", markup=True)
-    outcome = run_scenario(sc, args.runs_dir or DEFAULT_RUNS_DIR, on_step=_print_step)
+    outcome = run_scenario(sc, args.runs_dir or DEFAULT_RUNS_DIR, on_step=_print_step, keep=args.keep)
     res = outcome.result
     colour = "green" if res.verdict in ("PASS", "XFAIL") else "red"
     out.print(f"[bold {colour}]verdict: {res.verdict}[/] {res.reason}", markup=True)
@@ -126,7 +130,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
         out.print(f"  [{colour}]{e.verdict}[/] (expected {e.expected}, observed {e.observed}) {e.reason}", markup=True)
 
     suite_dir, entries = run_suite(args.scenario, args.runs_dir or DEFAULT_RUNS_DIR, on_step=_print_step,
-                                   on_scenario=started, on_done=done)
+                                   on_scenario=started, on_done=done, keep=args.keep)
     bad = [e for e in entries if not e.ok]
     out.print(f"[bold]{len(entries) - len(bad)}/{len(entries)} scenarios reached their expected verdict[/]", markup=True)
     out.print(f"summary: {suite_dir / 'summary.html'}")
@@ -157,7 +161,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                   + (f"  {res.get('reason', '')}" if colour == "red" else ""), markup=True)
 
     night = run_night(matrix, args.runs_dir or DEFAULT_RUNS_DIR, record=args.record,
-                      history_path=getattr(args, "history", None), parallel=args.parallel, on_done=cell_done)
+                      history_path=getattr(args, "history", None), parallel=args.parallel, on_done=cell_done,
+                      keep=args.keep)
     bad = [r for r in night.records.values() if not r.good]
     out.print(f"{len(night.records) - len(bad)}/{len(night.records)} cells good; "
               f"{night.cells_per_hour:.0f} cells/hour over {night.wall_seconds:.0f} s")

@@ -64,7 +64,7 @@ def prebuild(scenario_files: dict[str, Path], log_path: Path) -> None:
 
 
 def run_cells(matrix: Matrix, scenario_files: dict[str, Path], night_dir: Path, parallel: int,
-              on_done: Callable[[CellOutcome], None] | None = None) -> list[CellOutcome]:
+              on_done: Callable[[CellOutcome], None] | None = None, keep: str = "failed") -> list[CellOutcome]:
     runs_dir, logs_dir = night_dir / "runs", night_dir / "logs"
     logs_dir.mkdir(parents=True, exist_ok=True)
     running: dict[str, subprocess.Popen] = {}
@@ -76,7 +76,8 @@ def run_cells(matrix: Matrix, scenario_files: dict[str, Path], night_dir: Path, 
         log_path = logs_dir / f"{cell.slug}.log"
         if stopping.is_set():
             return CellOutcome(cell, None, None, 0.0, log_path)
-        argv = [sys.executable, "-m", "lab.cli", "run", str(scenario_files[cell.id]), "--runs-dir", str(cell_runs)]
+        argv = [sys.executable, "-m", "lab.cli", "run", str(scenario_files[cell.id]), "--runs-dir", str(cell_runs),
+                "--keep", keep]
         t0 = time.monotonic()
         timed_out = False
         with open(log_path, "w") as logf:

@@ -44,7 +44,8 @@ def new_night_dir(runs_root: Path, matrix: Matrix, kind: str) -> Path:
 
 
 def run_night(matrix: Matrix, runs_root: Path, *, record: bool, history_path: Path | None = None,
-              parallel: int | None = None, on_done: Callable[[CellOutcome], None] | None = None) -> NightOutcome:
+              parallel: int | None = None, on_done: Callable[[CellOutcome], None] | None = None,
+              keep: str = "failed") -> NightOutcome:
     """Run every cell; with `record`, keep the night in the history and compare it."""
     night_dir = new_night_dir(runs_root, matrix, "nightly" if record else "matrix")
     t0 = time.monotonic()
@@ -55,7 +56,7 @@ def run_night(matrix: Matrix, runs_root: Path, *, record: bool, history_path: Pa
     records: dict[str, CellRecord] = {}
     comparison = None
     try:
-        outcomes = run_cells(matrix, files, night_dir, parallel or matrix.parallel, on_done)
+        outcomes = run_cells(matrix, files, night_dir, parallel or matrix.parallel, on_done, keep)
         for o in outcomes:
             records[o.cell.id] = _record(o)
             if history and night_id is not None:

@@ -31,7 +31,7 @@ from .provenance import host_provenance
 from .qemu_cmdline import QEMU_BINARY
 from .results import RunResult, Step
 from .scenario import Scenario
-from .verdict import ERROR, INTERRUPTED, PASS, apply_expectation
+from .verdict import ERROR, INTERRUPTED, PASS, XFAIL, apply_expectation
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
-                 on_step: Callable[[Step], None] | None = None) -> RunOutcome:
+                 on_step: Callable[[Step], None] | None = None, keep: str = "all") -> RunOutcome:
+    """keep: "all" keeps memory snapshots and the disk image of every run; "failed" only
+    of runs that did not end PASS or XFAIL (a matrix would fill the disk otherwise:
+    about 1 GiB per run)."""
     run_id, run_dir = new_run_dir(runs_root, sc)
     accel = choose_accel(sc.machine.accel)
     result = RunResult(
@@ -135,6 +138,8 @@ def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
         if result.ended is None:  # an unexpected exception: still leave a record
             _finish(result, ERROR, "unexpected error in the lab (see the log)")
         _judge(result, sc, run_dir)
+        if keep == "failed" and result.verdict in (PASS, XFAIL):
+            _drop_bulk(result, run_dir)
         rec.save()
         report = _render(run_dir)
     return RunOutcome(result, run_dir, report)
@@ -148,6 +153,23 @@ def _finish(result: RunResult, verdict: str, reason: str, evidence: list[str] | 
     for step in result.steps:  # steps left open by an interrupt
         if step.outcome == "running":
             step.outcome, step.ended = "interrupted", result.ended
+
+
+def _drop_bulk(result: RunResult, run_dir: Path) -> None:
+    """After a good run: delete the snapshots and the disk image, keep their record."""
+    freed = 0
+    for snap in result.snapshots:
+        path = run_dir / str(snap.get("path", ""))
+        if path.is_file():
+            freed += path.stat().st_size
+            path.unlink()
+            snap["deleted"] = "after a good run (--keep failed)"
+    disk = run_dir / "hibernation-disk.img"
+    if disk.is_file():
+        freed += disk.stat().st_blocks * 512
+        disk.unlink()
+        result.artifacts.pop("hibernation disk", None)
+    log.info("%s: good run, %d MiB of snapshots and disk image dropped", run_dir.name, freed >> 20)
 
 
 def _judge(result: RunResult, sc: Scenario, run_dir: Path) -> None:

@@ -52,7 +52,7 @@ def scenario_files(target: Path) -> list[Path]:
 
 def run_suite(target: Path, runs_root: Path, on_step: Callable[[Step], None] | None = None,
               on_scenario: Callable[[Scenario, int, int], None] | None = None,
-              on_done: Callable[[SuiteEntry], None] | None = None) -> tuple[Path, list[SuiteEntry]]:
+              on_done: Callable[[SuiteEntry], None] | None = None, keep: str = "all") -> tuple[Path, list[SuiteEntry]]:
     scenarios = [load_scenario(p) for p in scenario_files(target)]  # all validated before any runs
     suite_dir = runs_root / f"{time.strftime('%Y%m%d-%H%M%S')}-suite-{target.name or 'scenarios'}"
     suite_dir.mkdir(parents=True)
@@ -60,7 +60,7 @@ def run_suite(target: Path, runs_root: Path, on_step: Callable[[Step], None] | N
     for i, sc in enumerate(scenarios, 1):
         if on_scenario:
             on_scenario(sc, i, len(scenarios))
-        outcome = run_scenario(sc, suite_dir, on_step=on_step)  # KeyboardInterrupt ends the suite
+        outcome = run_scenario(sc, suite_dir, on_step=on_step, keep=keep)  # KeyboardInterrupt ends the suite
         entries.append(_entry(sc, outcome, suite_dir))
         if on_done:
             on_done(entries[-1])

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.buglib
 
 
 def run_suite(directory: Path, runs_dir: Path) -> tuple[int, list[dict], Path]:
-    proc = subprocess.run([sys.executable, "-m", "lab.cli", "run", str(directory), "--runs-dir", str(runs_dir)],
+    proc = subprocess.run([sys.executable, "-m", "lab.cli", "run", str(directory), "--runs-dir", str(runs_dir),
+                           "--keep", "failed"],
                           capture_output=True, text=True, timeout=3 * 3600)
     sys.stdout.write(proc.stdout[-8000:])
     (suite_dir,) = [p for p in runs_dir.iterdir() if p.is_dir()]
