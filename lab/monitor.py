@@ -72,7 +72,7 @@ class Monitor:
                 self.events.append(dict(event))
             self._record("event", dict(event))
 
-    def cmd(self, name: str, timeout: float = 60.0, **args: Any) -> Any:
+    def cmd(self, name: str, timeout: float = 60.0, **args: Any) -> Any:  # noqa: D417
         self._record("command", {"execute": name, "arguments": args})
         try:
             reply = self._submit(self._client.execute(name, args or None), timeout)
@@ -84,7 +84,8 @@ class Monitor:
 
     def hmp(self, command: str) -> str:
         """A human-monitor command (e.g. `log cpu_reset,int`), logged like any other."""
-        return str(self.cmd("human-monitor-command", **{"command-line": command}))
+        args: dict[str, Any] = {"command-line": command}
+        return str(self.cmd("human-monitor-command", 60.0, **args))
 
     def events_named(self, name: str) -> list[dict[str, Any]]:
         with self._lock:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .history import CellRecord, Comparison, History, compare
 from .matrix import Matrix
@@ -97,17 +98,17 @@ def write_night_summary(night_dir: Path, matrix: Matrix, records: dict[str, Cell
     rows = sorted({(r.kernel, r.arch, r.patchset) for r in records.values()})
     machines_ = list(dict.fromkeys(c.machine for c in matrix.cells))
     flows = list(dict.fromkeys(c.flow for c in matrix.cells))
-    change = {}
+    change: dict[str, str] = {}
     if comparison:
-        for label, cells in (("regression", comparison.regressions), ("fixed", comparison.fixes),
-                             ("new", comparison.new_cells)):
-            for c in cells:
+        for label, ids in (("regression", comparison.regressions), ("fixed", comparison.fixes),
+                           ("new", comparison.new_cells)):
+            for c in ids:
                 change[c] = label
     grids = []
     for flow in flows:
         grid_rows = []
         for kernel, arch, patchset in rows:
-            cells = []
+            cells: list[dict[str, Any] | None] = []
             for mach in machines_:
                 cid = f"{kernel}/{arch}/{mach}/{flow}/{patchset}"
                 rec = records.get(cid)

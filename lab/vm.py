@@ -36,8 +36,8 @@ class QemuVM:
         self.console_log = run_dir / f"console-{name}.log"
         self.qmp_log = run_dir / "qmp.log"
         self.proc: subprocess.Popen | None = None
-        self.console: Console | None = None
-        self.monitor: Monitor | None = None
+        self._console: Console | None = None
+        self._monitor: Monitor | None = None
         self.exit: VMExit | None = None
         self.started_at = 0.0
 
@@ -47,9 +47,9 @@ class QemuVM:
         with open(self.stderr_log, "a") as errf:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=errf, stderr=errf)
         try:
-            self.monitor = Monitor(self.files.qmp_socket, self.qmp_log, self.name)
-            self.monitor.connect()
-            self.console = Console(self.files.serial_socket, self.console_log, self.name)
+            self._monitor = Monitor(self.files.qmp_socket, self.qmp_log, self.name)
+            self._monitor.connect()
+            self._console = Console(self.files.serial_socket, self.console_log, self.name)
             self.monitor.cmd("cont")
             self.started_at = time.monotonic()
         except BaseException:
@@ -61,6 +61,18 @@ class QemuVM:
         self._teardown()
 
     # -- state --------------------------------------------------------------------------
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            raise GuestError(f"{self.name}: no console (QEMU not started)")
+        return self._console
+
+    @property
+    def monitor(self) -> Monitor:
+        if self._monitor is None:
+            raise GuestError(f"{self.name}: no QMP monitor (QEMU not started)")
+        return self._monitor
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -76,7 +88,7 @@ class QemuVM:
 
     def _collect_exit(self) -> VMExit:
         if self.exit is None:
-            events = self.monitor.events_named("SHUTDOWN") if self.monitor else []
+            events = self._monitor.events_named("SHUTDOWN") if self._monitor else []
             tail = tail_of_file(self.files.cpu_reset_log, 40)
             self.exit = VMExit(
                 returncode=self.proc.returncode if self.proc else None,
@@ -90,9 +102,9 @@ class QemuVM:
 
     def _teardown(self) -> None:
         proc = self.proc
-        if proc is not None and proc.poll() is None and self.monitor is not None:
+        if proc is not None and proc.poll() is None and self._monitor is not None:
             try:
-                self.monitor.cmd("quit", timeout=3)
+                self._monitor.cmd("quit", timeout=3)
             except Exception as e:  # it may be wedged; the signals below will end it
                 log.debug("%s: QMP quit failed: %s", self.name, e)
         if proc is not None:
@@ -104,10 +116,10 @@ class QemuVM:
                     sig_step()
             proc.wait()
             self._collect_exit()
-        if self.console:
-            self.console.close()
-        if self.monitor:
-            self.monitor.close()
+        if self._console:
+            self._console.close()
+        if self._monitor:
+            self._monitor.close()
 
 
 def triple_fault_in(cpu_reset_log: Path) -> bool:

@@ -41,7 +41,7 @@ class Recorder:
     @contextmanager
     def step(self, name: str, title: str, seed_step: str, vm: QemuVM | None) -> Iterator[Step]:
         step = Step(name=name, title=title, seed_step=seed_step, vm=vm.name if vm else "", started=time.time())
-        if vm and vm.console:
+        if vm and vm._console:
             step.console_start = step.console_end = vm.console.offset()
         self.result.steps.append(step)
         self.current, self.current_vm = step, vm
@@ -64,7 +64,7 @@ class Recorder:
             raise
         finally:
             step.ended = time.time()
-            if vm and vm.console:
+            if vm and vm._console:
                 step.console_end = vm.console.offset()
             if self.on_step:
                 self.on_step(step)

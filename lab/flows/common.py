@@ -127,7 +127,9 @@ class FlowContext:
     def wait_marker(self, vm: QemuVM, marker: str, what: str, timeout_key: str = "jump") -> int:
         """Wait for a command's end marker; returns its exit status."""
         self.expect_or_stop(vm, marker, what, timeout_key)
-        return int(re.search(r":(\d+)>", vm.console.match_text).group(1))
+        found = re.search(r":(\d+)>", vm.console.match_text)
+        assert found, "the marker pattern always holds the status"
+        return int(found.group(1))
 
     def jump_returned(self, vm: QemuVM, marker: str, who: str) -> None:
         """`who`'s shell printed the marker of the `kexec -e` it ran before it was left."""

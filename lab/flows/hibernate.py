@@ -69,8 +69,10 @@ class HibernateFlow(FlowContext):
             self.rec.result.memory["image_bad_ranges"] = finding.bad_ranges
             self.rec.note("image check", "\n".join(finding.problems) or "every page and every sentinel page held")
             if finding.problems:
-                self.rec.current.outcome = "failed"
-                self.rec.current.message = "the image is damaged; the resume goes on to show what it does"
+                step = self.rec.current
+                assert step is not None
+                step.outcome = "failed"
+                step.message = "the image is damaged; the resume goes on to show what it does"
                 return FlowStop("CORRUPT_IMAGE", "the saved image does not hold A's memory", finding.problems)
         return None
 
