@@ -72,7 +72,7 @@ def test_run_report_renders_in_chromium(tmp_path):
     make_run(run_dir)
     page = render_report(run_dir)
     dom = open_page(page, "report.png")
-    assert "TRIPLE_FAULT" in dom or "PANIC" in dom or "PASS" in dom
+    assert "TRIPLE_FAULT" in dom  # make_run's verdict
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom  # guest output stays text
     assert assert_links_resolve(page, dom) >= 3
 
