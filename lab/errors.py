@@ -68,7 +68,3 @@ class ConsoleEOF(GuestError):
     def __init__(self, waiting_for: str, last_lines: str) -> None:
         self.waiting_for, self.last_lines = waiting_for, last_lines
         super().__init__(f"console closed while waiting for {waiting_for}; last lines:\n{last_lines}")
-
-
-class Interrupted(KjlabError):
-    """The run was interrupted (SIGINT/SIGTERM)."""

@@ -31,8 +31,8 @@ def write_to_disk(disk: Path, local: Path, name: str) -> None:
     run(["debugfs", "-w", "-R", f"write {local} /{name}", str(disk)])
 
 
-def _layout(data: bytes) -> tuple[str, int, int, int, int]:
-    """(struct prefix, e_phoff, e_phentsize, e_phnum, class) of an ELF file."""
+def _layout(data: bytes) -> tuple[int, int, int, int]:
+    """(e_phoff, e_phentsize, e_phnum, class) of a little-endian ELF file."""
     if data[:4] != b"\x7fELF":
         raise BuildError("not an ELF file")
     elf_class = data[4]
@@ -42,11 +42,11 @@ def _layout(data: bytes) -> tuple[str, int, int, int, int]:
     else:
         phoff, = struct.unpack_from("<Q", data, 32)
         phentsize, phnum = struct.unpack_from("<HH", data, 54)
-    return "<", phoff, phentsize, phnum, elf_class
+    return phoff, phentsize, phnum, elf_class
 
 
 def _phdrs(data: bytes) -> tuple[int, list[list[int]]]:
-    _, phoff, phentsize, phnum, elf_class = _layout(data)
+    phoff, phentsize, phnum, elf_class = _layout(data)
     fmt = "<IIIIIIII" if elf_class == 1 else "<IIQQQQQQ"
     out = []
     for i in range(phnum):

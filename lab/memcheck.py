@@ -26,7 +26,6 @@ from .snapshots import (
 log = logging.getLogger(__name__)
 
 LOW_MEMORY = (0, 0x100000)  # B uses A's low 640 KiB too (memmap=640K@0K)
-MAP_CLASSES = ("corrupted", "changed", "sentinel", "b_window", "unchanged")
 
 
 def run_token(run_id: str) -> int:

@@ -1,5 +1,6 @@
 """The hibernation disk: a fresh raw image with an ext2 filesystem, one per run, kept in
-the run directory so the saved image can be inspected afterwards (debugfs)."""
+the run directory so the saved image can be inspected afterwards (debugfs; reading files
+back out is lab.image_tools.read_from_disk)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,3 @@ def make_disk(path: Path, size_mib: int = 512, log_path: Path | None = None) -> 
     run(["mkfs.ext2", "-q", "-F", "-L", "kjhib", "-b", "4096", str(path)], log_path=log_path)
     log.info("hibernation disk %s (%d MiB, ext2)", path, size_mib)
     return path
-
-
-def read_file(disk: Path, name: str, dest: Path, log_path: Path | None = None) -> Path:
-    """Copy one file out of the ext2 image on the host, with e2fsprogs' debugfs."""
-    run(["debugfs", "-R", f"dump -p /{name} {dest}", str(disk)], log_path=log_path)
-    return dest
