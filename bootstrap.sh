@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PACKAGES=(
-  qemu-system-x86 e2fsprogs cpio xz-utils gzip patch
+  qemu-system-x86 e2fsprogs cpio xz-utils gzip patch gdb
   make gcc libc6-dev bc flex bison libelf-dev libssl-dev
   python3 python3-venv python3-pip git ca-certificates chromium
 )
@@ -28,7 +28,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import lab, qemu.qmp, pexpect, jinja2, elftools, numpy, rich, pytest, tomli_w, kcidb_io" 2>/dev/null; then
+if ! .venv/bin/python -c "import lab, qemu.qmp, pexpect, jinja2, elftools, numpy, rich, pytest, tomli_w, kcidb_io, pygdbmi" 2>/dev/null; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e ".[test]"
 fi

@@ -19,8 +19,8 @@ from .errors import KjlabError, UserError
 from .machines import machine_fragments, machines
 from .quirks import QUIRKS
 from .results import Step
+from .verdict import EXIT_CANNOT_TEST, EXIT_FAIL, EXIT_INTERRUPTED, EXIT_PASS, EXIT_USAGE, Verdict, exit_code
 
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_CANNOT_TEST, EXIT_INTERRUPTED = 0, 1, 2, 125, 130
 out = Console(highlight=False)
 
 
@@ -106,13 +106,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     out.print(f"[bold]scenario[/] {sc.name}: {sc.description}", markup=True)
     outcome = run_scenario(sc, args.runs_dir or DEFAULT_RUNS_DIR, on_step=_print_step, keep=args.keep)
     res = outcome.result
-    colour = "green" if res.verdict in ("PASS", "XFAIL") else "red"
+    colour = "green" if res.verdict.good else "red"
     out.print(f"[bold {colour}]verdict: {res.verdict}[/] {res.reason}", markup=True)
     for line in res.evidence[:20]:
         out.print(f"    {line}")
     out.print(f"results: {outcome.run_dir / 'results.json'}")
     out.print(f"report:  {outcome.report or '(report rendering failed, see log)'}")
-    return exit_code(res.verdict, res.observed_verdict, res.expected_verdict, bisect=args.bisect)
+    return exit_code(res.verdict, res.observed_verdict or res.verdict, res.expected_verdict, bisect=args.bisect)
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
@@ -156,7 +156,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
         res = read_result(o.run_dir)
         verdict = res.get("verdict", "ERROR")
-        colour = "green" if verdict in ("PASS", "XFAIL") else "red"
+        colour = "green" if Verdict.parse(verdict).good else "red"
         out.print(f"  ({done}/{len(matrix.cells)}) [{colour}]{verdict:<13}[/] {o.cell.id}  {o.seconds:5.1f} s"
                   + (f"  {res.get('reason', '')}" if colour == "red" else ""), markup=True)
 
@@ -177,22 +177,6 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return EXIT_PASS if not bad else EXIT_FAIL
 
 
-def exit_code(verdict: str, observed: str, expected: str, bisect: bool = False) -> int:
-    if bisect:  # good / bad / skip for git bisect run
-        if observed == "PASS":
-            return EXIT_PASS
-        if verdict == "XFAIL" or (expected == "PASS" and observed not in ("ERROR", "INTERRUPTED")):
-            return EXIT_FAIL
-        return EXIT_INTERRUPTED if observed == "INTERRUPTED" else EXIT_CANNOT_TEST
-    if verdict in ("PASS", "XFAIL"):
-        return EXIT_PASS
-    if verdict == "INTERRUPTED":
-        return EXIT_INTERRUPTED
-    if verdict == "ERROR":
-        return EXIT_CANNOT_TEST
-    return EXIT_FAIL
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import render_report
 
@@ -210,11 +194,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     out.print("[bold]matrices[/]", markup=True)
     for path in sorted(SCENARIOS_DIR.rglob("*.matrix.toml")):
         out.print(f"  {path.relative_to(SCENARIOS_DIR.parent)}")
-    from .flows import FLOW_SUMMARIES
+    from .flows import FLOWS
 
     out.print("[bold]flows[/]", markup=True)
-    for name, summary in FLOW_SUMMARIES.items():
-        out.print(f"  {name:<16} {summary}")
+    for name, flow in FLOWS.items():
+        out.print(f"  {name:<16} {flow.summary}")
     out.print("[bold]machines[/]", markup=True)
     for m in machines().values():
         frags = ", ".join(machine_fragments(m)) or "-"

@@ -38,6 +38,16 @@ class CommandFailed(InfraError):
         super().__init__(msg)
 
 
+class CommandTimeout(CommandFailed):
+    def __init__(self, argv: list[str], seconds: float, log_tail: str = "", log_path: str = "") -> None:
+        super().__init__(argv, -9, log_tail, log_path)
+        self.seconds = seconds
+        self.args = (f"command still running after {seconds:.0f} s, killed: " + str(self).split(": ", 1)[1],)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class BuildError(InfraError):
     """An artifact (kernel, initramfs, disk) could not be built."""
 

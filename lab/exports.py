@@ -38,7 +38,7 @@ from urllib.parse import quote
 
 from .history import CellRecord
 from .results import RunResult, load
-from .verdict import ERROR, FAILURE_VERDICTS, INTERRUPTED, PASS, XFAIL, XPASS
+from .verdict import Verdict
 
 KCIDB_VERSION = {"major": 5, "minor": 0}
 LOG_EXCERPT_MAX = 16384  # KCIDB's maxLength for log_excerpt
@@ -58,21 +58,11 @@ _LOG_GLOBS = ("results.json", "report.html", "console-*.log", "build.log", "cpu-
 
 def outcome(verdict: str) -> str:
     """``pass``, ``failure`` or ``error``: how a verdict counts in a test report."""
-    if verdict in (PASS, XFAIL):
-        return "pass"
-    if verdict in FAILURE_VERDICTS or verdict == XPASS:
-        return "failure"
-    return "error"  # ERROR, INTERRUPTED, an unfinished RUNNING
+    return Verdict.parse(verdict).junit
 
 
 def kcidb_status(verdict: str) -> str:
-    if verdict in (PASS, XFAIL):
-        return "PASS"
-    if verdict in FAILURE_VERDICTS or verdict == XPASS:
-        return "FAIL"
-    if verdict == ERROR:
-        return "ERROR"
-    return "MISS"  # INTERRUPTED or unfinished: the harness did not complete, the code's state is unknown
+    return Verdict.parse(verdict).kcidb
 
 
 # -- common -------------------------------------------------------------------------------
@@ -110,7 +100,7 @@ def _iso(t: float | None) -> str | None:
 
 def _details(rec: CellRecord, res: RunResult | None) -> str:
     lines = [rec.reason or "(no reason recorded)"]
-    if rec.verdict == XPASS:
+    if rec.verdict == Verdict.XPASS:
         lines.insert(0, f"known bug no longer shows (expected {rec.expected}, observed {rec.observed})")
     if rec.failed_step:
         lines.append(f"failed step: {rec.failed_step}")
@@ -143,7 +133,7 @@ def junit_xml(suite_name: str, cells: Sequence[CellRecord], run_dirs: RunDirs = 
         case = ET.Element("testcase", classname=_x(f"{rec.kernel}/{rec.arch}"),
                           name=_x(f"{rec.machine}/{rec.flow}/{rec.patchset}"), time=f"{rec.seconds:.3f}")
         if kind == "failure":
-            message = f"known bug no longer shows: {rec.reason}" if rec.verdict == XPASS else rec.reason
+            message = f"known bug no longer shows: {rec.reason}" if rec.verdict == Verdict.XPASS else rec.reason
             el = ET.SubElement(case, "failure", message=_x(message), type=rec.verdict)
             el.text = _x(_details(rec, res))
         elif kind == "error":
@@ -151,7 +141,7 @@ def junit_xml(suite_name: str, cells: Sequence[CellRecord], run_dirs: RunDirs = 
             el.text = _x(_details(rec, res))
         out = [f"cell: {rec.cell}", f"verdict: {rec.verdict} (observed {rec.observed or rec.verdict}, "
                f"expected {rec.expected})"]
-        if rec.verdict == XFAIL:
+        if rec.verdict == Verdict.XFAIL:
             out.append(f"expected failure: the known bug showed as expected ({rec.observed}): {rec.reason}")
         if dirs[rec.cell]:
             out.append(f"run directory: {dirs[rec.cell]}")
@@ -295,7 +285,7 @@ def kcidb_json(cells: Sequence[CellRecord], origin: str = "kjlab", run_dirs: Run
             build_status = "PASS"
         else:
             build_id = f"{origin}:build-unbuilt-{_hash(run_key, rec.cell)}"
-            build_status = "MISS" if rec.verdict == INTERRUPTED else "ERROR"
+            build_status = "MISS" if Verdict.parse(rec.verdict) is Verdict.INTERRUPTED else "ERROR"
         if build_id not in builds:
             config_url = urls.url(run_dir, "kernel.config")
             builds[build_id] = _prune({
@@ -324,9 +314,9 @@ def kcidb_json(cells: Sequence[CellRecord], origin: str = "kjlab", run_dirs: Run
             "run_dir": str(run_dir) if run_dir else None, "report": rec.report or None,
             "kernel_a_build": (prov.get("kernel_a") or {}).get("cache_key"),
         })
-        if rec.verdict in (XFAIL, XPASS):
+        if rec.verdict in (Verdict.XFAIL, Verdict.XPASS):
             misc["known_bug"] = _prune({
-                "shows": rec.verdict == XFAIL, "expected_verdict": rec.expected, "observed_verdict": rec.observed,
+                "shows": rec.verdict == Verdict.XFAIL, "expected_verdict": rec.expected, "observed_verdict": rec.observed,
                 "signature_matched": res.signature_matched if res is not None else None,
             })
         excerpt = _details(rec, res) if outcome(rec.verdict) != "pass" else None

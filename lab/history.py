@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .verdict import Verdict
 
 SCHEMA_VERSION = 1
-GOOD_VERDICTS = ("PASS", "XFAIL")  # a cell is good when it passed or showed its known bug
 CELL_PARTS = ("kernel", "arch", "machine", "flow", "patchset")  # the order of a cell id's parts
 
 _SCHEMA = """
@@ -79,7 +79,7 @@ def default_path() -> Path:
 
 
 def is_good(verdict: str | None) -> bool:
-    return verdict in GOOD_VERDICTS
+    return verdict is not None and Verdict.parse(verdict).good
 
 
 def cell_id(parts: dict[str, str]) -> str:
@@ -141,7 +141,7 @@ class CellRecord:
         try:
             res = load(run_dir)
         except (OSError, ValueError, TypeError, KeyError) as e:
-            return cls(**base, verdict="ERROR", observed="ERROR",
+            return cls(**base, verdict=Verdict.ERROR, observed=Verdict.ERROR,
                        reason=f"no readable results.json in {run_dir}: {type(e).__name__}: {e}")
         ends = [s.ended for s in res.steps if s.ended]
         ended = res.ended or max(ends, default=res.started)

@@ -6,29 +6,85 @@ The image is read out of and written back into the ext2 disk with e2fsprogs' deb
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import struct
 from pathlib import Path
 
-from .errors import BuildError
+from .errors import BuildError, InfraError
 from .proc import run
 
 log = logging.getLogger(__name__)
+
+class ImageReadError(InfraError):
+    """The host could not read or write the image on the hibernation disk completely."""
+
 
 PT_LOAD = 1
 PAGE = 4096
 
 
+def size_on_disk(disk: Path, name: str) -> int:
+    """The size ext2 records for /name. debugfs exits 0 even when its request failed,
+    so its answer is read, not its exit code."""
+    out = run(["debugfs", "-R", f"stat /{name}", str(disk)], timeout=120)
+    m = re.search(r"\bSize: (\d+)", out)
+    if not m:
+        raise ImageReadError(f"debugfs found no /{name} on {disk}: {out.strip()[-300:]}")
+    return int(m.group(1))
+
+
 def read_from_disk(disk: Path, name: str, dest: Path) -> Path:
-    run(["debugfs", "-R", f"dump -p /{name} {dest}", str(disk)])
-    if not dest.is_file():
-        raise BuildError(f"debugfs found no /{name} on {disk}")
+    """Copy /name out of the ext2 disk; verified: the copy has the size the disk records."""
+    want = size_on_disk(disk, name)
+    dest.unlink(missing_ok=True)
+    run(["debugfs", "-R", f"dump -p /{name} {dest}", str(disk)], timeout=600)
+    got = dest.stat().st_size if dest.is_file() else -1
+    if got != want:
+        dest.unlink(missing_ok=True)
+        raise ImageReadError(f"debugfs read {got} of the {want} bytes of /{name} on {disk} "
+                             "(is the host's disk full?)")
     return dest
 
 
 def write_to_disk(disk: Path, local: Path, name: str) -> None:
-    run(["debugfs", "-w", "-R", f"rm /{name}", str(disk)])
-    run(["debugfs", "-w", "-R", f"write {local} /{name}", str(disk)])
+    run(["debugfs", "-w", "-R", f"rm /{name}", str(disk)], timeout=120)
+    run(["debugfs", "-w", "-R", f"write {local} /{name}", str(disk)], timeout=600)
+    if size_on_disk(disk, name) != local.stat().st_size:
+        raise ImageReadError(f"debugfs did not write all of {local} to /{name} on {disk}")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tamper_image_on_disk(disk: Path, name: str, paddr: int, work_dir: Path) -> int:
+    """Flip one byte of /name at physical address `paddr` (a test option: the image
+    damaged on the disk after it was saved and checked). Returns the file offset."""
+    from .snapshots import PhysImage
+
+    local = read_from_disk(disk, name, work_dir / f"{name}.tamper")
+    try:
+        with PhysImage.open(local) as img:
+            seg = next((s for s in img.segments if s.paddr <= paddr < s.paddr + s.filesz), None)
+            if seg is None:
+                raise BuildError(f"{paddr:#x} is not in the saved image; it holds "
+                                 + ", ".join(f"{s.paddr:#x}-{s.paddr + s.filesz:#x}" for s in img.segments))
+            offset = seg.offset + paddr - seg.paddr
+        with open(local, "r+b") as f:
+            f.seek(offset)
+            byte = f.read(1)
+            f.seek(offset)
+            f.write(bytes([byte[0] ^ 0x01]))
+        write_to_disk(disk, local, name)
+    finally:
+        local.unlink(missing_ok=True)
+    return offset
 
 
 def _layout(data: bytes) -> tuple[int, int, int, int]:

@@ -45,7 +45,8 @@ from typing import Any
 from .errors import ScenarioError
 from .machines import machine_fragments, machines
 from .quirks import QUIRKS
-from .scenario import FLOWS, VERDICTS, read_toml
+from .flows import FLOW_NAMES as FLOWS
+from .scenario import EXPECTABLE_NAMES as VERDICTS, read_toml
 
 _TOP = {"matrix", "kernel", "patchset", "override"}
 _MATRIX_KEYS = {"name", "description", "machines", "flows", "arch", "parallel", "cell_timeout", "fragments"}

@@ -17,6 +17,7 @@ from .history import CellRecord, Comparison, History, compare
 from .matrix import Matrix
 from .matrix_run import CellOutcome, prebuild, run_cells, write_cell_files
 from .report import environment, format_duration, verdict_class
+from .verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def _record(o: CellOutcome) -> CellRecord:
     if o.run_dir is None:
         parts = o.cell.parts
         reason = "the cell ended before it wrote any result" + (" (cell timeout)" if o.timed_out else "")
-        return CellRecord(cell=o.cell.id, **parts, verdict="ERROR", observed="ERROR", reason=reason,
+        return CellRecord(cell=o.cell.id, **parts, verdict=Verdict.ERROR, observed=Verdict.ERROR, reason=reason,
                           seconds=round(o.seconds, 3), run_dir="", report="")
     return CellRecord.from_run(o.cell.id, o.cell.parts, o.run_dir)
 

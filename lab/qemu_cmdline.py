@@ -19,6 +19,7 @@ class BootFiles:
     serial_socket: Path
     qmp_socket: Path
     cpu_reset_log: Path
+    gdb_socket: Path | None = None  # QEMU's gdbstub, for breakpoints at exact moments (lab.gdbstub)
 
 
 DISK_DEVICES: dict[str, list[str]] = {
@@ -31,10 +32,22 @@ DISK_DEVICES: dict[str, list[str]] = {
 }
 
 
+def opt_value(value: object) -> str:
+    """A value inside a QEMU option string (key=value,...): commas are doubled, so a
+    path with a comma stays one value."""
+    return str(value).replace(",", ",,")
+
+
 def disk_args(bus: str, disk: Path) -> list[str]:
     if bus not in DISK_DEVICES:
         raise ValueError(f"unknown disk bus {bus!r}")
-    return ["-drive", f"file={disk},format=raw,if=none,id=hib,cache=unsafe", *DISK_DEVICES[bus]]
+    return ["-drive", f"file={opt_value(disk)},format=raw,if=none,id=hib,cache=unsafe", *DISK_DEVICES[bus]]
+
+
+def gdb_args(files: BootFiles) -> list[str]:
+    if files.gdb_socket is None:
+        return []
+    return ["-chardev", f"socket,id=gdb0,path={opt_value(files.gdb_socket)},server=on,wait=off", "-gdb", "chardev:gdb0"]
 
 
 def qemu_argv(spec: MachineSpec, files: BootFiles, accel: str) -> list[str]:
@@ -55,9 +68,10 @@ def qemu_argv(spec: MachineSpec, files: BootFiles, accel: str) -> list[str]:
         "-initrd", str(files.initrd),
         "-append", files.append,
         *disk_args(spec.disk_bus, files.disk),
-        "-chardev", f"socket,id=ser0,path={files.serial_socket},server=on,wait=off",
+        "-chardev", f"socket,id=ser0,path={opt_value(files.serial_socket)},server=on,wait=off",
         "-serial", "chardev:ser0",
-        "-qmp", f"unix:{files.qmp_socket},server=on,wait=off",
+        "-qmp", f"unix:{opt_value(files.qmp_socket)},server=on,wait=off",
+        *gdb_args(files),
         # cpu_reset logs the CPU state at every reset and "Triple fault" when one happens:
         # with -no-reboot that is the only way to tell a triple fault from `reboot -f`.
         "-d", "cpu_reset", "-D", str(files.cpu_reset_log),

@@ -27,6 +27,7 @@ import jinja2
 import lab
 from lab.console import ANSI_RE
 from lab.results import RunResult, Step, load
+from lab.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -58,23 +59,6 @@ PALETTE: tuple[Colour, ...] = (
     Colour("skipped", "#afb8c1", "#24292f"),
 )
 
-# verdict -> (colour class, what it means in words)
-_VERDICTS: dict[str, tuple[str, str]] = {
-    "PASS": ("pass", "pass"),
-    "ERROR": ("error", "lab error: no verdict on the kernel"),
-    "INTERRUPTED": ("interrupted", "run interrupted"),
-    "XFAIL": ("xfail", "expected failure"),
-    "XPASS": ("xpass", "unexpected pass"),
-    "RUNNING": ("running", "still running, or killed without a verdict"),
-    "TRIPLE_FAULT": ("fail", "failure: triple fault (CPU reset)"),
-    "PANIC": ("fail", "failure: kernel panic"),
-    "HANG": ("fail", "failure: guest hung"),
-    "KEXEC_ERROR": ("fail", "failure: kexec error"),
-    "CHECK_FAILED": ("fail", "failure: a check failed"),
-    "CORRUPT_IMAGE": ("fail", "failure: corrupt image"),
-    "GUEST_RESET": ("fail", "failure: unexpected guest reset"),
-}
-
 _OUTCOMES: dict[str, str] = {
     "ok": "pass",
     "failed": "fail",
@@ -85,8 +69,8 @@ _OUTCOMES: dict[str, str] = {
 
 
 def verdict_class(verdict: str) -> str:
-    """The colour class of a verdict. An unknown verdict counts as a failure."""
-    return _VERDICTS.get(verdict, ("fail", ""))[0]
+    """The colour class of a verdict (an unknown name reads as a lab error)."""
+    return Verdict.parse(verdict).css
 
 
 def outcome_class(outcome: str) -> str:
@@ -432,8 +416,8 @@ def step_excerpt(run_dir: Path, step: Step) -> Excerpt:
 
 
 def _verdict_view(code: str) -> VerdictView:
-    css, meaning = _VERDICTS.get(code, ("fail", "failure"))
-    return VerdictView(code or "—", css, meaning)
+    verdict = Verdict.parse(code)
+    return VerdictView(code or "—", verdict.css, verdict.meaning if code == verdict else f"unknown verdict ({verdict.meaning})")
 
 
 def _run_end(run_dir: Path, result: RunResult) -> float:

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .verdict import Verdict
+
 SCHEMA_VERSION = 1
 
 
@@ -41,6 +43,8 @@ class Step:
     commands: list[Command] = field(default_factory=list)
     console_start: int = 0  # byte offsets into console-<vm>.log
     console_end: int = 0
+    cpu_reset_start: int = 0  # byte offsets into cpu-reset-<vm>.log (QEMU's -d cpu_reset)
+    cpu_reset_end: int = 0
 
     @property
     def seconds(self) -> float:
@@ -55,12 +59,12 @@ class RunResult:
     flow: str
     started: float
     ended: float | None = None
-    verdict: str = "RUNNING"
+    verdict: Verdict = Verdict.RUNNING
     reason: str = ""
     failed_step: str = ""
     evidence: list[str] = field(default_factory=list)
-    expected_verdict: str = "PASS"
-    observed_verdict: str = ""  # before the expectation is applied (XFAIL/XPASS)
+    expected_verdict: Verdict = Verdict.PASS
+    observed_verdict: Verdict | None = None  # before the expectation is applied (XFAIL/XPASS)
     signature_matched: bool | None = None
     steps: list[Step] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
@@ -96,4 +100,8 @@ def load(run_dir: Path) -> RunResult:
         raw["commands"] = [Command(**c) for c in raw["commands"]]
         steps.append(Step(**raw))
     checks = [Check(**c) for c in data.pop("checks")]
+    data["verdict"] = Verdict.parse(data.get("verdict", "ERROR"))
+    data["expected_verdict"] = Verdict.parse(data.get("expected_verdict", "PASS"))
+    observed = data.get("observed_verdict")
+    data["observed_verdict"] = Verdict.parse(observed) if observed else None
     return RunResult(steps=steps, checks=checks, **data)

@@ -31,7 +31,8 @@ from .provenance import host_provenance
 from .qemu_cmdline import QEMU_BINARY
 from .results import RunResult, Step
 from .scenario import Scenario
-from .verdict import ERROR, INTERRUPTED, PASS, XFAIL, apply_expectation
+from .expectation import apply_expectation, step_texts
+from .verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def prepare_artifacts(sc: Scenario, run_dir: Path, rec: Recorder) -> FlowArtifac
             rec.note("kernel A", f"{kernel_a.release} {kernel_a.image} (cached: {kernel_a.provenance['cached']})")
         rec.note("initramfs", f"base {base.path}\nA {initrd_a.path}")
     return FlowArtifacts(kernel=kernel.image, kernel_a=kernel_a.image, initrd_a=initrd_a.path,
-                         initrd_c=base.path, disk=disk)
+                         initrd_c=base.path, disk=disk, system_map=kernel_a.image.parent / "System.map")
 
 
 @contextmanager
@@ -125,27 +126,27 @@ def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
                 art = prepare_artifacts(sc, run_dir, rec)
                 flow = FLOWS[sc.flow.name](sc, art, run_dir, sock_dir, rec, accel.accel)
                 flow.run()
-                _finish(result, PASS, flow.pass_reason)
+                _finish(result, Verdict.PASS, flow.pass_reason)
             except FlowStop as stop:
                 _finish(result, stop.verdict, stop.reason, stop.evidence)
             except KjlabError as e:
-                _finish(result, ERROR, f"the lab could not complete the run: {type(e).__name__}", str(e).splitlines())
+                _finish(result, Verdict.ERROR, f"the lab could not complete the run: {type(e).__name__}", str(e).splitlines())
             except KeyboardInterrupt as e:
-                _finish(result, INTERRUPTED, f"interrupted ({e or 'SIGINT'}); partial results")
+                _finish(result, Verdict.INTERRUPTED, f"interrupted ({e or 'SIGINT'}); partial results")
                 raise
     finally:
         shutil.rmtree(sock_dir, ignore_errors=True)
         if result.ended is None:  # an unexpected exception: still leave a record
-            _finish(result, ERROR, "unexpected error in the lab (see the log)")
+            _finish(result, Verdict.ERROR, "unexpected error in the lab (see the log)")
         _judge(result, sc, run_dir)
-        if keep == "failed" and result.verdict in (PASS, XFAIL):
+        if keep == "failed" and result.verdict.good:
             _drop_bulk(result, run_dir)
         rec.save()
         report = _render(run_dir)
     return RunOutcome(result, run_dir, report)
 
 
-def _finish(result: RunResult, verdict: str, reason: str, evidence: list[str] | None = None) -> None:
+def _finish(result: RunResult, verdict: Verdict, reason: str, evidence: list[str] | None = None) -> None:
     result.verdict, result.reason, result.evidence = verdict, reason, evidence or []
     result.ended = time.time()
     failed = [s for s in result.steps if s.outcome in ("failed", "interrupted")]
@@ -174,8 +175,7 @@ def _drop_bulk(result: RunResult, run_dir: Path) -> None:
 
 def _judge(result: RunResult, sc: Scenario, run_dir: Path) -> None:
     """Apply the scenario's expectation: XFAIL / XPASS for known bugs."""
-    texts = [result.reason, "\n".join(result.evidence)] + [p.read_text(errors="replace") for p in sorted(run_dir.glob("*.log"))
-                                             if p.name.startswith(("console-", "cpu-reset-"))]
+    texts = step_texts(run_dir, result, result.failed_step) if result.failed_step else []
     final, matched, note = apply_expectation(result.verdict, sc.expect.verdict, sc.expect.signature,
                                              sc.expect.step, result.failed_step, texts)
     result.observed_verdict, result.signature_matched = result.verdict, matched

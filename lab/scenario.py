@@ -13,11 +13,12 @@ from typing import Any
 
 from .build.kernel import KernelSpec
 from .errors import ScenarioError
+from .flows import FLOW_NAMES
+from .verdict import EXPECTABLE, Verdict
 from .machines import DISK_BUSES, MachineSpec, machines, validate
 from .quirks import DEFAULT_QUIRKS, QUIRKS
 
-FLOWS = ("hibernate", "jump-roundtrip", "cycles", "phys-call", "kexec-reboot", "snapshot-debug")
-VERDICTS = ("PASS", "TRIPLE_FAULT", "PANIC", "HANG", "KEXEC_ERROR", "CHECK_FAILED", "CORRUPT_IMAGE", "GUEST_RESET")
+EXPECTABLE_NAMES = tuple(str(v) for v in EXPECTABLE)
 SAVE_METHODS = ("copy", "makedumpfile")
 RECIPES = ("debian", "buildroot")
 
@@ -27,7 +28,8 @@ _SCHEMA: dict[str, set[str]] = {
     "guest": {"recipe", "extra_packages"},
     "machine": {"name", "memory_mib", "c_memory_mib", "cpu", "smp", "disk_bus", "machine", "accel", "acpi"},
     "flow": {"name", "a_mem", "a_append", "b_window", "save", "dump_level", "cycles", "proof_kib", "timeouts",
-             "split_image_segments", "sentinel_pages", "corrupt_image_pages", "a_reserves_window"},
+             "split_image_segments", "sentinel_pages", "corrupt_image_pages", "a_reserves_window",
+             "tamper_image_at", "after_resume_command"},
     "quirks": set(QUIRKS),
     "expect": {"verdict", "signature", "step", "links"},
 }
@@ -47,6 +49,8 @@ class FlowParams:
     split_image_segments: int = 0  # test option: rewrite the saved image into N PT_LOADs
     sentinel_pages: int = 1024  # self-identifying pages per region (tmpfs file, anonymous memory)
     corrupt_image_pages: int = 0  # test option: damage N sentinel pages of the saved image on the disk
+    tamper_image_at: int = 0  # test option: flip one byte of the image at this physical address after the host checked it
+    after_resume_command: str = ""  # test option: a command A runs right after the jump back, before the checks
     timeouts: dict[str, float] = field(default_factory=dict)
 
 
@@ -58,9 +62,9 @@ class GuestSpec:
 
 @dataclass(frozen=True)
 class Expectation:
-    verdict: str = "PASS"
-    signature: str = ""  # a regex the evidence or the console must match for an XFAIL
-    step: str = ""  # the step the expected failure happens in
+    verdict: Verdict = Verdict.PASS
+    signature: str = ""  # a regex the failed step's own logs must match for an XFAIL
+    step: str = ""  # the step the expected failure happens in (required with a failure)
     links: tuple[str, ...] = ()
 
 
@@ -205,7 +209,7 @@ def _flow(where: str, f: dict[str, Any]) -> FlowParams:
     if a_mem and not a_mem.rstrip("MG").isdigit():
         raise ScenarioError(where, "flow.a_mem", f"{a_mem!r} is not a size like '120M' (or '' for all of RAM)")
     return FlowParams(
-        name=_choice(where, "flow.name", f.get("name", "hibernate"), FLOWS),
+        name=_choice(where, "flow.name", f.get("name", "hibernate"), FLOW_NAMES),
         a_mem=a_mem,
         a_append=_str(where, "flow.a_append", f.get("a_append", "")),
         a_reserves_window=_bool(where, "flow.a_reserves_window", f.get("a_reserves_window", False)),
@@ -217,6 +221,8 @@ def _flow(where: str, f: dict[str, Any]) -> FlowParams:
         split_image_segments=_int(where, "flow.split_image_segments", f.get("split_image_segments", 0), 0, 64),
         sentinel_pages=_int(where, "flow.sentinel_pages", f.get("sentinel_pages", 1024), 0, 16384),
         corrupt_image_pages=_int(where, "flow.corrupt_image_pages", f.get("corrupt_image_pages", 0), 0, 16384),
+        tamper_image_at=_int(where, "flow.tamper_image_at", f.get("tamper_image_at", 0), 0, 0xFFFFFFFF),
+        after_resume_command=_str(where, "flow.after_resume_command", f.get("after_resume_command", "")),
         timeouts={str(k): float(v) for k, v in timeouts.items()},
     )
 
@@ -246,12 +252,21 @@ def _regex(where: str, key: str, value: Any) -> str:
 
 
 def _expect(where: str, e: dict[str, Any]) -> Expectation:
-    return Expectation(
-        verdict=_choice(where, "expect.verdict", e.get("verdict", "PASS"), VERDICTS),
+    verdict = Verdict(_choice(where, "expect.verdict", e.get("verdict", "PASS"), EXPECTABLE_NAMES))
+    expectation = Expectation(
+        verdict=verdict,
         signature=_regex(where, "expect.signature", e.get("signature", "")),
         step=_str(where, "expect.step", e.get("step", "")),
         links=_str_list(where, "expect.links", e.get("links", [])),
     )
+    if verdict is not Verdict.PASS:  # an expected failure must name its own step and cause
+        for key in ("step", "signature"):
+            if not getattr(expectation, key).strip():
+                raise ScenarioError(where, f"expect.{key}", f"required when expect.verdict is {verdict}: an "
+                                    "expected failure matches only in its own step, on its own signature")
+    elif expectation.signature or expectation.step:
+        raise ScenarioError(where, "expect", "a signature or step belongs to an expected failure, not to PASS")
+    return expectation
 
 
 def with_kernel_tree(sc: Scenario, tree: Path) -> Scenario:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .verdict import Verdict
 from .report import environment, format_duration, verdict_class
 from .results import Step
 from .runner import RunOutcome, run_scenario
@@ -36,7 +37,7 @@ class SuiteEntry:
 
     @property
     def ok(self) -> bool:
-        return self.verdict in ("PASS", "XFAIL")
+        return Verdict.parse(self.verdict).good
 
 
 def scenario_files(target: Path) -> list[Path]:

@@ -1,102 +1,148 @@
-"""Reading outcomes out of console text and QEMU's logs. Pure functions on text, so
-they are tested on recorded transcripts."""
+"""The one definition of kjlab's verdicts: what each means, how it counts, its colour
+class, its exit code, and how JUnit and KCIDB see it. Every other module asks this one.
+
+A verdict is a StrEnum, so it is written to results.json, the history and the exports
+as its plain name ("TRIPLE_FAULT") and compares equal to that string.
+"""
 
 from __future__ import annotations
 
-import re
-
-from .console import ANSI_RE
-
-PASS = "PASS"
-# A verdict for each way a run can go wrong; the report explains each with evidence.
-FAILURE_VERDICTS = ("TRIPLE_FAULT", "PANIC", "HANG", "KEXEC_ERROR", "CHECK_FAILED", "GUEST_RESET")
-XFAIL, XPASS = "XFAIL", "XPASS"  # a known bug showed as expected / no longer shows
-ERROR = "ERROR"  # the lab itself could not test (build failed, QEMU would not start)
-INTERRUPTED = "INTERRUPTED"
-
-# A kernel that is going down: the first of these lines starts the evidence.
-PANIC_RE = re.compile(
-    r"Kernel panic - not syncing|BUG: unable to handle|Oops: |general protection fault|"
-    r"Attempted to kill init|segfault at "
-)
-# kexec-tools and the kernel's kexec/vmcore messages that explain a failed step.
-KEXEC_ERROR_RE = re.compile(
-    r"locate_hole failed|Could not find a free area of memory|Cannot malloc|kexec_load failed|"
-    r"Invalid memory segment|Overlapping memory segments|Could not allocate control_code_buffer|"
-    r"Zero PT_NOTE entries found|vmcore not initialized|No space left on device|"
-    r"kexec_file_load failed|Cannot load|kexec failed|Nothing has been loaded"
-)
-RESUMED_RE = re.compile(r"Restarting tasks \.\.\. done\.")
+from dataclasses import dataclass
+from enum import Enum, StrEnum
 
 
-def clean(text: str) -> str:
-    return ANSI_RE.sub("", text.replace("\r", ""))
+class Kind(Enum):
+    """How a verdict counts."""
+
+    PASS = "pass"  # every check ran and held
+    EXPECTED = "expected failure"  # a known bug showed, with its own signature in its own step
+    FAILURE = "failure"  # the kernel (or the flow under test) went wrong
+    LAB_ERROR = "lab error"  # the lab could not test: no verdict on the kernel
+    INTERRUPTED = "interrupted"  # stopped by a signal; partial results
+    UNFINISHED = "unfinished"  # still running, or killed without a verdict
 
 
-def matching_lines(text: str, pattern: re.Pattern[str], context_after: int = 0) -> list[str]:
-    lines = clean(text).split("\n")
-    out: list[str] = []
-    for i, line in enumerate(lines):
-        if pattern.search(line):
-            for extra in lines[i : i + 1 + context_after]:
-                if extra not in out:
-                    out.append(extra)
-    return out
+# Exit codes fit `git bisect run`: 0 good, 1 bad, 125 cannot test; 130 after a signal.
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_CANNOT_TEST, EXIT_INTERRUPTED = 0, 1, 2, 125, 130
 
 
-def panic_lines(text: str) -> list[str]:
-    return matching_lines(text, PANIC_RE, context_after=2)
+@dataclass(frozen=True)
+class _Info:
+    kind: Kind
+    meaning: str
 
 
-def kexec_error_lines(text: str) -> list[str]:
-    return matching_lines(text, KEXEC_ERROR_RE)
+class Verdict(StrEnum):
+    PASS = "PASS"
+    XFAIL = "XFAIL"
+    XPASS = "XPASS"
+    TRIPLE_FAULT = "TRIPLE_FAULT"
+    PANIC = "PANIC"
+    KERNEL_WARNING = "KERNEL_WARNING"
+    HANG = "HANG"
+    GUEST_RESET = "GUEST_RESET"
+    KEXEC_ERROR = "KEXEC_ERROR"
+    SAVE_FAILED = "SAVE_FAILED"
+    CORRUPT_IMAGE = "CORRUPT_IMAGE"
+    CHECK_FAILED = "CHECK_FAILED"
+    ERROR = "ERROR"
+    HOST_IO_ERROR = "HOST_IO_ERROR"
+    INTERRUPTED = "INTERRUPTED"
+    RUNNING = "RUNNING"
+
+    @property
+    def info(self) -> _Info:
+        return _INFO[self]
+
+    @property
+    def kind(self) -> Kind:
+        return _INFO[self].kind
+
+    @property
+    def meaning(self) -> str:
+        return _INFO[self].meaning
+
+    @property
+    def good(self) -> bool:
+        """Passed, or showed its known bug as expected: nothing for a person to look at."""
+        return self.kind in (Kind.PASS, Kind.EXPECTED)
+
+    @property
+    def is_failure(self) -> bool:
+        return self.kind is Kind.FAILURE
+
+    @property
+    def css(self) -> str:
+        """The report's colour class (see lab.report.PALETTE)."""
+        if self.kind is Kind.FAILURE:
+            return "xpass" if self is Verdict.XPASS else "fail"
+        return {Kind.PASS: "pass", Kind.EXPECTED: "xfail", Kind.LAB_ERROR: "error",
+                Kind.INTERRUPTED: "interrupted", Kind.UNFINISHED: "running"}[self.kind]
+
+    @property
+    def exit_code(self) -> int:
+        return {Kind.PASS: EXIT_PASS, Kind.EXPECTED: EXIT_PASS, Kind.FAILURE: EXIT_FAIL,
+                Kind.LAB_ERROR: EXIT_CANNOT_TEST, Kind.INTERRUPTED: EXIT_INTERRUPTED,
+                Kind.UNFINISHED: EXIT_CANNOT_TEST}[self.kind]
+
+    @property
+    def junit(self) -> str:
+        """``pass``, ``failure`` or ``error``: how the verdict counts in a JUnit report."""
+        if self.good:
+            return "pass"
+        return "failure" if self.kind is Kind.FAILURE else "error"
+
+    @property
+    def kcidb(self) -> str:
+        """KCIDB v5 test status."""
+        if self.good:
+            return "PASS"
+        if self.kind is Kind.FAILURE:
+            return "FAIL"
+        if self.kind is Kind.LAB_ERROR:
+            return "ERROR"
+        return "MISS"  # interrupted or unfinished: the code's state is unknown
+
+    @classmethod
+    def parse(cls, value: str) -> Verdict:
+        """A verdict from a record; a name this version does not know reads as ERROR
+        (an old or foreign record must not crash a report or a history)."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.ERROR
 
 
-def triple_fault_evidence(cpu_reset_log: str) -> list[str]:
-    """The lines of QEMU's -d cpu_reset(,int) log that show a triple fault and its state."""
-    lines = cpu_reset_log.splitlines()
-    if not any(line.strip() == "Triple fault" for line in lines):
-        return []
-    idx = max(i for i, line in enumerate(lines) if line.strip() == "Triple fault")
-    keep = re.compile(r"^(Triple fault|check_exception|\s*\d+: v=|EIP=|GDT=|IDT=|CR0=|CPU Reset|EAX=)")
-    window = lines[max(0, idx - 40) : idx + 12]
-    return [line for line in window if keep.match(line)]
+_INFO: dict[Verdict, _Info] = {
+    Verdict.PASS: _Info(Kind.PASS, "pass: A resumed and every check ran and held"),
+    Verdict.XFAIL: _Info(Kind.EXPECTED, "expected failure: the known bug showed, its signature in its step"),
+    Verdict.XPASS: _Info(Kind.FAILURE, "unexpected pass: the known bug did not show"),
+    Verdict.TRIPLE_FAULT: _Info(Kind.FAILURE, "failure: triple fault (CPU reset)"),
+    Verdict.PANIC: _Info(Kind.FAILURE, "failure: kernel panic or oops"),
+    Verdict.KERNEL_WARNING: _Info(Kind.FAILURE, "failure: WARNING, BUG, lockup or RCU stall in the kernel log"),
+    Verdict.HANG: _Info(Kind.FAILURE, "failure: the guest stopped answering"),
+    Verdict.GUEST_RESET: _Info(Kind.FAILURE, "failure: unexpected guest reset"),
+    Verdict.KEXEC_ERROR: _Info(Kind.FAILURE, "failure: kexec error"),
+    Verdict.SAVE_FAILED: _Info(Kind.FAILURE, "failure: kernel B could not save the image"),
+    Verdict.CORRUPT_IMAGE: _Info(Kind.FAILURE, "failure: the image does not hold A's memory"),
+    Verdict.CHECK_FAILED: _Info(Kind.FAILURE, "failure: a check failed or did not report"),
+    Verdict.ERROR: _Info(Kind.LAB_ERROR, "lab error: no verdict on the kernel"),
+    Verdict.HOST_IO_ERROR: _Info(Kind.LAB_ERROR, "lab error: the host's disk failed or filled up"),
+    Verdict.INTERRUPTED: _Info(Kind.INTERRUPTED, "run interrupted"),
+    Verdict.RUNNING: _Info(Kind.UNFINISHED, "still running, or killed without a verdict"),
+}
+
+# What a scenario may expect: PASS or one failure the lab can show.
+EXPECTABLE: tuple[Verdict, ...] = (Verdict.PASS, *(v for v in Verdict if v.kind is Kind.FAILURE and v is not Verdict.XPASS))
 
 
-def jump_back_entry(cmdline: str) -> str | None:
-    m = re.search(r"kexec_jump_back_entry=(0x[0-9a-fA-F]+)", cmdline)
-    return m.group(1) if m else None
-
-
-def parse_checks(output: str) -> list[tuple[str, bool, str]]:
-    """Lines `CHECK name ok|bad detail` printed by guests/rootfs/bin/kj-proof-check."""
-    checks = []
-    for line in clean(output).splitlines():
-        m = re.match(r"CHECK (\S+) (ok|bad) ?(.*)$", line.strip())
-        if m:
-            checks.append((m.group(1), m.group(2) == "ok", m.group(3)))
-    return checks
-
-
-def apply_expectation(observed: str, expected: str, signature: str, expected_step: str,
-                      failed_step: str, texts: list[str]) -> tuple[str, bool | None, str]:
-    """(final verdict, signature matched?, note) for a run whose expectation may be a known bug.
-
-    XFAIL when the expected failure happened, in the expected step, matching the
-    signature; XPASS when a known bug no longer shows; any other outcome stays as seen.
-    """
-    if expected == PASS or observed in (ERROR, INTERRUPTED):
-        return observed, None, ""
-    if observed == PASS:
-        return XPASS, False, f"expected {expected}, but the run passed: the known bug did not show"
-    matched = not signature or any(re.search(signature, t, re.MULTILINE) for t in texts)
-    if observed == expected and matched and (not expected_step or expected_step == failed_step):
-        return XFAIL, True, f"expected failure {expected} seen" + (f" in {failed_step}" if failed_step else "")
-    why = []
-    if observed != expected:
-        why.append(f"expected {expected}")
-    if not matched:
-        why.append(f"signature /{signature}/ not found")
-    if expected_step and expected_step != failed_step:
-        why.append(f"expected in step {expected_step}, failed in {failed_step or '-'}")
-    return observed, matched, "; ".join(why)
+def exit_code(verdict: Verdict, observed: Verdict, expected: Verdict, bisect: bool = False) -> int:
+    """The process exit code of a run. Under --bisect: good (the run passed), bad (it
+    showed the scenario's failure, or any failure of a scenario that expects PASS), skip."""
+    if bisect:
+        if observed is Verdict.PASS:
+            return EXIT_PASS
+        if verdict is Verdict.XFAIL or (expected is Verdict.PASS and observed.is_failure):
+            return EXIT_FAIL
+        return EXIT_INTERRUPTED if observed is Verdict.INTERRUPTED else EXIT_CANNOT_TEST
+    return verdict.exit_code

@@ -13,7 +13,8 @@ from .. import results as res
 from ..console import CommandResult, Console
 from ..errors import ConsoleEOF, ConsoleTimeout
 from ..results import Command, RunResult, Step
-from ..verdict import kexec_error_lines, panic_lines, triple_fault_evidence
+from ..evidence import kexec_error_lines, panic_lines, triple_fault_evidence
+from ..verdict import Verdict
 from ..vm import QemuVM
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 class FlowStop(Exception):
     """Ends a flow with a verdict (not an error of the lab): carries the evidence."""
 
-    def __init__(self, verdict: str, reason: str, evidence: list[str] | None = None) -> None:
+    def __init__(self, verdict: Verdict, reason: str, evidence: list[str] | None = None) -> None:
         super().__init__(f"{verdict}: {reason}")
         self.verdict, self.reason, self.evidence = verdict, reason, evidence or []
 
@@ -43,6 +44,8 @@ class Recorder:
         step = Step(name=name, title=title, seed_step=seed_step, vm=vm.name if vm else "", started=time.time())
         if vm and vm._console:
             step.console_start = step.console_end = vm.console.offset()
+        if vm:
+            step.cpu_reset_start = step.cpu_reset_end = _size(vm.files.cpu_reset_log)
         self.result.steps.append(step)
         self.current, self.current_vm = step, vm
         log.debug("step %s: %s", name, title)
@@ -66,6 +69,8 @@ class Recorder:
             step.ended = time.time()
             if vm and vm._console:
                 step.console_end = vm.console.offset()
+            if vm:
+                step.cpu_reset_end = _size(vm.files.cpu_reset_log)
             if self.on_step:
                 self.on_step(step)
             self.save()
@@ -98,20 +103,20 @@ def stop_for_console_failure(vm: QemuVM, err: Exception, step_text: str) -> Flow
         tf = triple_fault_evidence(_read(vm.files.cpu_reset_log))
         events = [f"QMP event {e.get('event')} {e.get('data')}" for e in exit_info.shutdown_events]
         if tf:
-            return FlowStop("TRIPLE_FAULT", f"triple fault while waiting for {err.waiting_for}",
+            return FlowStop(Verdict.TRIPLE_FAULT, f"triple fault while waiting for {err.waiting_for}",
                             ["-- last console lines --", *err.last_lines.splitlines()[-8:],
                              "-- QEMU -d cpu_reset --", *tf, *events])
         panic = panic_lines(step_text)
         if panic:
-            return FlowStop("PANIC", f"kernel panic while waiting for {err.waiting_for}", panic + events)
-        return FlowStop("GUEST_RESET", f"QEMU exited (guest reset, no triple fault logged) while waiting for {err.waiting_for}",
+            return FlowStop(Verdict.PANIC, f"kernel panic while waiting for {err.waiting_for}", panic + events)
+        return FlowStop(Verdict.GUEST_RESET, f"QEMU exited (guest reset, no triple fault logged) while waiting for {err.waiting_for}",
                         [*err.last_lines.splitlines()[-15:], *events])
     assert isinstance(err, ConsoleTimeout)
     panic = panic_lines(step_text)
     if panic:
-        return FlowStop("PANIC", f"kernel panic; then no {err.waiting_for}", panic)
+        return FlowStop(Verdict.PANIC, f"kernel panic; then no {err.waiting_for}", panic)
     errors = kexec_error_lines(step_text)
-    return FlowStop("HANG", f"no {err.waiting_for} within {err.seconds:.0f} s",
+    return FlowStop(Verdict.HANG, f"no {err.waiting_for} within {err.seconds:.0f} s",
                     [*errors, "-- last console lines --", *err.last_lines.splitlines()])
 
 
@@ -122,6 +127,13 @@ def step_console_text(vm: QemuVM, step: Step) -> str:
             return f.read().decode(errors="replace")
     except OSError:
         return ""
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _read(path: Path) -> str:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pexpect
 
@@ -20,10 +21,18 @@ from ..memcheck import SentinelPlan, run_token
 from ..snapshots import PhysImage
 from ..qemu_cmdline import BootFiles
 from ..results import Check
-from ..scenario import Scenario
-from ..verdict import PANIC_RE, kexec_error_lines, panic_lines, parse_checks
+from ..evidence import (
+    PANIC_RE, jump_mark, kernel_trouble, kexec_error_lines, kexec_load_entry, log_since_jump, panic_lines,
+    parse_checks, restarted,
+)
+from ..gdbstub import GdbError, GdbStub
+from ..symbols import SymbolMap
 from ..vm import QemuVM
+from ..verdict import Verdict
 from .base import FlowStop, Recorder, step_console_text, stop_for_console_failure
+
+if TYPE_CHECKING:
+    from ..scenario import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +45,7 @@ DEFAULT_TIMEOUTS = {
     "power-off": 60.0,
 }
 READY_RE = r"KJLAB-READY role={role}\b"
+PROOF_CHECKS = ("proof-file", "counter")  # what guests/rootfs/bin/kj-proof-check must report
 
 
 @dataclass(frozen=True)
@@ -45,9 +55,12 @@ class FlowArtifacts:
     initrd_a: Path  # carries /boot/bzImage and /boot/rootfsB.gz for kernel B
     initrd_c: Path
     disk: Path
+    system_map: Path | None = None  # of the kernel that runs as A, for symbols in evidence
 
 
 class FlowContext:
+    name = ""  # the flow's name in scenario files (lab.flows.FLOWS)
+    summary = ""  # one line for `kjlab list`
     # The reason given with a PASS: what held.
     pass_reason = "kernel A resumed and every check held"
 
@@ -57,6 +70,11 @@ class FlowContext:
         self.quirks = scenario.quirks
         self.timeouts = {**DEFAULT_TIMEOUTS, **scenario.flow.timeouts}
         self.disk_dev = scenario.machine.guest_disk
+        self.jumps_out = 0  # A's jumps so far; each marks A's kernel log (lab.evidence.jump_mark)
+        self.b_entry_address: int | None = None  # where the jump into B starts (kexec -d)
+        self.return_entry: int | None = None  # A's jump-back entry, as C's kexec -d loaded it
+        self.image_sha256 = ""  # the image as the host read it after B saved it
+        self.symbols = SymbolMap.load(art.system_map) if art.system_map and art.system_map.is_file() else None
         self.plan = SentinelPlan(run_token(rec.result.run_id), seed=0x5EED, pages=scenario.flow.sentinel_pages)
         rec.result.memory["sentinel_plan"] = {"token": f"0x{self.plan.token:016x}", "seed": self.plan.seed,
                                               "pages_per_region": self.plan.pages}
@@ -70,7 +88,7 @@ class FlowContext:
         files = BootFiles(
             kernel=kernel or self.art.kernel, initrd=initrd, append=append, disk=self.art.disk,
             serial_socket=self.sock_dir / f"serial-{name}.sock", qmp_socket=self.sock_dir / f"qmp-{name}.sock",
-            cpu_reset_log=self.run_dir / f"cpu-reset-{name}.log",
+            cpu_reset_log=self.run_dir / f"cpu-reset-{name}.log", gdb_socket=self.sock_dir / f"gdb-{name}.sock",
         )
         spec = self.sc.machine if memory_mib is None else self.sc.machine.with_overrides(memory_mib=memory_mib)
         vm = QemuVM(name, spec, files, self.accel, self.run_dir)
@@ -96,7 +114,7 @@ class FlowContext:
         assert self.rec.current is not None
         return step_console_text(vm, self.rec.current)
 
-    def run_ok(self, vm: QemuVM, command: str, timeout_key: str = "command", verdict: str = "KEXEC_ERROR") -> str:
+    def run_ok(self, vm: QemuVM, command: str, timeout_key: str = "command", verdict: Verdict = Verdict.KEXEC_ERROR) -> str:
         """Run a command that must succeed; a failure ends the flow with its output as evidence."""
         try:
             result = self.rec.run(vm.console, command, self.timeouts[timeout_key])
@@ -109,7 +127,7 @@ class FlowContext:
 
     def wait_ready(self, vm: QemuVM, role: str) -> None:
         self.expect_or_stop(vm, READY_RE.format(role=role), f"kernel {role}'s init", "boot")
-        self.run_ok(vm, "uname -r; cat /proc/cmdline", verdict="HANG")
+        self.run_ok(vm, "uname -r; cat /proc/cmdline", verdict=Verdict.HANG)
 
     def expect_or_stop(self, vm: QemuVM, pattern: str, what: str, timeout_key: str) -> None:
         """Wait for `pattern`; a panic, a triple fault or a hang on the way ends the flow."""
@@ -122,7 +140,7 @@ class FlowContext:
                 vm.console.expect([r"end Kernel panic", pexpect.EOF, pexpect.TIMEOUT], 3, "end of panic")
             except Exception:
                 pass
-            raise FlowStop("PANIC", f"kernel panic while waiting for {what}", panic_lines(self.text(vm)))
+            raise FlowStop(Verdict.PANIC, f"kernel panic while waiting for {what}", panic_lines(self.text(vm)))
 
     def wait_marker(self, vm: QemuVM, marker: str, what: str, timeout_key: str = "jump") -> int:
         """Wait for a command's end marker; returns its exit status."""
@@ -136,22 +154,69 @@ class FlowContext:
         status = self.wait_marker(vm, marker, f"{who}'s shell returning from its kexec -e")
         self.rec.note(f"({who}'s shell) kexec -e returned", vm.console.match_text, status)
         if status != 0 and not self.quirks["ignore-kexec-e-status"]:
-            raise FlowStop("KEXEC_ERROR", f"kexec -e in {who} returned {status} after the jump back",
+            raise FlowStop(Verdict.KEXEC_ERROR, f"kexec -e in {who} returned {status} after the jump back",
                            kexec_error_lines(self.text(vm)) or [vm.console.match_text])
 
     def snapshot(self, vm: QemuVM, name: str, title: str) -> Path:
         with self.rec.step(f"snapshot-{name}", title, "-", vm):
-            path = self.run_dir / f"snapshot-{name}.elf"
-            t0 = time.monotonic()
             vm.monitor.cmd("stop")
             try:
-                vm.monitor.cmd("dump-guest-memory", timeout=300, paging=False, protocol=f"file:{path}")
+                return self.dump_memory(vm, name, "QMP stop; dump-guest-memory; cont")
             finally:
                 vm.monitor.cmd("cont")
-            size = path.stat().st_size
-            self.rec.note(f"QMP stop; dump-guest-memory file:{path.name}; cont", f"{size} bytes", 0, time.monotonic() - t0)
-            self.rec.result.snapshots.append({"name": name, "path": path.name, "bytes": size, "vm": vm.name, "taken": time.time()})
+
+    def dump_memory(self, vm: QemuVM, name: str, how: str) -> Path:
+        """QMP dump-guest-memory of a stopped guest into snapshot-<name>.elf."""
+        path = self.run_dir / f"snapshot-{name}.elf"
+        t0 = time.monotonic()
+        vm.monitor.cmd("dump-guest-memory", timeout=300, paging=False, protocol=f"file:{path}")
+        size = path.stat().st_size
+        self.rec.note(f"{how}: file:{path.name}", f"{size} bytes", 0, time.monotonic() - t0)
+        self.rec.result.snapshots.append({"name": name, "path": path.name, "bytes": size, "vm": vm.name, "taken": time.time()})
         return path
+
+    # -- the exact moments of a jump (GDB on QEMU's gdbstub) ----------------------------------
+
+    def jump_capturing(self, vm: QemuVM, entry: int | None, name: str, send: Callable[[], str]) -> tuple[str, Path | None]:
+        """Send a jump (`send` returns the console marker) with the guest set to stop at
+        `entry`, the first instruction the jump runs, and snapshot the memory there, before
+        the kernel jumped into runs. Returns (marker, snapshot or None if not reached)."""
+        if entry is None or vm.files.gdb_socket is None:
+            self.rec.note(f"{name}: no entry address from kexec -d, moment not captured")
+            return send(), None
+        gdb = GdbStub(vm.files.gdb_socket, self.run_dir / f"gdb-{vm.name}.log")
+        self.rec.result.artifacts[f"GDB log {vm.name}"] = gdb.log_path.name
+        try:
+            gdb.attach()
+            bp = gdb.break_at(entry)
+            gdb.resume()
+        except GdbError as e:
+            gdb.close()
+            self.rec.note(f"{name}: GDB could not set the breakpoint", str(e))
+            return send(), None
+        marker = send()
+        path = None
+        try:
+            stop = gdb.wait_stopped(self.timeouts["jump"], alive=vm.running)
+            if stop.get("reason") == "breakpoint-hit":
+                path = self.dump_memory(vm, name, f"stopped at {entry:#x} (GDB hbreak, paging off); dump-guest-memory")
+            else:
+                self.rec.note(f"{name}: the guest stopped for another reason", str(stop))
+            gdb.delete(bp)
+        except (TimeoutError, GdbError) as e:
+            self.rec.note(f"{name}: not captured", str(e))
+        finally:
+            gdb.detach()  # QEMU resumes the guest
+        return marker, path
+
+    def a_jump_out(self, vm: QemuVM) -> str:
+        """A writes the jump's mark into its kernel log, then runs kexec -e; returns the
+        marker A's shell prints when it is back."""
+        self.jumps_out += 1
+        self.run_ok(vm, f"echo '{jump_mark(self.jumps_out)}' > /dev/kmsg", verdict=Verdict.CHECK_FAILED)
+        marker = vm.console.start("kexec -x -e")
+        self.rec.note("kexec -x -e")
+        return marker
 
     # -- kernel A ---------------------------------------------------------------------------
 
@@ -160,14 +225,14 @@ class FlowContext:
             self.wait_ready(vm, "A")
             self.check_cpus(vm)
         with self.rec.step("prepare-A", "Give A state that must survive (proof file, counter, sentinel pages)", "-", vm):
-            self.run_ok(vm, f"kj-proof-setup {self.sc.flow.proof_kib}", verdict="CHECK_FAILED")
+            self.run_ok(vm, f"kj-proof-setup {self.sc.flow.proof_kib}", verdict=Verdict.CHECK_FAILED)
             if self.plan.pages:
                 n, token, seed = self.plan.pages, f"0x{self.plan.token:x}", self.plan.seed
-                self.run_ok(vm, f"kj-sentinel file /tmp/sentinel {n} {token} {seed}", verdict="CHECK_FAILED")
+                self.run_ok(vm, f"kj-sentinel file /tmp/sentinel {n} {token} {seed}", verdict=Verdict.CHECK_FAILED)
                 marker = vm.console.start(f"kj-sentinel anon {n} {token} {seed} > /tmp/sentinel-anon.log 2>&1 </dev/null & true")
                 self.wait_marker(vm, marker, "kj-sentinel in the background", "command")
                 self.run_ok(vm, "for i in 1 2 3 4 5 6 7 8 9 10; do grep -q ready /tmp/sentinel-anon.log && break; "
-                                "sleep 0.2; done; cat /tmp/sentinel-anon.log", verdict="CHECK_FAILED")
+                                "sleep 0.2; done; cat /tmp/sentinel-anon.log", verdict=Verdict.CHECK_FAILED)
 
     def check_memory(self, before: Path, after: Path) -> None:
         """Host: A after the jump back against A before the jump (sentinels, changed ranges, map)."""
@@ -186,16 +251,38 @@ class FlowContext:
                                      sentinel_ranges(before, self.plan) if self.plan.pages else [], self.sc.flow.b_window)
             self.rec.note("sentinel check", finding.data.get("sentinel_summary", "no sentinel pages planned"))
             if finding.problems:
-                raise FlowStop("CHECK_FAILED", "A's memory after resume is not what it was before the jump",
+                raise FlowStop(Verdict.CHECK_FAILED, "A's memory after resume is not what it was before the jump",
                                finding.problems)
+
+    def a_ram_end(self) -> int:
+        """One past A's highest physical address (mem=, or all of the machine's RAM)."""
+        a_mem = self.sc.flow.a_mem
+        if not a_mem:
+            return self.sc.machine.memory_mib << 20
+        return int(a_mem.rstrip("MG")) << (30 if a_mem.endswith("G") else 20)
+
+    def memory_map(self, before: Path, after: Path) -> None:
+        """The report's map of A's memory and the sentinel summary, from two snapshots."""
+        from ..memcheck import check_resume, memory_view, sentinel_ranges
+
+        finding = check_resume(before, after, self.plan)
+        changed = finding.data.pop("changed_ranges")
+        mem = self.rec.result.memory
+        mem["resume"] = finding.data
+        with PhysImage.open(before) as img:
+            present = img.present_ranges()
+        mem["map"] = memory_view(self.sc.machine.memory_mib << 20, present,
+                                 mem.get("image_bad_ranges", []) + finding.bad_ranges, changed,
+                                 sentinel_ranges(before, self.plan) if self.plan.pages else [], self.sc.flow.b_window)
+        self.rec.note("sentinel check", finding.data.get("sentinel_summary", "no sentinel pages planned"))
 
     def check_cpus(self, vm: QemuVM) -> None:
         """Every CPU of the machine is online in A: an SMP cell that silently runs on one
         CPU would test nothing of SMP."""
-        out = self.run_ok(vm, "grep -c ^processor /proc/cpuinfo", verdict="CHECK_FAILED")
+        out = self.run_ok(vm, "grep -c ^processor /proc/cpuinfo", verdict=Verdict.CHECK_FAILED)
         online = int(out.strip().splitlines()[-1]) if out.strip() else 0
         if online != self.sc.machine.smp:
-            raise FlowStop("CHECK_FAILED", f"the machine has {self.sc.machine.smp} CPUs, kernel A brought up {online}",
+            raise FlowStop(Verdict.CHECK_FAILED, f"the machine has {self.sc.machine.smp} CPUs, kernel A brought up {online}",
                            [out.strip()])
 
     def kexec(self) -> str:
@@ -209,12 +296,14 @@ class FlowContext:
             if not self.quirks["wide-window"]:
                 hi = min(hi, 0xFFFFFF)  # the 2008 command line
             memmap = " --pass-memmap-cmdline" if self.quirks["pass-memmap"] else ""
-            self.with_iomem_filter(vm, lambda: self.run_ok(
+            output: list[str] = []
+            self.with_iomem_filter(vm, lambda: output.append(self.run_ok(
                 vm,
                 f"{self.kexec()} --load-preserve-context /boot/bzImage --mem-min={lo:#x} --mem-max={hi:#x}"
                 f" --initrd=/boot/rootfsB.gz{memmap} --append='console=ttyS0 loglevel=7 kjlab.role=B'",
                 "load",
-            ), window=True)
+            )), window=True)
+            self.b_entry_address = kexec_load_entry("".join(output))
 
     def with_iomem_filter(self, vm: QemuVM, action, window: bool = False) -> None:  # type: ignore[no-untyped-def]
         if not self.quirks["iomem-filter"]:
@@ -231,63 +320,109 @@ class FlowContext:
 
     def jump_to_b(self, vm: QemuVM, step: str = "jump-to-B", first: bool = True) -> str:
         """kexec -e in A; returns the marker A's shell prints when A is back."""
+        marker, _ = self._jump_to_b(vm, step, first, capture=False)
+        return marker
+
+    def jump_to_b_captured(self, vm: QemuVM) -> tuple[str, Path | None]:
+        """kexec -e in A, the guest stopped at B's entry for the departure snapshot."""
+        return self._jump_to_b(vm, "jump-to-B", True, capture=True)
+
+    def _jump_to_b(self, vm: QemuVM, step: str, first: bool, capture: bool) -> tuple[str, Path | None]:
+        departure = None
         with self.rec.step(step, "kexec -e: jump to kernel B", "6", vm):
-            marker = vm.console.start("kexec -x -e")
-            self.rec.note("kexec -x -e")
+            if capture:
+                marker, departure = self.jump_capturing(vm, self.b_entry_address, "A-departure",
+                                                        lambda: self.a_jump_out(vm))
+            else:
+                marker = self.a_jump_out(vm)
             if first:
                 self.wait_ready(vm, "B")
                 self.check_b_confined(vm)
-        return marker
+        return marker, departure
 
     def check_b_confined(self, vm: QemuVM) -> None:
         """B must see only its window; with all of RAM it overwrites A (facts, item 3)."""
         lo, hi = self.sc.flow.b_window
-        out = self.run_ok(vm, "grep MemTotal /proc/meminfo", verdict="HANG")
+        out = self.run_ok(vm, "grep MemTotal /proc/meminfo", verdict=Verdict.HANG)
         m = re.search(r"MemTotal:\s+(\d+) kB", out)
         window_kib = (hi + 1 - lo) >> 10
         if m and int(m.group(1)) > window_kib + 1024:  # + the low 640 KiB and rounding
-            raise FlowStop("CHECK_FAILED", f"kernel B sees {int(m.group(1)) >> 10} MiB of RAM, more than its "
+            raise FlowStop(Verdict.CHECK_FAILED, f"kernel B sees {int(m.group(1)) >> 10} MiB of RAM, more than its "
                            f"{window_kib >> 10} MiB window: it can overwrite A", [out.strip()])
 
     def verify_a(self, vm: QemuVM, step: str = "verify-A", disk: bool = True) -> list[Check]:
-        with self.rec.step(step, "Check A's state", "-", vm):
-            checks = self.a_checks(vm, disk)
+        """After A is back: its state, its CPUs and the kernel log of this resume. Every
+        named check must report; one that is missing or unreadable fails. A WARNING, BUG,
+        lockup or RCU stall in A's log after the jump is KERNEL_WARNING, an oops PANIC."""
+        with self.rec.step(step, "Check A's state and the kernel log of this resume", "-", vm):
+            if self.sc.flow.after_resume_command:  # test option: make A misbehave first
+                self.rec.run(vm.console, self.sc.flow.after_resume_command, self.timeouts["command"])
+            checks, trouble = self.a_checks(vm, disk)
             self.rec.result.checks.extend(checks)
+            oops, trace = trouble
+            if trace:
+                verdict = Verdict.PANIC if oops else Verdict.KERNEL_WARNING
+                raise FlowStop(verdict, f"A's kernel log after the jump back: {trace[0].strip()}", trace)
             bad = [c for c in checks if not c.ok]
             if bad:
-                raise FlowStop("CHECK_FAILED", ", ".join(c.name for c in bad) + " failed",
+                raise FlowStop(Verdict.CHECK_FAILED, ", ".join(c.name for c in bad) + " failed",
                                [f"{c.name}: {c.detail}" for c in bad])
         return checks
 
-    def a_checks(self, vm: QemuVM, disk: bool) -> list[Check]:
+    def a_checks(self, vm: QemuVM, disk: bool) -> tuple[list[Check], tuple[bool, list[str]]]:
+        """A's checks, read with the kernel's console messages held back (dmesg -n 1), so
+        no printk can split a line of the lab's command channel; the kernel log itself is
+        read from dmesg, where nothing is lost."""
         timeout = self.timeouts["command"]
         try:
-            out = self.rec.run(vm.console, "kj-proof-check", timeout).output
-            cmdline = self.rec.run(vm.console, "cat /proc/cmdline", timeout).output
-            disk_res = (self.rec.run(vm.console, f"kj-mount-disk {self.disk_dev} && ls /mnt && umount /mnt", timeout)
-                        if disk else None)
+            self.rec.run(vm.console, "dmesg -n 1", timeout)
+            try:
+                disk_res = (self.rec.run(vm.console, f"kj-mount-disk {self.disk_dev} && ls /mnt && umount /mnt", timeout)
+                            if disk else None)
+                proof = self.rec.run(vm.console, "kj-proof-check", timeout).output
+                cmdline = self.rec.run(vm.console, "cat /proc/cmdline", timeout).output
+                cpus = self.rec.run(vm.console, "grep -c ^processor /proc/cpuinfo", timeout).output
+                dmesg = self.rec.run(vm.console, "dmesg", timeout).output
+            finally:
+                if vm.running():
+                    self.rec.run(vm.console, "dmesg -n 7", timeout)
         except (ConsoleTimeout, ConsoleEOF) as e:
             raise stop_for_console_failure(vm, e, self.text(vm)) from None
-        checks = [Check(name, ok, detail) for name, ok, detail in parse_checks(out)]
-        if not checks:
-            checks.append(Check("proof-check-ran", False, out[-500:] or "kj-proof-check printed nothing"))
+        reported = {name: (ok, detail) for name, ok, detail in parse_checks(proof)}
+        checks = [Check(name, *reported.get(name, (False, f"kj-proof-check did not report it: {proof[-300:]!r}")))
+                  for name in PROOF_CHECKS]
         checks.append(Check("kernel-is-A", "kjlab.role=A" in cmdline, cmdline.strip()))
+        online = cpus.strip().splitlines()[-1] if cpus.strip() else "?"
+        checks.append(Check("cpus-online", online == str(self.sc.machine.smp),
+                            f"{online} of the machine's {self.sc.machine.smp} CPUs online after the jump back"))
         if disk_res is not None:
             checks.append(Check("disk-after-resume", disk_res.status == 0 and "lost+found" in disk_res.output,
                                 disk_res.output.strip() or f"exit {disk_res.status}"))
+        after = log_since_jump(dmesg, self.jumps_out)
+        if after is None:
+            checks.append(Check("resume-log", False, f"no '{jump_mark(self.jumps_out)}' in A's kernel log"))
+            trouble: tuple[bool, list[str]] = (False, [])
+        else:
+            done = restarted(after)
+            checks.append(Check("resume-log", done is not None,
+                                done or f"no 'Restarting tasks ... done' after '{jump_mark(self.jumps_out)}'"))
+            trouble = kernel_trouble(after)
+            checks.append(Check("kernel-log-clean", not trouble[1],
+                                trouble[1][0].strip() if trouble[1] else
+                                f"no WARNING, BUG, oops, lockup or RCU stall in {len(after)} lines after the jump"))
         panics = panic_lines(self.text(vm))
         checks.append(Check("no-panic", not panics, "; ".join(panics) or "no panic or oops on the console"))
-        return checks
+        return checks, trouble
 
     # -- kernel B ---------------------------------------------------------------------------
 
     def b_entry(self, vm: QemuVM) -> str:
-        from ..verdict import jump_back_entry
+        from ..evidence import jump_back_entry
 
-        cmdline = self.run_ok(vm, "cat /proc/cmdline", verdict="HANG")
+        cmdline = self.run_ok(vm, "cat /proc/cmdline", verdict=Verdict.HANG)
         entry = jump_back_entry(cmdline)
         if not entry:
-            raise FlowStop("KEXEC_ERROR", "B's command line has no kexec_jump_back_entry=", [cmdline])
+            raise FlowStop(Verdict.KEXEC_ERROR, "B's command line has no kexec_jump_back_entry=", [cmdline])
         return entry
 
     def b_jump_back(self, vm: QemuVM, entry: str, a_marker: str, step: str = "jump-back") -> str:
@@ -321,15 +456,15 @@ class FlowContext:
             vmcore = self.rec.run(vm.console, "ls -l /proc/vmcore", self.timeouts["command"])
             if vmcore.status != 0:
                 dmesg = self.rec.run(vm.console, "dmesg | grep -i -E 'vmcore|PT_NOTE|elfcorehdr'", self.timeouts["command"])
-                raise FlowStop("KEXEC_ERROR", "no /proc/vmcore in kernel B", [vmcore.output, *dmesg.output.splitlines()])
-            self.run_ok(vm, f"kj-mount-disk {self.disk_dev}", verdict="CHECK_FAILED")
+                raise FlowStop(Verdict.KEXEC_ERROR, "no /proc/vmcore in kernel B", [vmcore.output, *dmesg.output.splitlines()])
+            self.run_ok(vm, f"kj-mount-disk {self.disk_dev}", verdict=Verdict.CHECK_FAILED)
             if self.sc.flow.save == "makedumpfile":
                 level = self.sc.flow.dump_level
                 self.run_ok(vm, f"time makedumpfile -E -d {level} -i /mnt/vmcoreinfo /proc/vmcore /mnt/{name}", "save")
             else:
                 self.run_ok(vm, f"time cp /proc/vmcore /mnt/{name}", "save")
             self.run_ok(vm, f"echo {entry} > /mnt/kexec_jump_back_entry && ls -l /mnt && umount /mnt && sync",
-                        verdict="CHECK_FAILED")
+                        verdict=Verdict.CHECK_FAILED)
         return entry
 
     def power_off(self, vm: QemuVM) -> None:

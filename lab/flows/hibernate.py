@@ -9,12 +9,19 @@ entry; kexec -e jumps back into A, whose shell returns from its own `kexec -e`.
 from __future__ import annotations
 
 import logging
-
+import re
 from pathlib import Path
 
-from ..image_tools import corrupt_image_on_disk, read_from_disk, split_image_on_disk
+from ..expectation import LATER_EVIDENCE
+from ..evidence import kexec_load_entry
+from ..image_tools import (
+    corrupt_image_on_disk, read_from_disk, sha256_file, split_image_on_disk, tamper_image_on_disk,
+)
+from ..memproof import compare, prove_round_trip
+from ..snapshots import PhysImage
 from ..memcheck import check_image
 from ..vm import QemuVM
+from ..verdict import Verdict
 from .base import FlowStop
 from .common import FlowContext
 
@@ -22,14 +29,15 @@ log = logging.getLogger(__name__)
 
 
 class HibernateFlow(FlowContext):
+    name = "hibernate"
+    summary = "the ten steps of seed 004: A -> B saves A's image -> power off -> C loads it -> A resumes"
     def run(self) -> None:
         with self.vm_a() as vm:
             self.boot_a(vm)
             if self.sc.flow.save == "makedumpfile":
                 self.save_vmcoreinfo(vm)
             self.load_b(vm)
-            before = self.snapshot(vm, "A-before-jump", "Memory snapshot of A before the jump")
-            self.a_marker = self.jump_to_b(vm)
+            self.a_marker, departure = self.jump_to_b_captured(vm)
             in_b = self.snapshot(vm, "B-booted", "Memory snapshot in kernel B (A's memory as B saves it)")
             self.save_image_b(vm)
             self.power_off(vm)
@@ -37,34 +45,37 @@ class HibernateFlow(FlowContext):
             self.split_image()
         if self.sc.flow.corrupt_image_pages:
             self.corrupt_image()
-        image_problem = self.check_image(in_b, before)
+        saved = self.run_dir / "image-as-saved.elf"  # the host's copy, to name pages that change later
+        image_problem = self.check_image(saved, in_b, departure)
+        if self.sc.flow.tamper_image_at:
+            self.tamper_image()
         try:
             with self.vm("C-A", "console=ttyS0 loglevel=7 kjlab.role=C", self.art.initrd_c,
                          memory_mib=self.sc.c_memory_mib) as vm:
                 self.boot_c(vm)
-                self.load_image(vm)
-                self.jump_back(vm)
+                self.load_image(vm, saved)
+                ret = self.jump_back(vm)
                 self.verify_a(vm)
-                after = self.snapshot(vm, "A-resumed", "Memory snapshot of A after resume")
-            self.check_memory(before, after)
+            self.check_round_trip(departure, in_b, saved, ret)
         except FlowStop as later:
             if image_problem is None:
                 raise
             # The damaged image is the cause; what the resume then did is more evidence.
             raise FlowStop(image_problem.verdict, image_problem.reason,
-                           [*image_problem.evidence, f"-- then, at {self.rec.result.steps[-1].name}: {later.verdict}: "
+                           [*image_problem.evidence, f"{LATER_EVIDENCE}{self.rec.result.steps[-1].name}: {later.verdict}: "
                             f"{later.reason} --", *later.evidence]) from None
         if image_problem is not None:
             raise image_problem
+        saved.unlink(missing_ok=True)
 
-    def check_image(self, b_snapshot: Path, a_before: Path) -> FlowStop | None:
-        """Host: the saved image against A's memory in B and A's sentinel pages (lab.memcheck)."""
+    def check_image(self, saved: Path, b_snapshot: Path, departure: Path | None) -> FlowStop | None:
+        """Host: the saved image against A's memory in B and A's sentinel pages (lab.memcheck);
+        its hash, which C verifies before it loads the image."""
         with self.rec.step("check-image", "Host: the saved image against A's memory and its sentinel pages", "-", None):
-            local = read_from_disk(self.art.disk, "dump.elf", self.run_dir / "dump.elf.check")
-            try:
-                finding = check_image(local, b_snapshot, a_before, self.plan, self.sc.flow.b_window)
-            finally:
-                local.unlink(missing_ok=True)
+            read_from_disk(self.art.disk, "dump.elf", saved)
+            self.image_sha256 = sha256_file(saved)
+            self.rec.note("sha256 of dump.elf as saved", self.image_sha256)
+            finding = check_image(saved, b_snapshot, departure or b_snapshot, self.plan, self.sc.flow.b_window)
             self.rec.result.memory["image_check"] = finding.data
             self.rec.result.memory["image_bad_ranges"] = finding.bad_ranges
             self.rec.note("image check", "\n".join(finding.problems) or "every page and every sentinel page held")
@@ -73,8 +84,29 @@ class HibernateFlow(FlowContext):
                 assert step is not None
                 step.outcome = "failed"
                 step.message = "the image is damaged; the resume goes on to show what it does"
-                return FlowStop("CORRUPT_IMAGE", "the saved image does not hold A's memory", finding.problems)
+                return FlowStop(Verdict.CORRUPT_IMAGE, "the saved image does not hold A's memory", finding.problems)
         return None
+
+    def tamper_image(self) -> None:
+        at = self.sc.flow.tamper_image_at
+        with self.rec.step("tamper-image", f"Host: flip one byte of the saved image at {at:#x} (test option)", "-", None):
+            offset = tamper_image_on_disk(self.art.disk, "dump.elf", at, self.run_dir)
+            self.rec.note(f"flipped the byte at physical {at:#x} (file offset {offset:#x}) of dump.elf")
+
+    def verify_image_in_c(self, vm: QemuVM, saved: Path) -> None:
+        """C checks the image before it loads it: the hash the host took after B saved it."""
+        out = self.run_ok(vm, "sha256sum /mnt/dump.elf", verdict=Verdict.CHECK_FAILED)
+        found = re.search(r"\b([0-9a-f]{64})\b", out)
+        if found and found.group(1) == self.image_sha256:
+            return
+        evidence = [f"sha256 in C: {found.group(1) if found else out.strip()}", f"sha256 as saved: {self.image_sha256}"]
+        now = read_from_disk(self.art.disk, "dump.elf", self.run_dir / "image-on-disk-now.elf")
+        self.rec.result.artifacts["image as saved"] = saved.name
+        self.rec.result.artifacts["image on the disk at load"] = now.name
+        with PhysImage.open(saved) as was, PhysImage.open(now) as is_:
+            leg = compare("as saved = on the disk at load", was, is_, was.file_backed_ranges(), self.symbols)
+        evidence += [leg.summary(), *(e.line() for e in leg.examples)]
+        raise FlowStop(Verdict.CORRUPT_IMAGE, "the image on the disk changed after B saved it", evidence)
 
     def corrupt_image(self) -> None:
         n = self.sc.flow.corrupt_image_pages
@@ -86,11 +118,11 @@ class HibernateFlow(FlowContext):
         """makedumpfile in B needs A's VMCOREINFO, which the vmcore of a preserve-context
         load lacks (facts: makedumpfile): A puts it on the disk before the jump."""
         with self.rec.step("vmcoreinfo-A", "Save A's VMCOREINFO to the disk for makedumpfile", "-", vm):
-            self.run_ok(vm, f"kj-mount-disk {self.disk_dev}", verdict="CHECK_FAILED")
+            self.run_ok(vm, f"kj-mount-disk {self.disk_dev}", verdict=Verdict.CHECK_FAILED)
             try:
-                self.run_ok(vm, "kj-vmcoreinfo > /mnt/vmcoreinfo && head -n 2 /mnt/vmcoreinfo", verdict="CHECK_FAILED")
+                self.run_ok(vm, "kj-vmcoreinfo > /mnt/vmcoreinfo && head -n 2 /mnt/vmcoreinfo", verdict=Verdict.CHECK_FAILED)
             finally:  # A must not keep the disk mounted across the jump: B writes it
-                self.run_ok(vm, "umount /mnt", verdict="CHECK_FAILED")
+                self.run_ok(vm, "umount /mnt", verdict=Verdict.CHECK_FAILED)
 
     def split_image(self) -> None:
         n = self.sc.flow.split_image_segments
@@ -102,16 +134,43 @@ class HibernateFlow(FlowContext):
         with self.rec.step("boot-C", "Boot kernel C on the same disk", "8", vm):
             self.wait_ready(vm, "C")
 
-    def load_image(self, vm: QemuVM) -> None:
-        with self.rec.step("load-image", "Load A's image with kexec -l --args-none --entry=<jump-back entry>", "9", vm):
+    def load_image(self, vm: QemuVM, saved: Path) -> None:
+        with self.rec.step("load-image", "Check A's image, then kexec -l --args-none --entry=<jump-back entry>", "9", vm):
             self.run_ok(vm, f"kj-mount-disk {self.disk_dev} && ls -l /mnt && cat /mnt/kexec_jump_back_entry",
-                        verdict="CHECK_FAILED")
-            self.with_iomem_filter(vm, lambda: self.run_ok(
-                vm, f"{self.kexec()} -l --args-none --entry=$(cat /mnt/kexec_jump_back_entry) /mnt/dump.elf", "load"))
-            self.run_ok(vm, "umount /mnt", verdict="CHECK_FAILED")
+                        verdict=Verdict.CHECK_FAILED)
+            self.verify_image_in_c(vm, saved)
+            output: list[str] = []
+            self.with_iomem_filter(vm, lambda: output.append(self.run_ok(
+                vm, f"{self.kexec()} -l --args-none --entry=$(cat /mnt/kexec_jump_back_entry) /mnt/dump.elf", "load")))
+            self.return_entry = kexec_load_entry("".join(output))
+            self.run_ok(vm, "umount /mnt", verdict=Verdict.CHECK_FAILED)
 
-    def jump_back(self, vm: QemuVM) -> None:
+    def jump_back(self, vm: QemuVM) -> Path | None:
+        """kexec -e in C; the guest stops at A's jump-back entry for the return snapshot."""
         with self.rec.step("jump-back", "kexec -e in C: jump back to kernel A", "10", vm), self.interrupt_logging(vm):
-            vm.console.send_line("kexec -x -e")
-            self.rec.note("kexec -x -e")
+            _, ret = self.jump_capturing(vm, self.return_entry, "A-return", lambda: self._send_kexec_e(vm))
             self.jump_returned(vm, self.a_marker, "A")
+        return ret
+
+    def _send_kexec_e(self, vm: QemuVM) -> str:
+        vm.console.send_line("kexec -x -e")
+        self.rec.note("kexec -x -e")
+        return ""
+
+    def check_round_trip(self, departure: Path | None, in_b: Path, saved: Path, ret: Path | None) -> None:
+        """Host: every page of A at departure = in B = on the disk = at return."""
+        with self.rec.step("check-round-trip", "Host: every page of A at departure, in B, on the disk and at return", "-",
+                           None):
+            proof = prove_round_trip(departure, in_b, saved, ret, self.sc.flow.b_window, self.a_ram_end(),
+                                     self.symbols)
+            self.rec.result.memory["round_trip"] = proof.to_json()
+            if departure is not None and ret is not None:
+                self.memory_map(departure, ret)
+            self.rec.note("round-trip proof", "\n".join([leg.summary() for leg in proof.legs] + proof.missing))
+            if not proof.complete:
+                raise FlowStop(Verdict.CHECK_FAILED, "the round trip was not proven: " + "; ".join(proof.missing),
+                               [leg.summary() for leg in proof.legs])
+            for leg in proof.failed_legs:
+                verdict = Verdict.CHECK_FAILED if leg.name.startswith("departure") else Verdict.CORRUPT_IMAGE
+                raise FlowStop(verdict, f"A's memory is not the same {leg.name.replace(' = ', ' and ')}",
+                               [leg.summary(), *(e.line() for e in leg.examples)])

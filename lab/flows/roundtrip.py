@@ -8,6 +8,9 @@ from .common import FlowContext
 class JumpRoundtripFlow(FlowContext):
     """A jumps to B; B jumps straight back with kj-jump-back; A's state is checked."""
 
+    name = "jump-roundtrip"
+    summary = "A -> B -> A directly, B jumps back with kj-jump-back (seed 004, cooperative multi-kernel)"
+
     def run(self) -> None:
         with self.vm_a() as vm:
             self.boot_a(vm)
@@ -29,6 +32,9 @@ class CyclesFlow(JumpRoundtripFlow):
     """N round trips in a row. The first boots B; later ones switch into B where it left
     off (B's shell returns from its own kexec -e) and back: no boot after the first."""
 
+    name = "cycles"
+    summary = "N round trips A <-> B in a row, A's state checked after each"
+
     pass_reason = "every round trip came back to A and every check held after each"
 
     def run(self) -> None:
@@ -42,8 +48,7 @@ class CyclesFlow(JumpRoundtripFlow):
             self.verify_a(vm, step="verify-A-1", disk=False)
             for i in range(2, n + 1):
                 with self.rec.step(f"jump-to-B-{i}", f"Cycle {i}: kexec -e in A resumes B where it left off", "6", vm):
-                    a_marker = vm.console.start("kexec -x -e")
-                    self.rec.note("kexec -x -e")
+                    a_marker = self.a_jump_out(vm)
                     self.jump_returned(vm, b_marker, "B")
                 with self.rec.step(f"jump-back-{i}", f"Cycle {i}: kexec -e in B resumes A", "-", vm):
                     with self.interrupt_logging(vm):

@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 from ..errors import ConsoleEOF, ConsoleTimeout
+from ..verdict import Verdict
 from .base import FlowStop, stop_for_console_failure
 from .common import FlowContext
 
 
 class KexecRebootFlow(FlowContext):
     """kexec -l of a new kernel, kexec -e: the new kernel boots (no return)."""
+
+    name = "kexec-reboot"
+    summary = "seed 001: plain kexec -l / kexec -e reboot into a new kernel"
 
     pass_reason = "the kexec'd kernel booted with the command line it was given"
 
@@ -25,14 +29,17 @@ class KexecRebootFlow(FlowContext):
                 self.rec.note("kexec -x -e")
                 self.wait_ready(vm, "R")
             with self.rec.step("verify-R", "The new kernel runs with the command line it was given", "-", vm):
-                cmdline = self.run_ok(vm, "cat /proc/cmdline", verdict="CHECK_FAILED")
+                cmdline = self.run_ok(vm, "cat /proc/cmdline", verdict=Verdict.CHECK_FAILED)
                 if "kjlab.role=R" not in cmdline:
-                    raise FlowStop("CHECK_FAILED", "the rebooted kernel has not the command line it was loaded with", [cmdline])
+                    raise FlowStop(Verdict.CHECK_FAILED, "the rebooted kernel has not the command line it was loaded with", [cmdline])
 
 
 class PhysCallFlow(FlowContext):
     """A loads kj-physcall.elf with --load-preserve-context --args-none and kexec -e calls it
     with paging off; it writes a marker on COM1 and returns; A goes on."""
+
+    name = "phys-call"
+    summary = "seed 003: call a program in physical mode (kj-physcall.elf) and return to A"
 
     MARKER = "KJLAB-PHYSCALL"
     pass_reason = "the physical-mode program ran and returned; A went on and every check held"
@@ -48,8 +55,7 @@ class PhysCallFlow(FlowContext):
                         " --args-none /boot/kj-physcall.elf", "load"))
             with self.rec.step("call", "kexec -e: call it in physical mode and return", "-", vm):
                 with self.interrupt_logging(vm):
-                    marker = vm.console.start("kexec -x -e")
-                    self.rec.note("kexec -x -e")
+                    marker = self.a_jump_out(vm)
                     try:
                         vm.console.expect([self.MARKER], self.timeouts["jump"], "the program's marker on COM1")
                     except (ConsoleTimeout, ConsoleEOF) as e:

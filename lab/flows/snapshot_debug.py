@@ -13,11 +13,14 @@ from pathlib import Path
 from ..image_tools import read_from_disk
 from ..results import Check
 from ..vm import QemuVM
+from ..verdict import Verdict
 from .base import FlowStop
 from .common import FlowContext
 
 
 class SnapshotDebugFlow(FlowContext):
+    name = "snapshot-debug"
+    summary = "seed 004: two images of one A saved at two moments, both checked on the host"
     pass_reason = "both images show A at their own moment, and A came back after each"
 
     def markers(self) -> tuple[str, str]:
@@ -35,8 +38,7 @@ class SnapshotDebugFlow(FlowContext):
             b_marker = self.b_jump_back(vm, entry, a_marker, step="jump-back-1")
             self.moment(vm, 2, m2)
             with self.rec.step("jump-to-B-2", "kexec -e in A resumes B where it left off", "6", vm):
-                a_marker = vm.console.start("kexec -x -e")
-                self.rec.note("kexec -x -e")
+                a_marker = self.a_jump_out(vm)
                 self.jump_returned(vm, b_marker, "B")
             self.save_image_b(vm, "snap2.elf", step="save-image-2")
             self.b_jump_back(vm, entry, a_marker, step="jump-back-2")
@@ -45,7 +47,7 @@ class SnapshotDebugFlow(FlowContext):
 
     def moment(self, vm: QemuVM, n: int, marker: str) -> None:
         with self.rec.step(f"moment-{n}", f"A does something: writes marker {n} into a tmpfs file", "-", vm):
-            self.run_ok(vm, f"for i in 1 2 3 4 5 6 7 8; do echo {marker}; done > /tmp/moment{n}", verdict="CHECK_FAILED")
+            self.run_ok(vm, f"for i in 1 2 3 4 5 6 7 8; do echo {marker}; done > /tmp/moment{n}", verdict=Verdict.CHECK_FAILED)
 
     def check_images(self, m1: str, m2: str) -> None:
         with self.rec.step("check-images", "Host: each image holds A's memory at its own moment", "-", None):
@@ -62,7 +64,7 @@ class SnapshotDebugFlow(FlowContext):
             self.rec.result.checks.extend(checks)
             bad = [c for c in checks if not c.ok]
             if bad:
-                raise FlowStop("CHECK_FAILED", "the images do not show A at their moments", [c.detail for c in bad])
+                raise FlowStop(Verdict.CHECK_FAILED, "the images do not show A at their moments", [c.detail for c in bad])
 
 
 def _contains(path: Path, needle: bytes) -> bool:

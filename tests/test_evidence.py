@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import verdict
+from lab import evidence as verdict
 
 DATA = Path(__file__).parent / "data" / "transcripts"
 

@@ -1,0 +1,177 @@
+"""The exact proof of a hibernation round trip, page by page.
+
+Four pictures of kernel A's memory, each taken when A cannot change it:
+- departure: the guest stopped at the first instruction of the image A jumps into;
+- in B: kernel B's memory snapshot, before it saves A's memory;
+- on the disk: the image B saved, read back on the host;
+- return: the guest stopped at A's jump-back entry, before A runs one instruction.
+
+Every page the image holds outside the low 1 MiB and B's window must be the same in
+all four. A's own pages of B's window are in that set: kexec swapped them into its
+source pages (outside the window) before the jump and swaps them back after the
+return, so proving the source pages proves A's window pages. What is left out is
+listed with the reason (lab.memproof.LEFT_OUT).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .snapshots import (
+    PAGE_SIZE, PhysImage, Range, diff_ranges, format_range, normalize_ranges, ranges_pages, subtract_ranges,
+)
+from .symbols import SymbolMap
+
+LOW_MEMORY: Range = (0, 0x100000)
+FIRST_BYTES = 16  # bytes shown on each side of a differing page
+
+
+@dataclass(frozen=True)
+class PageDiff:
+    """One differing page: where, the first differing byte, what each side holds there."""
+
+    address: int
+    offset: int
+    a_bytes: str
+    b_bytes: str
+    symbol: str | None
+
+    def line(self) -> str:
+        where = f" ({self.symbol})" if self.symbol else ""
+        return (f"page {self.address:#010x}{where}: first difference at +{self.offset:#05x}: "
+                f"{self.a_bytes} != {self.b_bytes}")
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One comparison of the chain, e.g. departure = in B."""
+
+    name: str
+    a: str
+    b: str
+    pages_compared: int
+    differing: tuple[Range, ...]
+    examples: tuple[PageDiff, ...]
+
+    @property
+    def pages_differing(self) -> int:
+        return ranges_pages(self.differing)
+
+    @property
+    def holds(self) -> bool:
+        return self.pages_compared > 0 and not self.differing
+
+    def summary(self) -> str:
+        if self.holds:
+            return f"{self.name}: all {self.pages_compared} pages identical"
+        if not self.pages_compared:
+            return f"{self.name}: no page compared"
+        shown = ", ".join(format_range(r) for r in self.differing[:4])
+        more = f" (+{len(self.differing) - 4} more ranges)" if len(self.differing) > 4 else ""
+        return f"{self.name}: {self.pages_differing} of {self.pages_compared} pages differ: {shown}{more}"
+
+
+@dataclass
+class RoundTripProof:
+    """The chain departure = in B = on the disk = return, over the proof domain."""
+
+    domain: list[Range]
+    legs: list[Leg] = field(default_factory=list)
+    left_out: list[tuple[Range, str]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # moments that were never captured
+
+    @property
+    def pages_in_domain(self) -> int:
+        return ranges_pages(self.domain)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing and len(self.legs) == 3
+
+    @property
+    def proven(self) -> bool:
+        return self.complete and all(leg.holds for leg in self.legs)
+
+    @property
+    def failed_legs(self) -> list[Leg]:
+        return [leg for leg in self.legs if not leg.holds]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "domain": [[s, e] for s, e in self.domain],
+            "pages_in_domain": self.pages_in_domain,
+            "proven": self.proven,
+            "complete": self.complete,
+            "missing": self.missing,
+            "legs": [{"name": leg.name, "a": leg.a, "b": leg.b, "pages_compared": leg.pages_compared,
+                      "pages_differing": leg.pages_differing, "holds": leg.holds,
+                      "differing": [[s, e] for s, e in leg.differing[:200]],
+                      "examples": [e.line() for e in leg.examples]} for leg in self.legs],
+            "left_out": [{"range": [s, e], "pages": (e - s) // PAGE_SIZE, "why": why} for (s, e), why in self.left_out],
+        }
+
+
+def proof_domain(image: PhysImage, b_window: tuple[int, int]) -> list[Range]:
+    """The pages of A the chain proves: all the image holds, less low memory and the window."""
+    window = (b_window[0], b_window[1] + 1)
+    return subtract_ranges(image.file_backed_ranges(), [LOW_MEMORY, window])
+
+
+def left_out(a_ram_end: int, domain: list[Range], b_window: tuple[int, int]) -> list[tuple[Range, str]]:
+    window = (b_window[0], min(b_window[1] + 1, a_ram_end))
+    out: list[tuple[Range, str]] = [
+        (LOW_MEMORY, "the low 1 MiB: B and C both run there (memmap=640K@0K) and B's vmcore does not save it"),
+        (window, "B's window: it holds kernel B; A's own pages of it travel in kexec's source pages, "
+                 "which are inside the proven pages"),
+    ]
+    rest = subtract_ranges([(0, a_ram_end)], [*domain, LOW_MEMORY, window])
+    out += [(r, "not in the saved image") for r in rest]
+    return out
+
+
+def compare(name: str, a: PhysImage, b: PhysImage, domain: list[Range],
+            symbols: SymbolMap | None = None, examples: int = 8) -> Leg:
+    """One leg: a and b page by page over `domain`; the first differing pages described."""
+    diff = diff_ranges(a, b, only=domain)
+    found: list[PageDiff] = []
+    for start, end in diff.differing:
+        for addr in range(start, end, PAGE_SIZE):
+            if len(found) >= examples:
+                break
+            found.append(describe_page(a, b, addr, symbols))
+    return Leg(name, a.path.name, b.path.name, diff.pages_compared, tuple(diff.differing), tuple(found))
+
+
+def describe_page(a: PhysImage, b: PhysImage, addr: int, symbols: SymbolMap | None) -> PageDiff:
+    pa = a.pages(addr, addr + PAGE_SIZE, copy=True).reshape(-1)
+    pb = b.pages(addr, addr + PAGE_SIZE, copy=True).reshape(-1)
+    idx = np.flatnonzero(pa != pb)
+    off = int(idx[0]) if idx.size else 0
+    lo = max(0, off - 4)
+    symbol = symbols.lookup_physical(addr + off) if symbols else None
+    return PageDiff(addr, off, pa[lo:lo + FIRST_BYTES].tobytes().hex(" "), pb[lo:lo + FIRST_BYTES].tobytes().hex(" "),
+                    symbol)
+
+
+def prove_round_trip(departure: Path | None, in_b: Path, image: Path, ret: Path | None,
+                     b_window: tuple[int, int], a_ram_end: int, symbols: SymbolMap | None = None) -> RoundTripProof:
+    """departure = in B = on the disk = return over the proof domain. A moment that was
+    not captured (the guest never reached it) leaves its legs out and is listed."""
+    with PhysImage.open(image) as img, PhysImage.open(in_b) as b:
+        domain = normalize_ranges(proof_domain(img, b_window))
+        proof = RoundTripProof(domain, left_out=left_out(a_ram_end, domain, b_window))
+        if departure is None:
+            proof.missing.append("departure: the guest never reached the entry of the image A jumps into")
+        else:
+            with PhysImage.open(departure) as dep:
+                proof.legs.append(compare("departure = in B", dep, b, domain, symbols))
+        proof.legs.append(compare("in B = on the disk", b, img, domain, symbols))
+        if ret is None:
+            proof.missing.append("return: the guest never reached A's jump-back entry")
+        else:
+            with PhysImage.open(ret) as back:
+                proof.legs.append(compare("on the disk = return", img, back, domain, symbols))
+    return proof
