@@ -26,11 +26,12 @@ from .errors import KjlabError
 from .flows import FLOWS
 from .machines import machine_fragments
 from .flows.base import FlowStop, Recorder
-from .flows.common import FlowArtifacts
+from .flows.common import FlowArtifacts, FlowContext
 from .provenance import host_provenance
 from .qemu_cmdline import QEMU_BINARY
 from .results import RunResult, Step
 from .scenario import Scenario
+from .symbols import symbolize
 from .expectation import apply_expectation, step_texts
 from .verdict import Verdict
 
@@ -122,13 +123,16 @@ def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
     log.info("run %s in %s (accelerator %s: %s)", run_id, run_dir, accel.accel, accel.reason)
     try:
         with _sigterm_as_interrupt():
+            flow: FlowContext | None = None
             try:
                 art = prepare_artifacts(sc, run_dir, rec)
                 flow = FLOWS[sc.flow.name](sc, art, run_dir, sock_dir, rec, accel.accel)
                 flow.run()
                 _finish(result, Verdict.PASS, flow.pass_reason)
             except FlowStop as stop:
-                _finish(result, stop.verdict, stop.reason, stop.evidence)
+                # Instruction pointers in the evidence get their function names (System.map).
+                symbols = flow.symbols if flow is not None else None
+                _finish(result, stop.verdict, stop.reason, symbolize(stop.evidence, symbols))
             except KjlabError as e:
                 _finish(result, Verdict.ERROR, f"the lab could not complete the run: {type(e).__name__}", str(e).splitlines())
             except KeyboardInterrupt as e:

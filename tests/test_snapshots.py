@@ -407,14 +407,14 @@ def _real_runs() -> list[Path]:
         return []
     return sorted(d for d in RUNS.iterdir()
                   if all(os.access(d / f, os.R_OK) for f in
-                         ("snapshot-A-before-jump.elf", "snapshot-A-resumed.elf")))
+                         ("snapshot-A-departure.elf", "snapshot-A-return.elf")))
 
 
 @pytest.mark.skipif(not _real_runs(), reason="no run with both snapshots in reports/runs")
 @pytest.mark.parametrize("run", _real_runs()[:3], ids=lambda d: d.name)
 def test_real_snapshots_differ_somewhere_not_everywhere(run: Path) -> None:
-    with PhysImage.open(run / "snapshot-A-before-jump.elf") as a, \
-            PhysImage.open(run / "snapshot-A-resumed.elf") as b:
+    with PhysImage.open(run / "snapshot-A-departure.elf") as a, \
+            PhysImage.open(run / "snapshot-A-return.elf") as b:
         pa, pb = a.present_ranges(), b.present_ranges()
         assert pa and pb  # QEMU #2 may have more memory than #1: not always equal
         itself = diff_ranges(a, a)
@@ -438,7 +438,7 @@ def test_real_dump_elf_maps_onto_snapshot(tmp_path: Path) -> None:
                    check=True, capture_output=True)
     if not dump.exists() or dump.stat().st_size == 0:
         pytest.skip("no dump.elf on the disk")
-    with PhysImage.open(dump) as d, PhysImage.open(run / "snapshot-A-before-jump.elf") as a:
+    with PhysImage.open(dump) as d, PhysImage.open(run / "snapshot-A-departure.elf") as a:
         assert d.segments and d.present_ranges()
         assert intersect_ranges(d.present_ranges(), a.present_ranges()) == d.present_ranges()
         r = diff_ranges(a, d)

@@ -261,7 +261,7 @@ class FlowContext:
             return self.sc.machine.memory_mib << 20
         return int(a_mem.rstrip("MG")) << (30 if a_mem.endswith("G") else 20)
 
-    def memory_map(self, before: Path, after: Path) -> None:
+    def memory_map(self, before: Path, after: Path, proven: list[tuple[int, int]] | None = None) -> None:
         """The report's map of A's memory and the sentinel summary, from two snapshots."""
         from ..memcheck import check_resume, memory_view, sentinel_ranges
 
@@ -273,7 +273,8 @@ class FlowContext:
             present = img.present_ranges()
         mem["map"] = memory_view(self.sc.machine.memory_mib << 20, present,
                                  mem.get("image_bad_ranges", []) + finding.bad_ranges, changed,
-                                 sentinel_ranges(before, self.plan) if self.plan.pages else [], self.sc.flow.b_window)
+                                 sentinel_ranges(before, self.plan) if self.plan.pages else [], self.sc.flow.b_window,
+                                 proven=proven)
         self.rec.note("sentinel check", finding.data.get("sentinel_summary", "no sentinel pages planned"))
 
     def check_cpus(self, vm: QemuVM) -> None:

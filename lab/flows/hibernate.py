@@ -18,7 +18,7 @@ from ..image_tools import (
     corrupt_image_on_disk, read_from_disk, sha256_file, split_image_on_disk, tamper_image_on_disk,
 )
 from ..memproof import compare, prove_round_trip
-from ..snapshots import PhysImage
+from ..snapshots import PhysImage, subtract_ranges
 from ..memcheck import check_image
 from ..vm import QemuVM
 from ..verdict import Verdict
@@ -165,7 +165,8 @@ class HibernateFlow(FlowContext):
                                      self.symbols)
             self.rec.result.memory["round_trip"] = proof.to_json()
             if departure is not None and ret is not None:
-                self.memory_map(departure, ret)
+                failed = [r for leg in proof.failed_legs for r in leg.differing]
+                self.memory_map(departure, ret, proven=subtract_ranges(proof.domain, failed))
             self.rec.note("round-trip proof", "\n".join([leg.summary() for leg in proof.legs] + proof.missing))
             if not proof.complete:
                 raise FlowStop(Verdict.CHECK_FAILED, "the round trip was not proven: " + "; ".join(proof.missing),
