@@ -45,6 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         out.print("[bold yellow]interrupted[/]", markup=True)
         return EXIT_INTERRUPTED
+    except Exception as e:  # a bug of the lab: one line here, the traceback in a file
+        trace = _save_traceback(e)
+        out.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (traceback in {trace})", markup=True)
+        return EXIT_CANNOT_TEST
+
+
+def _save_traceback(e: BaseException) -> Path:
+    import tempfile
+    import traceback
+
+    fd, name = tempfile.mkstemp(prefix="kjlab-error-", suffix=".log")
+    with open(fd, "w") as f:
+        f.write("".join(traceback.format_exception(e)))
+    return Path(name)
 
 
 def _parser() -> argparse.ArgumentParser:

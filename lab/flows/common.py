@@ -29,7 +29,7 @@ from ..gdbstub import GdbError, GdbStub
 from ..symbols import SymbolMap
 from ..vm import QemuVM
 from ..verdict import Verdict
-from .base import FlowStop, Recorder, step_console_text, stop_for_console_failure
+from .base import FlowStop, Recorder, host_io_error, step_console_text, stop_for_console_failure
 
 if TYPE_CHECKING:
     from ..scenario import Scenario
@@ -121,6 +121,9 @@ class FlowContext:
         except (ConsoleTimeout, ConsoleEOF) as e:
             raise stop_for_console_failure(vm, e, self.text(vm)) from None
         if result.status != 0:
+            io_error = host_io_error(vm)
+            if io_error is not None:
+                raise io_error
             evidence = kexec_error_lines(result.output) or result.output.splitlines()[-15:]
             raise FlowStop(verdict, f"`{command}` exited {result.status}", evidence)
         return result.output
@@ -331,13 +334,17 @@ class FlowContext:
     def _jump_to_b(self, vm: QemuVM, step: str, first: bool, capture: bool) -> tuple[str, Path | None]:
         departure = None
         with self.rec.step(step, "kexec -e: jump to kernel B", "6", vm):
-            if capture:
-                marker, departure = self.jump_capturing(vm, self.b_entry_address, "A-departure",
-                                                        lambda: self.a_jump_out(vm))
-            else:
-                marker = self.a_jump_out(vm)
+            # Interrupts logged while B boots: a fault on the way (e.g. an offline CPU woken
+            # in overwritten text) shows its vector and instruction pointer.
+            with self.interrupt_logging(vm):
+                if capture:
+                    marker, departure = self.jump_capturing(vm, self.b_entry_address, "A-departure",
+                                                            lambda: self.a_jump_out(vm))
+                else:
+                    marker = self.a_jump_out(vm)
+                if first:
+                    self.wait_ready(vm, "B")
             if first:
-                self.wait_ready(vm, "B")
                 self.check_b_confined(vm)
         return marker, departure
 
@@ -447,8 +454,11 @@ class FlowContext:
         #GP/#DF with the registers (GDT=...) in the cpu_reset log. Off again afterwards."""
         vm.monitor.hmp("log cpu_reset,int")
         self.rec.note("QMP human-monitor-command: log cpu_reset,int")
-        yield
-        vm.monitor.hmp("log cpu_reset")
+        try:
+            yield
+        finally:
+            if vm.running():
+                vm.monitor.hmp("log cpu_reset")
 
     def save_image_b(self, vm: QemuVM, name: str = "dump.elf", step: str = "save-image") -> str:
         """Step 7: B saves A's memory from /proc/vmcore (and the jump-back entry) to the disk."""
@@ -461,9 +471,10 @@ class FlowContext:
             self.run_ok(vm, f"kj-mount-disk {self.disk_dev}", verdict=Verdict.CHECK_FAILED)
             if self.sc.flow.save == "makedumpfile":
                 level = self.sc.flow.dump_level
-                self.run_ok(vm, f"time makedumpfile -E -d {level} -i /mnt/vmcoreinfo /proc/vmcore /mnt/{name}", "save")
+                self.run_ok(vm, f"time makedumpfile -E -d {level} -i /mnt/vmcoreinfo /proc/vmcore /mnt/{name}", "save",
+                            verdict=Verdict.SAVE_FAILED)
             else:
-                self.run_ok(vm, f"time cp /proc/vmcore /mnt/{name}", "save")
+                self.run_ok(vm, f"time cp /proc/vmcore /mnt/{name}", "save", verdict=Verdict.SAVE_FAILED)
             self.run_ok(vm, f"echo {entry} > /mnt/kexec_jump_back_entry && ls -l /mnt && umount /mnt && sync",
                         verdict=Verdict.CHECK_FAILED)
         return entry
