@@ -55,8 +55,8 @@ def write_to_disk(disk: Path, local: Path, name: str) -> None:
         raise ImageReadError(f"debugfs did not write all of {local} to /{name} on {disk}")
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def md5_file(path: Path) -> str:
+    digest = hashlib.md5()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)

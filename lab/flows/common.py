@@ -73,7 +73,7 @@ class FlowContext:
         self.jumps_out = 0  # A's jumps so far; each marks A's kernel log (lab.evidence.jump_mark)
         self.b_entry_address: int | None = None  # where the jump into B starts (kexec -d)
         self.return_entry: int | None = None  # A's jump-back entry, as C's kexec -d loaded it
-        self.image_sha256 = ""  # the image as the host read it after B saved it
+        self.image_md5 = ""  # of the image as the host read it after B saved it
         self.symbols = SymbolMap.load(art.system_map) if art.system_map and art.system_map.is_file() else None
         self.plan = SentinelPlan(run_token(rec.result.run_id), seed=0x5EED, pages=scenario.flow.sentinel_pages)
         rec.result.memory["sentinel_plan"] = {"token": f"0x{self.plan.token:016x}", "seed": self.plan.seed,
@@ -189,6 +189,7 @@ class FlowContext:
             return send(), None
         gdb = GdbStub(vm.files.gdb_socket, self.run_dir / f"gdb-{vm.name}.log")
         self.rec.result.artifacts[f"GDB log {vm.name}"] = gdb.log_path.name
+        t0 = time.monotonic()
         try:
             gdb.attach()
             bp = gdb.break_at(entry)
@@ -197,6 +198,7 @@ class FlowContext:
             gdb.close()
             self.rec.note(f"{name}: GDB could not set the breakpoint", str(e))
             return send(), None
+        self.rec.note(f"GDB: attach, hbreak *{entry:#x} if paging is off, continue", "", 0, time.monotonic() - t0)
         marker = send()
         path = None
         try:
@@ -209,7 +211,9 @@ class FlowContext:
         except (TimeoutError, GdbError) as e:
             self.rec.note(f"{name}: not captured", str(e))
         finally:
+            t0 = time.monotonic()
             gdb.detach()  # QEMU resumes the guest
+            self.rec.note("GDB: delete the breakpoint, detach", "", 0, time.monotonic() - t0)
         return marker, path
 
     def a_jump_out(self, vm: QemuVM) -> str:

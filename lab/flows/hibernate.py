@@ -15,7 +15,7 @@ from pathlib import Path
 from ..expectation import LATER_EVIDENCE
 from ..evidence import kexec_load_entry
 from ..image_tools import (
-    corrupt_image_on_disk, read_from_disk, sha256_file, split_image_on_disk, tamper_image_on_disk,
+    corrupt_image_on_disk, md5_file, read_from_disk, split_image_on_disk, tamper_image_on_disk,
 )
 from ..memproof import compare, prove_round_trip
 from ..snapshots import PhysImage, subtract_ranges
@@ -73,8 +73,8 @@ class HibernateFlow(FlowContext):
         its hash, which C verifies before it loads the image."""
         with self.rec.step("check-image", "Host: the saved image against A's memory and its sentinel pages", "-", None):
             read_from_disk(self.art.disk, "dump.elf", saved)
-            self.image_sha256 = sha256_file(saved)
-            self.rec.note("sha256 of dump.elf as saved", self.image_sha256)
+            self.image_md5 = md5_file(saved)
+            self.rec.note("md5 of dump.elf as saved", self.image_md5)
             finding = check_image(saved, b_snapshot, departure or b_snapshot, self.plan, self.sc.flow.b_window)
             self.rec.result.memory["image_check"] = finding.data
             self.rec.result.memory["image_bad_ranges"] = finding.bad_ranges
@@ -94,12 +94,14 @@ class HibernateFlow(FlowContext):
             self.rec.note(f"flipped the byte at physical {at:#x} (file offset {offset:#x}) of dump.elf")
 
     def verify_image_in_c(self, vm: QemuVM, saved: Path) -> None:
-        """C checks the image before it loads it: the hash the host took after B saved it."""
-        out = self.run_ok(vm, "sha256sum /mnt/dump.elf", verdict=Verdict.CHECK_FAILED)
-        found = re.search(r"\b([0-9a-f]{64})\b", out)
-        if found and found.group(1) == self.image_sha256:
+        """C checks the image before it loads it: the hash the host took after B saved it.
+        MD5, not SHA-256: it is there to catch any change, and busybox computes it in a
+        third of the time under TCG (92 MB, beside a kernel build: 2.6 s against 6.4 s)."""
+        out = self.run_ok(vm, "md5sum /mnt/dump.elf", verdict=Verdict.CHECK_FAILED)
+        found = re.search(r"\b([0-9a-f]{32})\b", out)
+        if found and found.group(1) == self.image_md5:
             return
-        evidence = [f"sha256 in C: {found.group(1) if found else out.strip()}", f"sha256 as saved: {self.image_sha256}"]
+        evidence = [f"md5 in C: {found.group(1) if found else out.strip()}", f"md5 as saved: {self.image_md5}"]
         now = read_from_disk(self.art.disk, "dump.elf", self.run_dir / "image-on-disk-now.elf")
         self.rec.result.artifacts["image as saved"] = saved.name
         self.rec.result.artifacts["image on the disk at load"] = now.name
