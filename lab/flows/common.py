@@ -73,6 +73,7 @@ class FlowContext:
         self.jumps_out = 0  # A's jumps so far; each marks A's kernel log (lab.evidence.jump_mark)
         self.b_entry_address: int | None = None  # where the jump into B starts (kexec -d)
         self.return_entry: int | None = None  # A's jump-back entry, as C's kexec -d loaded it
+        self.return_snapshot: Path | None = None  # A's memory when it got control back
         self.image_md5 = ""  # of the image as the host read it after B saved it
         self.symbols = SymbolMap.load(art.system_map) if art.system_map and art.system_map.is_file() else None
         self.plan = SentinelPlan(run_token(rec.result.run_id), seed=0x5EED, pages=scenario.flow.sentinel_pages)

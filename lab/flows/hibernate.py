@@ -59,7 +59,7 @@ class HibernateFlow(FlowContext):
             self.check_round_trip(departure, in_b, saved, ret)
         except FlowStop as later:
             if image_problem is None:
-                raise
+                raise self.with_memory_at_return(later, departure, in_b, saved) from None
             # The damaged image is the cause; what the resume then did is more evidence.
             raise FlowStop(image_problem.verdict, image_problem.reason,
                            [*image_problem.evidence, f"{LATER_EVIDENCE}{self.rec.result.steps[-1].name}: {later.verdict}: "
@@ -151,8 +151,21 @@ class HibernateFlow(FlowContext):
         """kexec -e in C; the guest stops at A's jump-back entry for the return snapshot."""
         with self.rec.step("jump-back", "kexec -e in C: jump back to kernel A", "10", vm), self.interrupt_logging(vm):
             _, ret = self.jump_capturing(vm, self.return_entry, "A-return", lambda: self._send_kexec_e(vm))
+            self.return_snapshot = ret
             self.jump_returned(vm, self.a_marker, "A")
         return ret
+
+    def with_memory_at_return(self, stop: FlowStop, departure: Path | None, in_b: Path, saved: Path) -> FlowStop:
+        """A resume that failed after the return was captured: was A's memory intact when
+        A got control back? Then the fault is in A's own resume path, not in the image."""
+        if self.return_snapshot is None or departure is None:
+            return stop
+        try:
+            self.check_round_trip(departure, in_b, saved, self.return_snapshot)
+            said = "every page of A was intact at return: the failure is in A's own resume path"
+        except FlowStop as proof:
+            said = f"{proof.reason}: {'; '.join(proof.evidence[:3])}"
+        return FlowStop(stop.verdict, stop.reason, [*stop.evidence, f"{LATER_EVIDENCE}check-round-trip: {said} --"])
 
     def _send_kexec_e(self, vm: QemuVM) -> str:
         vm.console.send_line("kexec -x -e")
