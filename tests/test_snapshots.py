@@ -444,3 +444,20 @@ def test_real_dump_elf_maps_onto_snapshot(tmp_path: Path) -> None:
         r = diff_ranges(a, d)
         assert r.only_b == [] and r.pages_equal > 0
         assert r.pages_compared == sum(e - s for s, e in d.present_ranges()) // PAGE_SIZE
+
+
+def test_an_intact_twin_does_not_hide_a_damaged_copy(tmp_path: Path) -> None:
+    """tmpfs page 3 has two copies (file page and page cache); the copy that is not in
+    place gets damaged: the page is corrupted, though an intact copy sits in place."""
+    seed = 0xC0FFEE
+    page = sentinel_page(TOKEN, 3, TMPFS, seed)
+    before = {0x13000: page, 0x40000: page}
+    after = {0x13000: page, 0x40000: corrupt(page, 200)}
+    segs = [Seg(0, 0x100000)]
+    b = write_core(tmp_path / "b.elf", segs, before, 64)
+    a = write_core(tmp_path / "a.elf", segs, after, 64)
+    with PhysImage.open(b) as ib, PhysImage.open(a) as ia:
+        check = check_sentinels(scan_sentinels(ib, TOKEN), scan_sentinels(ia, TOKEN), {TMPFS: 4})
+    assert check.corrupted["tmpfs"].indices == [3]
+    assert check.corrupted["tmpfs"].ranges == [(0x40000, 0x41000)]
+    assert "tmpfs" not in check.moved
