@@ -6,6 +6,7 @@ written, and the QEMU processes are gone (their context managers end them).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import signal
@@ -30,7 +31,7 @@ from .flows.common import FlowArtifacts
 from .provenance import host_provenance
 from .qemu_cmdline import QEMU_BINARY
 from .results import RunResult, Step
-from .scenario import Scenario
+from .scenario import Scenario, check_name
 from .expectation import apply_expectation, step_texts
 from .verdict import Verdict
 
@@ -47,14 +48,20 @@ class RunOutcome:
 
 
 def new_run_dir(runs_root: Path, scenario: Scenario) -> tuple[str, Path]:
-    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{scenario.name}"
-    run_dir = runs_root / run_id
-    n = 1
-    while run_dir.exists():
-        n += 1
-        run_dir = runs_root / f"{run_id}-{n}"
-    run_dir.mkdir(parents=True)
-    return run_dir.name, run_dir
+    """A fresh directory `<time>-<scenario>[-N]` in runs_root, made atomically: two runs of
+    the same scenario in the same second get two directories (mkdir fails for the second,
+    which takes the next suffix), never one shared or a FileExistsError."""
+    name = check_name(str(scenario.path), "scenario.name", scenario.name)  # stays inside runs_root
+    runs_root.mkdir(parents=True, exist_ok=True)
+    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+    for n in itertools.count(1):
+        run_id = base if n == 1 else f"{base}-{n}"
+        try:
+            (runs_root / run_id).mkdir()
+        except FileExistsError:
+            continue
+        return run_id, runs_root / run_id
+    raise AssertionError("unreachable")
 
 
 def kernel_spec(sc: Scenario) -> KernelSpec:
