@@ -479,7 +479,7 @@ def _stage_progs(progs: dict[str, Path], stage: Path) -> None:
 def _busybox_links(busybox: Path, stage: Path) -> None:
     # the i386 busybox runs on the x86_64 host (IA32 emulation): ask it for its applets
     try:
-        applets = run([str(busybox), "--list-full"]).split()
+        applets = run([str(busybox), "--list-full"], timeout=60).split()
     except OSError as exc:
         raise BuildError(f"cannot run {busybox} on this host to list its applets: {exc}") from exc
     if "bin/sh" not in applets:
