@@ -19,7 +19,7 @@ from .errors import KjlabError, UserError
 from .machines import machine_fragments, machines
 from .quirks import QUIRKS
 from .results import Step
-from .verdict import EXIT_CANNOT_TEST, EXIT_FAIL, EXIT_INTERRUPTED, EXIT_PASS, EXIT_USAGE, Verdict, exit_code
+from .verdict import EXIT_CANNOT_TEST, EXIT_FAIL, EXIT_INTERRUPTED, EXIT_PASS, EXIT_USAGE, exit_code
 
 out = Console(highlight=False)
 
@@ -138,6 +138,8 @@ def cmd_suite(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
+    from .history import CellRecord
+    from .lifetime import sigterm_as_interrupt
     from .matrix import load_matrix
     from .nightly import run_night
     from .runner import DEFAULT_RUNS_DIR
@@ -149,20 +151,20 @@ def cmd_matrix(args: argparse.Namespace) -> int:
               f"{args.parallel or matrix.parallel} at once", markup=True)
     done = 0
 
-    def cell_done(o) -> None:  # type: ignore[no-untyped-def]
+    def cell_done(rec: CellRecord) -> None:
         nonlocal done
         done += 1
-        from .matrix_run import read_result
+        colour = "green" if rec.good else "red"
+        reason = rec.reason.splitlines()[0] if rec.reason else ""
+        out.print(f"  ({done}/{len(matrix.cells)}) [{colour}]{rec.verdict:<13}[/] {rec.cell}  {rec.seconds:5.1f} s"
+                  + (f"  {reason}" if colour == "red" else ""), markup=True)
 
-        res = read_result(o.run_dir)
-        verdict = res.get("verdict", "ERROR")
-        colour = "green" if Verdict.parse(verdict).good else "red"
-        out.print(f"  ({done}/{len(matrix.cells)}) [{colour}]{verdict:<13}[/] {o.cell.id}  {o.seconds:5.1f} s"
-                  + (f"  {res.get('reason', '')}" if colour == "red" else ""), markup=True)
-
-    night = run_night(matrix, args.runs_dir or DEFAULT_RUNS_DIR, record=args.record,
-                      history_path=getattr(args, "history", None), parallel=args.parallel, on_done=cell_done,
-                      keep=args.keep)
+    # SIGTERM as Ctrl-C: while the cells run, lab.matrix_run turns both into a clean stop
+    # (running cells ended and recorded INTERRUPTED, summary and exports written)
+    with sigterm_as_interrupt():
+        night = run_night(matrix, args.runs_dir or DEFAULT_RUNS_DIR, record=args.record,
+                          history_path=getattr(args, "history", None), parallel=args.parallel, on_done=cell_done,
+                          keep=args.keep)
     bad = [r for r in night.records.values() if not r.good]
     out.print(f"{len(night.records) - len(bad)}/{len(night.records)} cells good; "
               f"{night.cells_per_hour:.0f} cells/hour over {night.wall_seconds:.0f} s")
@@ -172,6 +174,10 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         if night.comparison.has_regressions:
             out.print(f"[bold red]{len(night.comparison.regressions)} regressions[/]", markup=True)
     out.print(f"summary: {night.summary}")
+    if night.interrupted:
+        out.print(f"[bold yellow]interrupted[/]: {len(night.records)} of {len(matrix.cells)} cells recorded",
+                  markup=True)
+        return EXIT_INTERRUPTED
     if args.record:
         return EXIT_FAIL if night.comparison and night.comparison.has_regressions else EXIT_PASS
     return EXIT_PASS if not bad else EXIT_FAIL
