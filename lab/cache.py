@@ -161,8 +161,10 @@ def write_manifest(root: Path, key: str) -> dict:
 
 
 def verify_manifest(root: Path, hashes: bool | None = None) -> None:
-    """Raise Damaged unless every file below root is as its manifest says (and no file is
-    missing or extra). `hashes`: check contents too; default when the entry is small."""
+    """Raise Damaged unless every file of the manifest is below root as the manifest says.
+    `hashes`: check contents too; default when the entry is small. A file that is not in
+    the manifest is ignored (nothing reads it; a tool that leaves one in a source tree
+    must not cause a rebuild on every run)."""
     try:
         manifest = json.loads((root / MANIFEST).read_text())
         files = manifest["files"]
@@ -173,9 +175,9 @@ def verify_manifest(root: Path, hashes: bool | None = None) -> None:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise Damaged(f"unreadable manifest: {e}") from None
     present = dict(_entries(root))
-    if set(present) != set(files):
-        missing, extra = sorted(set(files) - set(present)), sorted(set(present) - set(files))
-        raise Damaged(f"files missing: {missing[:5]}, files not in the manifest: {extra[:5]}")
+    missing = sorted(set(files) - set(present))
+    if missing:
+        raise Damaged(f"{len(missing)} files missing: {', '.join(missing[:5])}")
     if hashes is None:
         hashes = sum(f.get("size", 0) for f in files.values()) <= HASH_VERIFY_LIMIT
     for rel, want in files.items():
