@@ -51,7 +51,8 @@ from .errors import ScenarioError
 from .machines import machine_fragments, machines
 from .quirks import QUIRKS
 from .flows import FLOW_NAMES as FLOWS
-from .scenario import NAME_RE, NAME_RULE, EXPECTABLE_NAMES as VERDICTS, check_name, check_seconds, read_toml, scenario_from_dict
+from .scenario import EXPECTABLE_NAMES as VERDICTS
+from .scenario import NAME_RE, NAME_RULE, check_kernel_source, check_name, check_seconds, read_toml, scenario_from_dict
 
 _TOP = {"matrix", "kernel", "patchset", "override"}
 _MATRIX_KEYS = {"name", "description", "machines", "flows", "arch", "parallel", "cell_timeout", "fragments"}
@@ -101,6 +102,8 @@ def load_matrix(path: Path) -> Matrix:
     matrix_name = check_name(where, "matrix.name", m.get("name", path.stem))
     kernels = _tables(where, "kernel", data.get("kernel"), _KERNEL_KEYS, required=("name", "source"))
     _unique_names(where, "kernel", kernels)
+    for i, k in enumerate(kernels):
+        check_kernel_source(where, f"kernel[{i}].source", k["source"])
     patchsets = _tables(where, "patchset", data.get("patchset", [{"name": "none", "patches": []}]), _PATCHSET_KEYS,
                         required=("name",))
     _unique_names(where, "patchset", patchsets)

@@ -162,7 +162,7 @@ def check_package(where: str, key: str, value: Any) -> str:
     return value
 
 
-def _kernel_source(where: str, key: str, value: Any) -> str:
+def check_kernel_source(where: str, key: str, value: Any) -> str:
     source = _str(where, key, value)
     kind, sep, rest = source.partition(":")
     if not sep or kind not in ("debian", "tree", "tarball") or not rest:
@@ -220,7 +220,7 @@ def _int(where: str, key: str, value: Any, lo: int, hi: int) -> int:
 
 def _kernel(where: str, k: dict[str, Any]) -> KernelSpec:
     return KernelSpec(
-        source=_kernel_source(where, "kernel.source", k.get("source", "debian:linux-source-6.1")),
+        source=check_kernel_source(where, "kernel.source", k.get("source", "debian:linux-source-6.1")),
         arch=_choice(where, "kernel.arch", k.get("arch", "i386"), ("i386",)),
         fragments=_str_list(where, "kernel.fragments", k.get("fragments", ["kexec-jump-i386"])),
         patches=_str_list(where, "kernel.patches", k.get("patches", [])),
