@@ -1,9 +1,13 @@
-"""Wall time of one hibernate/resume cycle with cached artifacts, and each step's share.
+"""Wall time of one hibernate/resume cycle with cached artifacts, each step's share, and
+the lab's own share of the cycle next to the guests' work.
 
     .venv/bin/python benchmarks/cycle.py [--scenario FILE] [--repeat N]
 
-The first repetition builds or finds the artifacts; its artifact step is reported
-separately so the cycle figure is what the guests take.
+The lab's share is what the lab adds to what the ten steps need anyway: memory
+snapshots, GDB stopping the guest at departure and return, the host's checks of the
+image and of the round trip, and the guest-side checks (A's preparation and checks, the
+jump marks, C's hash of the image). The first repetition builds or finds the artifacts;
+its artifact step is reported apart so the cycle figure is what the guests take.
 """
 
 from __future__ import annotations
@@ -19,8 +23,36 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lab import SCENARIOS_DIR  # noqa: E402
+from lab.results import RunResult  # noqa: E402
 from lab.runner import run_scenario  # noqa: E402
 from lab.scenario import load_scenario  # noqa: E402
+from lab.verdict import Verdict  # noqa: E402
+
+GUEST_CHECK_STEPS = ("prepare-A", "verify-A")
+GUEST_CHECK_COMMANDS = ("md5sum ", "echo 'kjlab: jump-out", "grep MemTotal")
+
+
+def lab_share(res: RunResult) -> dict[str, float]:
+    """Seconds of the cycle the lab spends on its own proof, by kind."""
+    parts = {"snapshots": 0.0, "GDB": 0.0, "host checks": 0.0, "guest checks": 0.0}
+    for step in res.steps:
+        if step.name == "artifacts":
+            continue
+        if step.name.startswith("snapshot-"):
+            parts["snapshots"] += step.seconds
+        elif not step.vm:
+            parts["host checks"] += step.seconds
+        elif step.name in GUEST_CHECK_STEPS:
+            parts["guest checks"] += step.seconds
+        else:
+            for cmd in step.commands:
+                if cmd.command.startswith("stopped at"):
+                    parts["snapshots"] += cmd.seconds
+                elif cmd.command.startswith("GDB:"):
+                    parts["GDB"] += cmd.seconds
+                elif cmd.command.startswith(GUEST_CHECK_COMMANDS):
+                    parts["guest checks"] += cmd.seconds
+    return parts
 
 
 def main() -> int:
@@ -32,25 +64,38 @@ def main() -> int:
     logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)  # connect chatter
     sc = load_scenario(args.scenario)
     per_step: dict[str, list[float]] = {}
+    shares: dict[str, list[float]] = {}
     walls: list[float] = []
     with tempfile.TemporaryDirectory(prefix="kjlab-bench-") as tmp:
         for i in range(args.repeat):
             t0 = time.monotonic()
-            outcome = run_scenario(sc, Path(tmp))
+            outcome = run_scenario(sc, Path(tmp), keep="failed")
             wall = time.monotonic() - t0
             res = outcome.result
-            if res.verdict != "PASS":
+            if res.verdict is not Verdict.PASS:
                 print(f"run {i + 1}: {res.verdict} ({res.reason}); benchmark needs a PASS", file=sys.stderr)
                 return 1
             artifacts = sum(s.seconds for s in res.steps if s.name == "artifacts")
-            walls.append(wall - artifacts)
+            cycle = wall - artifacts
+            walls.append(cycle)
             for s in res.steps:
                 per_step.setdefault(s.name, []).append(s.seconds)
-            print(f"run {i + 1}: cycle {wall - artifacts:6.2f} s (+ artifacts {artifacts:5.2f} s)")
+            parts = lab_share(res)
+            for kind, seconds in parts.items():
+                shares.setdefault(kind, []).append(seconds)
+            shares.setdefault("lab total", []).append(sum(parts.values()))
+            print(f"run {i + 1}: cycle {cycle:6.2f} s (+ artifacts {artifacts:5.2f} s), "
+                  f"lab's share {sum(parts.values()):5.2f} s = {100 * sum(parts.values()) / cycle:4.1f} %")
     print(f"\n{'step':<24}{'median s':>10}{'min s':>10}{'max s':>10}")
     for name, values in per_step.items():
         print(f"{name:<24}{statistics.median(values):10.2f}{min(values):10.2f}{max(values):10.2f}")
-    print(f"\ncycle wall time without artifacts: median {statistics.median(walls):.2f} s, "
+    cycle = statistics.median(walls)
+    print(f"\n{'the lab':<24}{'median s':>10}{'% cycle':>10}")
+    for kind, values in shares.items():
+        print(f"{kind:<24}{statistics.median(values):10.2f}{100 * statistics.median(values) / cycle:10.1f}")
+    guest = cycle - statistics.median(shares["lab total"])
+    print(f"{'the guests (the rest)':<24}{guest:10.2f}{100 * guest / cycle:10.1f}")
+    print(f"\ncycle wall time without artifacts: median {cycle:.2f} s, "
           f"min {min(walls):.2f} s, max {max(walls):.2f} s over {len(walls)} runs")
     return 0
 

@@ -21,7 +21,18 @@ from .quirks import QUIRKS
 from .results import Step
 from .verdict import EXIT_CANNOT_TEST, EXIT_FAIL, EXIT_INTERRUPTED, EXIT_PASS, EXIT_USAGE, exit_code
 
-out = Console(highlight=False)
+# On a terminal: colour and rich's layout. Elsewhere (CI, cron, a pipe): plain lines,
+# never wrapped at 80 columns, no colour codes.
+TERMINAL = sys.stdout.isatty()
+out = Console(highlight=False, soft_wrap=not TERMINAL, no_color=not TERMINAL)
+
+
+def _log_handler() -> logging.Handler:
+    if sys.stderr.isatty():
+        return RichHandler(console=Console(stderr=True), show_path=False, markup=False)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    return handler
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(message)s",
-        handlers=[RichHandler(console=Console(stderr=True), show_path=False, markup=False)],
+        handlers=[_log_handler()],
     )
     if not args.verbose:  # the long stages (downloads, builds) say what they are doing
         logging.getLogger("lab.build").setLevel(logging.INFO)
@@ -45,6 +56,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         out.print("[bold yellow]interrupted[/]", markup=True)
         return EXIT_INTERRUPTED
+    except Exception as e:  # a bug of the lab: one line here, the traceback in a file
+        trace = _save_traceback(e)
+        out.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (traceback in {trace})", markup=True)
+        return EXIT_CANNOT_TEST
+
+
+def _save_traceback(e: BaseException) -> Path:
+    import tempfile
+    import traceback
+
+    fd, name = tempfile.mkstemp(prefix="kjlab-error-", suffix=".log")
+    with open(fd, "w") as f:
+        f.write("".join(traceback.format_exception(e)))
+    return Path(name)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -15,8 +15,9 @@ LATER_EVIDENCE = "-- then, at "
 
 
 def step_texts(run_dir: Path, result: RunResult, step_name: str) -> list[str]:
-    """What the step `step_name` itself showed: its slice of the console log, its slice of
-    QEMU's cpu_reset log, and the verdict's reason and evidence up to later steps'."""
+    """What the step `step_name` itself showed, in this order: its slice of the console
+    log, its slice of QEMU's cpu_reset log, the verdict's reason and its evidence up to
+    later steps' (evidence is symbolized: function names of instruction pointers)."""
     step = next((s for s in result.steps if s.name == step_name), None)
     if step is None:
         return []
@@ -25,10 +26,11 @@ def step_texts(run_dir: Path, result: RunResult, step_name: str) -> list[str]:
         if line.startswith(LATER_EVIDENCE):
             break
         own_evidence.append(line)
-    texts = [result.reason, "\n".join(own_evidence)]
+    texts = []
     if step.vm:
         texts.append(_slice(run_dir / f"console-{step.vm}.log", step.console_start, step.console_end))
         texts.append(_slice(run_dir / f"cpu-reset-{step.vm}.log", step.cpu_reset_start, step.cpu_reset_end))
+    texts += [result.reason, "\n".join(own_evidence)]
     return [t for t in texts if t]
 
 
@@ -57,7 +59,7 @@ def apply_expectation(observed: Verdict, expected: Verdict, signature: str, expe
     if observed is Verdict.PASS:
         return Verdict.XPASS, False, f"expected {expected}, but the run passed: the known bug did not show"
     in_step = bool(expected_step) and expected_step == failed_step
-    matched = bool(signature) and in_step and any(re.search(signature, t, re.MULTILINE) for t in step_texts)
+    matched = bool(signature) and in_step and signature_matches(signature, step_texts)
     if observed is expected and matched:
         return Verdict.XFAIL, True, f"expected failure {expected} seen in {failed_step}, signature matched"
     why = []
@@ -68,3 +70,9 @@ def apply_expectation(observed: Verdict, expected: Verdict, signature: str, expe
     elif not matched:
         why.append(f"signature /{signature}/ not found in {failed_step}'s logs")
     return observed, matched, "; ".join(why)
+
+
+def signature_matches(signature: str, step_texts: list[str]) -> bool:
+    """The signature against the step's texts joined in order (console, cpu_reset, reason,
+    evidence), so one signature can tie the step's console to QEMU's view of the fault."""
+    return re.search(signature, "\n".join(step_texts), re.MULTILINE) is not None

@@ -60,7 +60,7 @@ class GdbStub:
     def resume(self) -> None:
         """Let the guest run; what GDB reported before (the stop of attaching) is stale."""
         self._pending.clear()
-        self._mi("-exec-continue", expect="running")
+        self._mi("-exec-continue")
 
     def wait_stopped(self, timeout: float, alive: Callable[[], bool] = lambda: True) -> dict[str, Any]:
         """The next *stopped record (a breakpoint hit); raises TimeoutError after `timeout`
@@ -108,7 +108,7 @@ class GdbStub:
         self._log(records)
         return records
 
-    def _mi(self, command: str, timeout: float = 10.0, expect: str = "done") -> list[dict[str, Any]]:
+    def _mi(self, command: str, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Send one MI command and wait for its result record (^done, ^running, ^error)."""
         if self._gdb is None:
             raise GdbError("GDB is not attached")
@@ -118,15 +118,14 @@ class GdbStub:
         got: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             records = self._read(min(1.0, max(0.05, deadline - time.monotonic())))
-            for r in records:
-                if r.get("type") == "result":
-                    got.append(r)
-                    if r.get("message") == "error":
-                        raise GdbError(f"GDB: {command}: {(r.get('payload') or {}).get('msg', r)}")
-                    if r.get("message") in (expect, "done", "connected", "running"):
-                        return got
-                else:
-                    self._pending.append(r)
+            # Keep every other record of the batch (a *stopped may come right after ^running).
+            self._pending += [r for r in records if r.get("type") != "result"]
+            got += [r for r in records if r.get("type") == "result"]
+            for r in got:
+                if r.get("message") == "error":
+                    raise GdbError(f"GDB: {command}: {(r.get('payload') or {}).get('msg', r)}")
+            if got:
+                return got
         raise GdbError(f"GDB did not answer {command!r} within {timeout:.0f} s")
 
     def _log(self, records: list[dict[str, Any]]) -> None:

@@ -55,12 +55,9 @@ def write_to_disk(disk: Path, local: Path, name: str) -> None:
         raise ImageReadError(f"debugfs did not write all of {local} to /{name} on {disk}")
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def md5_file(path: Path) -> str:
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def tamper_image_on_disk(disk: Path, name: str, paddr: int, work_dir: Path) -> int:

@@ -112,12 +112,15 @@ def sentinel_ranges(snapshot: Path, plan: SentinelPlan) -> list[tuple[int, int]]
 
 def memory_view(total_bytes: int, present: list[tuple[int, int]], bad: list[tuple[int, int]],
                 changed: list[tuple[int, int]], sentinels: list[tuple[int, int]],
-                b_window: tuple[int, int], cells: int = 1024) -> dict[str, Any]:
-    """The report's picture of A's physical memory: one class per cell, counts per class."""
+                b_window: tuple[int, int], cells: int = 1024,
+                proven: list[tuple[int, int]] | None = None) -> dict[str, Any]:
+    """The report's picture of A's physical memory: one class per cell, counts per class.
+    `proven`: pages the round-trip proof showed identical at all four moments."""
     classes = {
         "corrupted": normalize_ranges(bad),
         "changed": normalize_ranges(changed),
         "sentinel": normalize_ranges(sentinels),
+        "proven": normalize_ranges(proven or []),
         "b_window": [(b_window[0], b_window[1] + 1)],
         "unchanged": normalize_ranges(present),
     }

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from .lifetime import die_with_parent
 from .errors import CommandFailed, CommandTimeout
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def run(
             text=True,
             errors="replace",
             process_group=0,
+            preexec_fn=die_with_parent,  # a build does not outlive a killed lab
         )
         assert proc.stdout is not None
         deadline = time.monotonic() + timeout if timeout else None

@@ -41,7 +41,11 @@ def opt_value(value: object) -> str:
 def disk_args(bus: str, disk: Path) -> list[str]:
     if bus not in DISK_DEVICES:
         raise ValueError(f"unknown disk bus {bus!r}")
-    return ["-drive", f"file={opt_value(disk)},format=raw,if=none,id=hib,cache=unsafe", *DISK_DEVICES[bus]]
+    # werror/rerror=report: a host I/O error (a full host disk) reaches the guest as an
+    # I/O error at once and QMP reports BLOCK_IO_ERROR, instead of QEMU pausing the guest
+    # (the default on ENOSPC), which would look like a kernel hang.
+    return ["-drive", f"file={opt_value(disk)},format=raw,if=none,id=hib,cache=unsafe,werror=report,rerror=report",
+            *DISK_DEVICES[bus]]
 
 
 def gdb_args(files: BootFiles) -> list[str]:

@@ -212,7 +212,7 @@ class ReportView:
     generated: str = ""
 
 
-MEMORY_COLOURS = {"corrupted": "#cf222e", "changed": "#d4a72c", "sentinel": "#3b6fb6",
+MEMORY_COLOURS = {"corrupted": "#cf222e", "changed": "#d4a72c", "sentinel": "#3b6fb6", "proven": "#1a7f37",
                   "b_window": "#8250df", "unchanged": "#7ab88a", "absent": "#eaeef2"}
 
 
@@ -223,6 +223,36 @@ class MemoryView:
     total: str
     per_cell: str
     lines: list[tuple[str, str]]  # summary rows: label, text
+    proof: "ProofView | None" = None
+
+
+@dataclass
+class ProofView:
+    """The exact round-trip proof (lab.memproof): a headline, one row per leg, what is left out."""
+
+    proven: bool
+    headline: str
+    legs: list[tuple[str, str, bool, list[str]]]  # name, summary, holds, differing pages described
+    left_out: list[tuple[str, str]]  # range, why
+
+
+def proof_view(rt: dict[str, Any]) -> ProofView | None:
+    if not rt:
+        return None
+    n = rt.get("pages_in_domain", 0)
+    legs = []
+    for leg in rt.get("legs", []):
+        holds = bool(leg.get("holds"))
+        summary = (f"all {leg.get('pages_compared')} pages identical" if holds else
+                   f"{leg.get('pages_differing')} of {leg.get('pages_compared')} pages differ")
+        legs.append((str(leg.get("name")), summary, holds, [str(x) for x in leg.get("examples", [])]))
+    if rt.get("proven"):
+        headline = f"{n} pages of A ({format_size(n * 4096)}) proven identical at departure, in B, on the disk and at return"
+    else:
+        missing = "; ".join(rt.get("missing", []))
+        headline = "the round trip is NOT proven" + (f": {missing}" if missing else "")
+    left = [(f"{x['range'][0]:#x}-{x['range'][1]:#x} ({x.get('pages')} pages)", str(x.get("why"))) for x in rt.get("left_out", [])]
+    return ProofView(bool(rt.get("proven")), headline, legs, left)
 
 
 def memory_view(memory: dict[str, Any]) -> MemoryView | None:
@@ -259,6 +289,7 @@ def memory_view(memory: dict[str, Any]) -> MemoryView | None:
         total=format_size(int(mp["total_bytes"])),
         per_cell=format_size(int(mp["bytes_per_cell"])),
         lines=lines,
+        proof=proof_view(memory.get("round_trip", {})),
     )
 
 

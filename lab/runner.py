@@ -6,17 +6,16 @@ written, and the QEMU processes are gone (their context managers end them).
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import shutil
-import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import FrameType
 
 from . import REPORTS_DIR
 from .accel import choose_accel
@@ -27,11 +26,13 @@ from .errors import KjlabError
 from .flows import FLOWS
 from .machines import machine_fragments
 from .flows.base import FlowStop, Recorder
-from .flows.common import FlowArtifacts
+from .flows.common import FlowArtifacts, FlowContext
+from .lifetime import sigterm_as_interrupt
 from .provenance import host_provenance
 from .qemu_cmdline import QEMU_BINARY
 from .results import RunResult, Step
 from .scenario import Scenario, check_name
+from .symbols import symbolize
 from .expectation import apply_expectation, step_texts
 from .verdict import Verdict
 
@@ -89,7 +90,7 @@ def prepare_artifacts(sc: Scenario, run_dir: Path, rec: Recorder) -> FlowArtifac
         base = build_base(sc.kernel.arch, extra_packages=sc.guest.extra_packages, log_path=build_log)
         initrd_a = build_with_payload(base, {"boot/bzImage": kernel.image, "boot/rootfsB.gz": base.path}, log_path=build_log)
         rec.result.provenance["initramfs"] = {"base_key": base.key, "a_key": initrd_a.key, "packages": base.packages}
-        disk = make_disk(run_dir / "hibernation-disk.img", log_path=build_log)
+        disk = make_disk(run_dir / "hibernation-disk.img", size_mib=sc.flow.disk_mib, log_path=build_log)
         rec.result.artifacts["hibernation disk"] = disk.name
         rec.note("kernel", f"{kernel.release} {kernel.image} (cached: {kernel.provenance['cached']})")
         if kernel_a is not kernel:
@@ -97,18 +98,6 @@ def prepare_artifacts(sc: Scenario, run_dir: Path, rec: Recorder) -> FlowArtifac
         rec.note("initramfs", f"base {base.path}\nA {initrd_a.path}")
     return FlowArtifacts(kernel=kernel.image, kernel_a=kernel_a.image, initrd_a=initrd_a.path,
                          initrd_c=base.path, disk=disk, system_map=kernel_a.image.parent / "System.map")
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
@@ -128,29 +117,60 @@ def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
     sock_dir = Path(tempfile.mkdtemp(prefix="kjlab-"))  # mode 0700: sockets stay private
     log.info("run %s in %s (accelerator %s: %s)", run_id, run_dir, accel.accel, accel.reason)
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
+            flow: FlowContext | None = None
             try:
                 art = prepare_artifacts(sc, run_dir, rec)
                 flow = FLOWS[sc.flow.name](sc, art, run_dir, sock_dir, rec, accel.accel)
                 flow.run()
                 _finish(result, Verdict.PASS, flow.pass_reason)
             except FlowStop as stop:
-                _finish(result, stop.verdict, stop.reason, stop.evidence)
-            except KjlabError as e:
-                _finish(result, Verdict.ERROR, f"the lab could not complete the run: {type(e).__name__}", str(e).splitlines())
+                # Instruction pointers in the evidence get their function names (System.map).
+                symbols = flow.symbols if flow is not None else None
+                _finish(result, stop.verdict, stop.reason, symbolize(stop.evidence, symbols))
             except KeyboardInterrupt as e:
                 _finish(result, Verdict.INTERRUPTED, f"interrupted ({e or 'SIGINT'}); partial results")
                 raise
+            except Exception as e:  # a KjlabError, or a bug of the lab: a record, never a bare traceback
+                _finish(result, *_lab_failure(e, run_dir))
     finally:
         shutil.rmtree(sock_dir, ignore_errors=True)
-        if result.ended is None:  # an unexpected exception: still leave a record
-            _finish(result, Verdict.ERROR, "unexpected error in the lab (see the log)")
+        if result.ended is None:  # an exception the lab does not handle (SystemExit): still leave a record
+            _finish(result, Verdict.ERROR, "the run ended without a verdict")
         _judge(result, sc, run_dir)
         if keep == "failed" and result.verdict.good:
             _drop_bulk(result, run_dir)
-        rec.save()
+        try:
+            rec.save()
+        except OSError as e:  # the host's disk is full: say so, the record stays as far as it got
+            log.error("could not save %s: %s", run_dir / "results.json", e)
+            result.verdict, result.reason = Verdict.HOST_IO_ERROR, f"results.json could not be saved: {e}"
         report = _render(run_dir)
     return RunOutcome(result, run_dir, report)
+
+
+HOST_IO_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
+
+
+def _lab_failure(e: Exception, run_dir: Path) -> tuple[Verdict, str, list[str]]:
+    """The verdict of a run the lab could not complete: a host disk that is full or
+    failing (HOST_IO_ERROR, naming the place), or another lab error (ERROR). An error
+    that is not a KjlabError is a bug of the lab: its traceback goes to lab-error.log."""
+    text = f"{type(e).__name__}: {e}"
+    chain = [e, e.__cause__, e.__context__]
+    if any(isinstance(x, OSError) and x.errno in HOST_IO_ERRNOS for x in chain) or "No space left on device" in text:
+        free = shutil.disk_usage(run_dir).free if run_dir.exists() else 0
+        return (Verdict.HOST_IO_ERROR, f"the host's disk failed or is full under {run_dir} ({free >> 20} MiB free)",
+                text.splitlines())
+    if isinstance(e, KjlabError):
+        return Verdict.ERROR, f"the lab could not complete the run: {type(e).__name__}", str(e).splitlines()
+    trace = run_dir / "lab-error.log"
+    try:
+        trace.write_text("".join(traceback.format_exception(e)))
+    except OSError:
+        pass
+    log.error("unexpected error in the lab: %s (traceback in %s)", text, trace)
+    return Verdict.ERROR, f"unexpected error in the lab: {text} (traceback in {trace.name})", text.splitlines()
 
 
 def _finish(result: RunResult, verdict: Verdict, reason: str, evidence: list[str] | None = None) -> None:

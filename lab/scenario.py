@@ -37,7 +37,7 @@ _SCHEMA: dict[str, set[str]] = {
     "machine": {"name", "memory_mib", "c_memory_mib", "cpu", "smp", "disk_bus", "machine", "accel", "acpi"},
     "flow": {"name", "a_mem", "a_append", "b_window", "save", "dump_level", "cycles", "proof_kib", "timeouts",
              "split_image_segments", "sentinel_pages", "corrupt_image_pages", "a_reserves_window",
-             "tamper_image_at", "after_resume_command"},
+             "tamper_image_at", "after_resume_command", "disk_mib"},
     "quirks": set(QUIRKS),
     "expect": {"verdict", "signature", "step", "links"},
 }
@@ -59,6 +59,7 @@ class FlowParams:
     corrupt_image_pages: int = 0  # test option: damage N sentinel pages of the saved image on the disk
     tamper_image_at: int = 0  # test option: flip one byte of the image at this physical address after the host checked it
     after_resume_command: str = ""  # test option: a command A runs right after the jump back, before the checks
+    disk_mib: int = 512  # the hibernation disk (ext2); smaller than the image: B cannot save it
     timeouts: dict[str, float] = field(default_factory=dict)
 
 
@@ -288,6 +289,7 @@ def _flow(where: str, f: dict[str, Any]) -> FlowParams:
         corrupt_image_pages=_int(where, "flow.corrupt_image_pages", f.get("corrupt_image_pages", 0), 0, 16384),
         tamper_image_at=_int(where, "flow.tamper_image_at", f.get("tamper_image_at", 0), 0, 0xFFFFFFFF),
         after_resume_command=_str(where, "flow.after_resume_command", f.get("after_resume_command", "")),
+        disk_mib=_int(where, "flow.disk_mib", f.get("disk_mib", 512), 8, 65536),
         timeouts=timeouts,
     )
 

@@ -782,8 +782,8 @@ def check_sentinels(before: SentinelScan, after: SentinelScan,
                     expected_count: Mapping[int, int]) -> SentinelCheck:
     """Every expected (region, index < count) must be in `after`, intact, and at its
     `before` address when `before` has it. A page found at several addresses counts as in
-    place if one copy sits at a `before` address (that copy is judged), else the first
-    intact copy is judged."""
+    place if one copy sits at a `before` address; it is corrupted if any copy is (an
+    intact twin in the page cache must not hide a damaged copy)."""
     b_keys, a_keys = before.by_key(), after.by_key()
     acc: dict[str, dict[str, _GroupAcc]] = {k: {} for k in
                                              ("missing", "corrupted", "moved", "not_in_before")}
@@ -821,12 +821,11 @@ def _judge(before: list[tuple[int, int]], after: list[tuple[int, int]]
     if not after:
         return out + [("missing", None, was[0] if was else None)]
     in_place = [(p, bad) for p, bad in after if p in was]
-    good = [(p, bad) for p, bad in after if bad == 0]
-    p, bad = (in_place or good or after)[0]
-    if bad:
-        out.append(("corrupted", p, None))
+    damaged = [p for p, bad in after if bad]
+    if damaged:  # an intact twin (a page-cache copy) must not hide a damaged copy
+        out.append(("corrupted", damaged[0], None))
     if was and not in_place:
-        out.append(("moved", p, was[0]))
+        out.append(("moved", after[0][0], was[0]))
     return out
 
 

@@ -13,6 +13,7 @@ from types import TracebackType
 
 from .console import Console, tail_of_file
 from .errors import GuestError
+from .lifetime import die_with_parent
 from .machines import MachineSpec
 from .monitor import Monitor
 from .qemu_cmdline import BootFiles, qemu_argv
@@ -45,7 +46,9 @@ class QemuVM:
         log.info("starting %s: %s", self.name, shlex.join(self.argv))
         self.stderr_log.write_text(f"$ {shlex.join(self.argv)}\n")
         with open(self.stderr_log, "a") as errf:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=errf, stderr=errf)
+            # QEMU dies with the lab, even when the lab is SIGKILLed (no orphaned guests).
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=errf, stderr=errf,
+                                         preexec_fn=die_with_parent)
         try:
             self._monitor = Monitor(self.files.qmp_socket, self.qmp_log, self.name)
             self._monitor.connect()

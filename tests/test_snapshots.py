@@ -407,14 +407,14 @@ def _real_runs() -> list[Path]:
         return []
     return sorted(d for d in RUNS.iterdir()
                   if all(os.access(d / f, os.R_OK) for f in
-                         ("snapshot-A-before-jump.elf", "snapshot-A-resumed.elf")))
+                         ("snapshot-A-departure.elf", "snapshot-A-return.elf")))
 
 
 @pytest.mark.skipif(not _real_runs(), reason="no run with both snapshots in reports/runs")
 @pytest.mark.parametrize("run", _real_runs()[:3], ids=lambda d: d.name)
 def test_real_snapshots_differ_somewhere_not_everywhere(run: Path) -> None:
-    with PhysImage.open(run / "snapshot-A-before-jump.elf") as a, \
-            PhysImage.open(run / "snapshot-A-resumed.elf") as b:
+    with PhysImage.open(run / "snapshot-A-departure.elf") as a, \
+            PhysImage.open(run / "snapshot-A-return.elf") as b:
         pa, pb = a.present_ranges(), b.present_ranges()
         assert pa and pb  # QEMU #2 may have more memory than #1: not always equal
         itself = diff_ranges(a, a)
@@ -438,9 +438,26 @@ def test_real_dump_elf_maps_onto_snapshot(tmp_path: Path) -> None:
                    check=True, capture_output=True)
     if not dump.exists() or dump.stat().st_size == 0:
         pytest.skip("no dump.elf on the disk")
-    with PhysImage.open(dump) as d, PhysImage.open(run / "snapshot-A-before-jump.elf") as a:
+    with PhysImage.open(dump) as d, PhysImage.open(run / "snapshot-A-departure.elf") as a:
         assert d.segments and d.present_ranges()
         assert intersect_ranges(d.present_ranges(), a.present_ranges()) == d.present_ranges()
         r = diff_ranges(a, d)
         assert r.only_b == [] and r.pages_equal > 0
         assert r.pages_compared == sum(e - s for s, e in d.present_ranges()) // PAGE_SIZE
+
+
+def test_an_intact_twin_does_not_hide_a_damaged_copy(tmp_path: Path) -> None:
+    """tmpfs page 3 has two copies (file page and page cache); the copy that is not in
+    place gets damaged: the page is corrupted, though an intact copy sits in place."""
+    seed = 0xC0FFEE
+    page = sentinel_page(TOKEN, 3, TMPFS, seed)
+    before = {0x13000: page, 0x40000: page}
+    after = {0x13000: page, 0x40000: corrupt(page, 200)}
+    segs = [Seg(0, 0x100000)]
+    b = write_core(tmp_path / "b.elf", segs, before, 64)
+    a = write_core(tmp_path / "a.elf", segs, after, 64)
+    with PhysImage.open(b) as ib, PhysImage.open(a) as ia:
+        check = check_sentinels(scan_sentinels(ib, TOKEN), scan_sentinels(ia, TOKEN), {TMPFS: 4})
+    assert check.corrupted["tmpfs"].indices == [3]
+    assert check.corrupted["tmpfs"].ranges == [(0x40000, 0x41000)]
+    assert "tmpfs" not in check.moved

@@ -96,8 +96,25 @@ class Recorder:
         self.save()
 
 
+def host_io_error(vm: QemuVM) -> FlowStop | None:
+    """QEMU's BLOCK_IO_ERROR events: the host could not read or write the disk image
+    (a full host disk): a lab error naming the file, not a verdict on the kernel."""
+    if vm._monitor is None:
+        return None
+    events = vm.monitor.events_named("BLOCK_IO_ERROR")
+    if not events:
+        return None
+    data = events[0].get("data", {})
+    why = "the host's disk is full" if data.get("nospace") else f"host I/O error: {data.get('reason', '?')}"
+    return FlowStop(Verdict.HOST_IO_ERROR, f"{why} ({vm.files.disk}, {data.get('operation', '?')})",
+                    [f"QMP event BLOCK_IO_ERROR {e.get('data')}" for e in events[:5]])
+
+
 def stop_for_console_failure(vm: QemuVM, err: Exception, step_text: str) -> FlowStop:
     """What a console timeout or EOF means, judged from the console and QEMU's logs."""
+    io_error = host_io_error(vm)
+    if io_error is not None:
+        return io_error
     if isinstance(err, ConsoleEOF):
         exit_info = vm.wait_exit(15)
         tf = triple_fault_evidence(_read(vm.files.cpu_reset_log))

@@ -29,7 +29,7 @@ from ..gdbstub import GdbError, GdbStub
 from ..symbols import SymbolMap
 from ..vm import QemuVM
 from ..verdict import Verdict
-from .base import FlowStop, Recorder, step_console_text, stop_for_console_failure
+from .base import FlowStop, Recorder, host_io_error, step_console_text, stop_for_console_failure
 
 if TYPE_CHECKING:
     from ..scenario import Scenario
@@ -73,7 +73,8 @@ class FlowContext:
         self.jumps_out = 0  # A's jumps so far; each marks A's kernel log (lab.evidence.jump_mark)
         self.b_entry_address: int | None = None  # where the jump into B starts (kexec -d)
         self.return_entry: int | None = None  # A's jump-back entry, as C's kexec -d loaded it
-        self.image_sha256 = ""  # the image as the host read it after B saved it
+        self.return_snapshot: Path | None = None  # A's memory when it got control back
+        self.image_md5 = ""  # of the image as the host read it after B saved it
         self.symbols = SymbolMap.load(art.system_map) if art.system_map and art.system_map.is_file() else None
         self.plan = SentinelPlan(run_token(rec.result.run_id), seed=0x5EED, pages=scenario.flow.sentinel_pages)
         rec.result.memory["sentinel_plan"] = {"token": f"0x{self.plan.token:016x}", "seed": self.plan.seed,
@@ -121,6 +122,9 @@ class FlowContext:
         except (ConsoleTimeout, ConsoleEOF) as e:
             raise stop_for_console_failure(vm, e, self.text(vm)) from None
         if result.status != 0:
+            io_error = host_io_error(vm)
+            if io_error is not None:
+                raise io_error
             evidence = kexec_error_lines(result.output) or result.output.splitlines()[-15:]
             raise FlowStop(verdict, f"`{command}` exited {result.status}", evidence)
         return result.output
@@ -186,6 +190,7 @@ class FlowContext:
             return send(), None
         gdb = GdbStub(vm.files.gdb_socket, self.run_dir / f"gdb-{vm.name}.log")
         self.rec.result.artifacts[f"GDB log {vm.name}"] = gdb.log_path.name
+        t0 = time.monotonic()
         try:
             gdb.attach()
             bp = gdb.break_at(entry)
@@ -194,6 +199,7 @@ class FlowContext:
             gdb.close()
             self.rec.note(f"{name}: GDB could not set the breakpoint", str(e))
             return send(), None
+        self.rec.note(f"GDB: attach, hbreak *{entry:#x} if paging is off, continue", "", 0, time.monotonic() - t0)
         marker = send()
         path = None
         try:
@@ -206,7 +212,9 @@ class FlowContext:
         except (TimeoutError, GdbError) as e:
             self.rec.note(f"{name}: not captured", str(e))
         finally:
+            t0 = time.monotonic()
             gdb.detach()  # QEMU resumes the guest
+            self.rec.note("GDB: delete the breakpoint, detach", "", 0, time.monotonic() - t0)
         return marker, path
 
     def a_jump_out(self, vm: QemuVM) -> str:
@@ -261,7 +269,7 @@ class FlowContext:
             return self.sc.machine.memory_mib << 20
         return int(a_mem.rstrip("MG")) << (30 if a_mem.endswith("G") else 20)
 
-    def memory_map(self, before: Path, after: Path) -> None:
+    def memory_map(self, before: Path, after: Path, proven: list[tuple[int, int]] | None = None) -> None:
         """The report's map of A's memory and the sentinel summary, from two snapshots."""
         from ..memcheck import check_resume, memory_view, sentinel_ranges
 
@@ -273,7 +281,8 @@ class FlowContext:
             present = img.present_ranges()
         mem["map"] = memory_view(self.sc.machine.memory_mib << 20, present,
                                  mem.get("image_bad_ranges", []) + finding.bad_ranges, changed,
-                                 sentinel_ranges(before, self.plan) if self.plan.pages else [], self.sc.flow.b_window)
+                                 sentinel_ranges(before, self.plan) if self.plan.pages else [], self.sc.flow.b_window,
+                                 proven=proven)
         self.rec.note("sentinel check", finding.data.get("sentinel_summary", "no sentinel pages planned"))
 
     def check_cpus(self, vm: QemuVM) -> None:
@@ -330,13 +339,17 @@ class FlowContext:
     def _jump_to_b(self, vm: QemuVM, step: str, first: bool, capture: bool) -> tuple[str, Path | None]:
         departure = None
         with self.rec.step(step, "kexec -e: jump to kernel B", "6", vm):
-            if capture:
-                marker, departure = self.jump_capturing(vm, self.b_entry_address, "A-departure",
-                                                        lambda: self.a_jump_out(vm))
-            else:
-                marker = self.a_jump_out(vm)
+            # Interrupts logged while B boots: a fault on the way (e.g. an offline CPU woken
+            # in overwritten text) shows its vector and instruction pointer.
+            with self.interrupt_logging(vm):
+                if capture:
+                    marker, departure = self.jump_capturing(vm, self.b_entry_address, "A-departure",
+                                                            lambda: self.a_jump_out(vm))
+                else:
+                    marker = self.a_jump_out(vm)
+                if first:
+                    self.wait_ready(vm, "B")
             if first:
-                self.wait_ready(vm, "B")
                 self.check_b_confined(vm)
         return marker, departure
 
@@ -446,8 +459,11 @@ class FlowContext:
         #GP/#DF with the registers (GDT=...) in the cpu_reset log. Off again afterwards."""
         vm.monitor.hmp("log cpu_reset,int")
         self.rec.note("QMP human-monitor-command: log cpu_reset,int")
-        yield
-        vm.monitor.hmp("log cpu_reset")
+        try:
+            yield
+        finally:
+            if vm.running():
+                vm.monitor.hmp("log cpu_reset")
 
     def save_image_b(self, vm: QemuVM, name: str = "dump.elf", step: str = "save-image") -> str:
         """Step 7: B saves A's memory from /proc/vmcore (and the jump-back entry) to the disk."""
@@ -460,9 +476,10 @@ class FlowContext:
             self.run_ok(vm, f"kj-mount-disk {self.disk_dev}", verdict=Verdict.CHECK_FAILED)
             if self.sc.flow.save == "makedumpfile":
                 level = self.sc.flow.dump_level
-                self.run_ok(vm, f"time makedumpfile -E -d {level} -i /mnt/vmcoreinfo /proc/vmcore /mnt/{name}", "save")
+                self.run_ok(vm, f"time makedumpfile -E -d {level} -i /mnt/vmcoreinfo /proc/vmcore /mnt/{name}", "save",
+                            verdict=Verdict.SAVE_FAILED)
             else:
-                self.run_ok(vm, f"time cp /proc/vmcore /mnt/{name}", "save")
+                self.run_ok(vm, f"time cp /proc/vmcore /mnt/{name}", "save", verdict=Verdict.SAVE_FAILED)
             self.run_ok(vm, f"echo {entry} > /mnt/kexec_jump_back_entry && ls -l /mnt && umount /mnt && sync",
                         verdict=Verdict.CHECK_FAILED)
         return entry

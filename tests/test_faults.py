@@ -1,0 +1,168 @@
+"""The lab's promises under faults, on real processes (`pytest -m faults`, part of CI):
+killed at any step it leaves no QEMU behind and a record on disk; two runs at once do
+not collide; a host disk that fills up, a guest disk too small, a damaged cache entry and
+bad input each end the way the README says (verdict, exit code, what is kept)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lab import SCENARIOS_DIR
+from lab.verdict import EXIT_CANNOT_TEST, EXIT_INTERRUPTED, EXIT_USAGE
+
+pytestmark = pytest.mark.faults
+
+KJLAB = [sys.executable, "-m", "lab.cli"]
+DEFAULT = SCENARIOS_DIR / "i386-hibernate.toml"
+
+
+def qemu_processes_for(path: Path) -> list[str]:
+    out = subprocess.run(["pgrep", "-a", "-f", f"qemu-system.*{path}"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def gone_within(path: Path, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not qemu_processes_for(path):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def start_run(runs_dir: Path, scenario: Path = DEFAULT, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([*KJLAB, "run", str(scenario), "--runs-dir", str(runs_dir), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_step(proc: subprocess.Popen[str], runs_dir: Path, step: str, timeout: float = 1200) -> Path:
+    """The run directory once the run is inside `step` (its record says so)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        for run_dir in (p for p in runs_dir.iterdir() if p.is_dir()):
+            try:
+                steps = json.loads((run_dir / "results.json").read_text())["steps"]
+            except (OSError, ValueError):
+                continue
+            if steps and steps[-1]["name"] == step and steps[-1]["outcome"] == "running":
+                return run_dir
+        time.sleep(0.1)
+    out = proc.stdout.read() if proc.poll() is not None and proc.stdout else ""
+    raise AssertionError(f"the run never reached {step} (exit {proc.poll()}): {out[-2000:]}")
+
+
+@pytest.mark.parametrize("step", ["boot-A", "jump-to-B", "boot-C", "jump-back"])
+def test_sigkill_at_any_step_leaves_no_qemu_and_a_readable_record(tmp_path: Path, step: str) -> None:
+    proc = start_run(tmp_path)
+    run_dir = wait_for_step(proc, tmp_path, step)
+    time.sleep(0.5)
+    assert qemu_processes_for(run_dir), f"QEMU should be running in {step}"
+    proc.kill()  # SIGKILL: no handler runs; PR_SET_PDEATHSIG ends QEMU
+    proc.wait(30)
+    assert gone_within(run_dir, 10), qemu_processes_for(run_dir)
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["verdict"] == "RUNNING" and res["steps"][-1]["name"] == step
+    # The record still renders, and says the run was killed without a verdict.
+    report = subprocess.run([*KJLAB, "report", str(run_dir)], capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert "killed without a verdict" in (run_dir / "report.html").read_text()
+
+
+@pytest.mark.parametrize("sig,step", [(signal.SIGTERM, "jump-to-B"), (signal.SIGINT, "load-image"),
+                                      (signal.SIGTERM, "save-image")])
+def test_sigterm_and_sigint_end_the_run_as_interrupted(tmp_path: Path, sig: signal.Signals, step: str) -> None:
+    proc = start_run(tmp_path)
+    run_dir = wait_for_step(proc, tmp_path, step)
+    time.sleep(0.3)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_INTERRUPTED, out[-3000:]
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["verdict"] == "INTERRUPTED" and res["failed_step"] == step
+    assert "INTERRUPTED" in (run_dir / "report.html").read_text()
+    assert not qemu_processes_for(run_dir)
+
+
+def test_two_runs_of_one_scenario_at_once_both_pass_in_their_own_directories(tmp_path: Path) -> None:
+    procs = [start_run(tmp_path) for _ in range(2)]
+    outs = [p.communicate(timeout=1800)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[-3000:] for o in outs]
+    dirs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert len(dirs) == 2
+    for d in dirs:
+        assert json.loads((d / "results.json").read_text())["verdict"] == "PASS"
+        assert not qemu_processes_for(d)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path):
+    """A 600 MiB tmpfs as the runs directory: two snapshots of a 256 MiB guest fit, the
+    image B then writes to the hibernation disk does not."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600m", "tmpfs", str(mnt)], check=True)
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_host_disk_that_fills_up_is_a_lab_error_naming_it(small_tmpfs: Path) -> None:
+    proc = subprocess.run([*KJLAB, "run", str(DEFAULT), "--runs-dir", str(small_tmpfs)],
+                          capture_output=True, text=True, timeout=1800)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == EXIT_CANNOT_TEST, out[-3000:]
+    (run_dir,) = [p for p in small_tmpfs.iterdir() if p.is_dir()]
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["verdict"] == "HOST_IO_ERROR", (res["reason"], res["evidence"])
+    assert str(small_tmpfs) in res["reason"] or any(str(small_tmpfs) in line for line in res["evidence"])
+    assert "Traceback" not in out
+    assert not qemu_processes_for(run_dir)
+
+
+def test_a_guest_disk_too_small_for_the_image_is_save_failed(tmp_path: Path) -> None:
+    proc = subprocess.run([*KJLAB, "run", str(SCENARIOS_DIR / "checks/guest-disk-too-small.toml"),
+                           "--runs-dir", str(tmp_path)], capture_output=True, text=True, timeout=1800)
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["observed_verdict"] == "SAVE_FAILED" and res["verdict"] == "XFAIL", (res["reason"], res["evidence"])
+    assert res["failed_step"] == "save-image" and proc.returncode == 0
+    assert any("No space left on device" in line for line in res["evidence"])
+    assert not qemu_processes_for(run_dir)
+
+
+def test_bad_input_is_refused_with_the_file_and_the_key(tmp_path: Path) -> None:
+    cases = {
+        "name": ('[scenario]\nname = "../../x"\n', "scenario.name"),
+        "timeout": ('[flow]\ntimeouts = {boot = inf}\n', "flow.timeouts"),
+        "verdict": ('[expect]\nverdict = "TRIPLE_FAULT"\n', "expect.step"),
+        "package": ('[guest]\nextra_packages = ["-oAPT::Get=1"]\n', "guest.extra_packages"),
+    }
+    for label, (text, key) in cases.items():
+        path = tmp_path / f"{label}.toml"
+        path.write_text(text)
+        proc = subprocess.run([*KJLAB, "run", str(path), "--runs-dir", str(tmp_path / "runs")],
+                              capture_output=True, text=True, timeout=120)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == EXIT_USAGE, (label, out)
+        assert str(path) in out and key in out, (label, out)
+        assert "Traceback" not in out
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_an_unreadable_record_is_one_line_and_cannot_test(tmp_path: Path) -> None:
+    run_dir = tmp_path / "20260101-000000-broken"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text("{ not json")
+    proc = subprocess.run([*KJLAB, "report", str(run_dir)], capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == EXIT_CANNOT_TEST, out
+    assert "Traceback" not in out and "traceback in" in out

@@ -1,0 +1,71 @@
+"""lab.evidence's reading of A's kernel log after a jump, on kernel logs recorded from
+real runs (tests/data/kernel-logs: the `dmesg` of verify-A)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lab import evidence
+
+LOGS = Path(__file__).parent / "data" / "kernel-logs"
+
+
+def read(name: str) -> str:
+    return (LOGS / name).read_text()
+
+
+def test_a_clean_resume_has_its_restart_and_no_trouble() -> None:
+    after = evidence.log_since_jump(read("i386-6.1-patched-ok.A.dmesg"), 1)
+    assert after is not None and 0 < len(after) < 20
+    assert evidence.restarted(after) == "[    4.940831] Restarting tasks ... done."
+    assert evidence.kernel_trouble(after) == (False, [])
+
+
+def test_a_warning_after_the_resume_is_found_with_its_trace() -> None:
+    after = evidence.log_since_jump(read("i386-6.1-warning-after-resume.A.dmesg"), 1)
+    assert after is not None and evidence.restarted(after)
+    oops, trace = evidence.kernel_trouble(after)
+    assert not oops
+    assert "WARNING: CPU: 0 PID: 1 at drivers/misc/lkdtm/bugs.c:85 lkdtm_WARNING" in trace[0]
+    assert "end trace" in trace[-1] and any("Call Trace:" in line for line in trace)
+
+
+def test_the_log_of_this_resume_only() -> None:
+    # Cycle 2 must not pass on cycle 1's "Restarting tasks ... done.": the newest
+    # mark of the jump counts, and what came before it does not.
+    one = read("i386-6.1-patched-ok.A.dmesg")
+    assert evidence.log_since_jump(one, 2) is None
+    two = one + "[    9.000000] kjlab: jump-out 2\n[    9.100000] Freezing user space processes\n"
+    after = evidence.log_since_jump(two, 2)
+    assert after is not None and evidence.restarted(after) is None
+    # The same mark written twice (a retried jump): the newest one counts.
+    again = two + "[    9.200000] kjlab: jump-out 2\n[    9.300000] Restarting tasks ... done.\n"
+    after = evidence.log_since_jump(again, 2)
+    assert after is not None and evidence.restarted(after) == "[    9.300000] Restarting tasks ... done."
+
+
+def test_done_on_a_line_of_its_own_and_the_7x_wording() -> None:
+    nvme = ["[ 5.1] Restarting tasks ... ", "[ 5.2] nvme nvme0: 1/0/0 default/read/poll queues", "done."]
+    assert evidence.restarted(nvme)
+    assert evidence.restarted(["[ 5.1] Restarting tasks: Starting", "[ 5.2] Restarting tasks: Done"])
+    assert evidence.restarted(["[ 5.1] Restarting tasks ... "]) is None
+
+
+def test_each_kind_of_trouble_is_found() -> None:
+    for line, oops in [
+        ("[ 6.0] BUG: soft lockup - CPU#0 stuck for 22s! [sh:1]", False),
+        ("[ 6.0] watchdog: BUG: soft lockup - CPU#1 stuck for 23s!", False),
+        ("[ 6.0] rcu: INFO: rcu_sched detected stalls on CPUs/tasks:", False),
+        ("[ 6.0] BUG: unable to handle page fault for address: 00001234", True),
+        ("[ 6.0] Oops: 0002 [#1] PREEMPT", True),
+        ("[ 6.0] WARNING: CPU: 1 PID: 0 at kernel/smp.c:912 smp_call_function_many_cond+0x1/0x2", False),
+    ]:
+        found_oops, trace = evidence.kernel_trouble(["[ 5.9] Restarting tasks ... done.", line])
+        assert trace and trace[0] == line and found_oops is oops, line
+    assert evidence.kernel_trouble(["[ 5.9] Restarting tasks ... done.", "[ 6.0] virtio_blk virtio0: [vda]"]) == (False, [])
+
+
+def test_kexec_load_entry_from_kexec_d() -> None:
+    out = "nr_segments = 8\nkexec_load: entry = 0x1ff48c6 flags = 0x2\nsegment[0].buf   = 0x1ee40c0\n"
+    assert evidence.kexec_load_entry(out) == 0x1FF48C6
+    assert evidence.kexec_load_entry("kexec_load failed: Invalid argument") is None
