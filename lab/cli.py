@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         handlers=[_log_handler()],
     )
     if not args.verbose:  # the long stages (downloads, builds) say what they are doing
-        logging.getLogger("lab.build").setLevel(logging.INFO)
+        for name in ("lab.artifacts", "lab.debian_archive"):
+            logging.getLogger(name).setLevel(logging.INFO)
     logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)  # connect retries and EOFs: lab.monitor reports
     try:
         return int(args.func(args))

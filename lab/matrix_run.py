@@ -25,8 +25,8 @@ from pathlib import Path
 
 import tomli_w
 
-from .build.initramfs import build_base
-from .build.kernel import KernelSpec, build_kernel
+from .artifacts.initramfs import build_base
+from .artifacts.kernel import KernelSpec, build_kernel
 from .errors import InfraError
 from .lifetime import die_with_parent, end_group, exited, group_members, kill_group, stop_signals
 from .matrix import Cell, Matrix

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from . import REPORTS_DIR
 from .accel import choose_accel
-from .build.disk import make_disk
-from .build.initramfs import build_base, build_with_payload
-from .build.kernel import KernelSpec, build_kernel
+from .hibernation_disk import make_disk
+from .artifacts.initramfs import build_base, build_with_payload
+from .artifacts.kernel import KernelSpec, build_kernel
 from .errors import KjlabError
 from .flows import FLOWS
 from .machines import machine_fragments

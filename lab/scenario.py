@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .build.debian import PACKAGE_RE, SUITE_RE
-from .build.kernel import KernelSpec
+from .debian_archive import PACKAGE_RE, SUITE_RE
+from .artifacts.kernel import KernelSpec
 from .errors import ScenarioError
 from .flows import FLOW_NAMES
 from .flows.common import DEFAULT_TIMEOUTS

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.build.kernel import KernelSpec, _tree_version, kernel_series, resolve_patch, source_tree
+from lab.artifacts.kernel import KernelSpec, _tree_version, kernel_series, resolve_patch, source_tree
 from lab.errors import UserError
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lab import SCENARIOS_DIR
-from lab.build import debian
+from lab import debian_archive as debian
 from lab.errors import ScenarioError, UserError
 from lab.matrix import load_matrix
 from lab.scenario import load_scenario

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..proc import run
+from .proc import run
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from ..cache import cache_root, cached_dir, hash_file, hash_inputs
 from ..errors import BuildError, CommandFailed, CommandTimeout, UserError
 from ..kconfig import verify_config
 from ..proc import run
-from .debian import APT_CACHE_TIMEOUT, APT_TIMEOUT, DPKG_TIMEOUT, check_spec, check_suite
+from ..debian_archive import APT_CACHE_TIMEOUT, APT_TIMEOUT, DPKG_TIMEOUT, check_spec, check_suite
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,8 @@ def debian_source(package: str, log_path: Path | None = None) -> tuple[Path, str
 
 
 def _fetch_suite_deb(name: str, suite: str, log_path: Path | None) -> Path:
-    """From another suite through private apt lists (lab.build.debian), arch-all package."""
-    from .debian import fetch_debs
+    """From another suite through private apt lists (lab.debian_archive), arch-all package."""
+    from ..debian_archive import fetch_debs
 
     dest = cache_root() / "debs" / "all"
     return fetch_debs([name], "amd64", dest, suite=suite, log_path=log_path)[name]

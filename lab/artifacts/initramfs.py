@@ -32,7 +32,7 @@ from .. import GUESTS_DIR
 from ..cache import cache_root, cached_dir, hash_file, hash_inputs, hash_tree
 from ..errors import BuildError, UserError
 from ..proc import run
-from . import debian
+from .. import debian_archive as debian
 from .progs import build_progs
 
 log = logging.getLogger(__name__)
@@ -322,7 +322,7 @@ def build_base(
     suite: str = "bookworm",
 ) -> Initramfs:
     """The base image: busybox, kexec, makedumpfile, their libraries, guests/rootfs and the
-    lab's own static i386 programs from guests/progs (lab.build.progs: bin/kj-jump-back,
+    lab's own static i386 programs from guests/progs (lab.artifacts.progs: bin/kj-jump-back,
     bin/kj-sentinel, boot/kj-physcall.elf; in every image, whatever the arch).
 
     `extra_packages` add every program under bin/ sbin/ usr/bin/ usr/sbin/ of those packages

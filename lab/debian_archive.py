@@ -20,9 +20,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..cache import cache_root, hash_file
-from ..errors import BuildError, CommandFailed, UserError
-from ..proc import run
+from .cache import cache_root, hash_file
+from .errors import BuildError, CommandFailed, UserError
+from .proc import run
 
 log = logging.getLogger(__name__)
 
