@@ -218,14 +218,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_PASS
 
 
+def _shown(path: Path) -> str:
+    """A path as the user can pass it back: relative to the current directory when below it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     out.print("[bold]scenarios[/]", markup=True)
     for path in sorted(SCENARIOS_DIR.rglob("*.toml")):
         if not path.name.endswith(".matrix.toml"):
-            out.print(f"  {path.relative_to(SCENARIOS_DIR.parent)}")
+            out.print(f"  {_shown(path)}")
     out.print("[bold]matrices[/]", markup=True)
     for path in sorted(SCENARIOS_DIR.rglob("*.matrix.toml")):
-        out.print(f"  {path.relative_to(SCENARIOS_DIR.parent)}")
+        out.print(f"  {_shown(path)}")
     from .flows import FLOWS
 
     out.print("[bold]flows[/]", markup=True)

@@ -4,8 +4,8 @@ data for tests/test_signatures.py (every signature against every other bug's log
     .venv/bin/python tests/record_bug_logs.py RUNS_DIR [RUNS_DIR ...]
 
 RUNS_DIR holds run directories (e.g. a suite directory of `kjlab run scenarios/bugs/`).
-For each run whose scenario expects a failure and that showed it (XFAIL), the texts its
-expectation was matched against (lab.expectation.step_texts) are written to
+For each run that showed the failure its scenario expects (that verdict, in that step),
+the texts its expectation is matched against (lab.expectation.step_texts) are written to
 tests/data/bug-logs/<scenario>.txt; the tail of a long QEMU cpu_reset slice is kept.
 """
 
@@ -26,7 +26,8 @@ MAX_LINES = 400  # per text: the cause is at the end of a step's logs
 
 def record(run_dir: Path) -> Path | None:
     res = load(run_dir)
-    if res.verdict is not Verdict.XFAIL:
+    expected, observed = res.expected_verdict, res.observed_verdict or res.verdict
+    if expected is Verdict.PASS or observed is not expected:
         return None
     texts = step_texts(run_dir, res, res.failed_step)
     kept = ["\n".join(t.splitlines()[-MAX_LINES:]) for t in texts]
