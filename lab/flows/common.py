@@ -25,6 +25,7 @@ from ..evidence import (
     PANIC_RE, jump_mark, kernel_trouble, kexec_error_lines, kexec_load_entry, log_since_jump, panic_lines,
     parse_checks, restarted,
 )
+from .. import kexec_commands as commands
 from ..gdbstub import GdbError, GdbStub
 from ..symbols import SymbolMap
 from ..vm import QemuVM
@@ -294,24 +295,13 @@ class FlowContext:
             raise FlowStop(Verdict.CHECK_FAILED, f"the machine has {self.sc.machine.smp} CPUs, kernel A brought up {online}",
                            [out.strip()])
 
-    def kexec(self) -> str:
-        return "kexec -d -x" + (" -c" if self.quirks["kexec-syscall"] else "")
-
     def load_b(self, vm: QemuVM) -> None:
         with self.rec.step("load-B", "Load kernel B with kexec --load-preserve-context", "5", vm):
             if self.quirks["crash-note"]:
                 self.run_ok(vm, "kj-crash-note")
-            lo, hi = self.sc.flow.b_window
-            if not self.quirks["wide-window"]:
-                hi = min(hi, 0xFFFFFF)  # the 2008 command line
-            memmap = " --pass-memmap-cmdline" if self.quirks["pass-memmap"] else ""
+            command = commands.load_b(self.quirks, self.sc.flow.b_window)
             output: list[str] = []
-            self.with_iomem_filter(vm, lambda: output.append(self.run_ok(
-                vm,
-                f"{self.kexec()} --load-preserve-context /boot/bzImage --mem-min={lo:#x} --mem-max={hi:#x}"
-                f" --initrd=/boot/rootfsB.gz{memmap} --append='console=ttyS0 loglevel=7 kjlab.role=B'",
-                "load",
-            )), window=True)
+            self.with_iomem_filter(vm, lambda: output.append(self.run_ok(vm, command, "load")), window=True)
             self.b_entry_address = kexec_load_entry("".join(output))
 
     def with_iomem_filter(self, vm: QemuVM, action, window: bool = False) -> None:  # type: ignore[no-untyped-def]
@@ -443,10 +433,7 @@ class FlowContext:
         facts item 7) and jumps; A's shell returns. Returns B's marker (B's shell prints it
         if A ever jumps back into B)."""
         with self.rec.step(step, "B jumps straight back to A (kj-jump-back, kexec -e)", "-", vm):
-            if self.quirks["own-jump-back-helper"]:
-                self.run_ok(vm, f"kj-jump-back {entry}")
-            else:
-                self.run_ok(vm, f"{self.kexec()} --load-jump-back-helper --entry={entry}", "load")
+            self.run_ok(vm, commands.load_jump_back(self.quirks, entry), "load")
             with self.interrupt_logging(vm):
                 b_marker = vm.console.start("kexec -x -e")
                 self.rec.note("kexec -x -e")
@@ -474,12 +461,8 @@ class FlowContext:
                 dmesg = self.rec.run(vm.console, "dmesg | grep -i -E 'vmcore|PT_NOTE|elfcorehdr'", self.timeouts["command"])
                 raise FlowStop(Verdict.KEXEC_ERROR, "no /proc/vmcore in kernel B", [vmcore.output, *dmesg.output.splitlines()])
             self.run_ok(vm, f"kj-mount-disk {self.disk_dev}", verdict=Verdict.CHECK_FAILED)
-            if self.sc.flow.save == "makedumpfile":
-                level = self.sc.flow.dump_level
-                self.run_ok(vm, f"time makedumpfile -E -d {level} -i /mnt/vmcoreinfo /proc/vmcore /mnt/{name}", "save",
-                            verdict=Verdict.SAVE_FAILED)
-            else:
-                self.run_ok(vm, f"time cp /proc/vmcore /mnt/{name}", "save", verdict=Verdict.SAVE_FAILED)
+            self.run_ok(vm, commands.save_image(self.sc.flow.save, self.sc.flow.dump_level, name), "save",
+                        verdict=Verdict.SAVE_FAILED)
             self.run_ok(vm, f"echo {entry} > /mnt/kexec_jump_back_entry && ls -l /mnt && umount /mnt && sync",
                         verdict=Verdict.CHECK_FAILED)
         return entry

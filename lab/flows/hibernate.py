@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from ..expectation import LATER_EVIDENCE
+from .. import kexec_commands as commands
 from ..evidence import kexec_load_entry
 from ..image_tools import (
     corrupt_image_on_disk, md5_file, read_from_disk, split_image_on_disk, tamper_image_on_disk,
@@ -143,7 +144,7 @@ class HibernateFlow(FlowContext):
             self.verify_image_in_c(vm, saved)
             output: list[str] = []
             self.with_iomem_filter(vm, lambda: output.append(self.run_ok(
-                vm, f"{self.kexec()} -l --args-none --entry=$(cat /mnt/kexec_jump_back_entry) /mnt/dump.elf", "load")))
+                vm, commands.load_image(self.quirks), "load")))
             self.return_entry = kexec_load_entry("".join(output))
             self.run_ok(vm, "umount /mnt", verdict=Verdict.CHECK_FAILED)
 
