@@ -74,24 +74,24 @@ def kernel_spec(sc: Scenario) -> KernelSpec:
 def prepare_artifacts(sc: Scenario, run_dir: Path, rec: Recorder) -> FlowArtifacts:
     """Seed steps 1-3: the kernel, the initramfs images, the hibernation disk."""
     build_log = run_dir / "build.log"
-    rec.result.artifacts["build log"] = build_log.name
+    rec.artifact("build log", build_log)
     with rec.step("artifacts", "Build or reuse kernel and initramfs; make the hibernation disk", "1-3", None):
         kernel = build_kernel(kernel_spec(sc), log_path=build_log)
-        rec.result.provenance["kernel"] = kernel.provenance
+        rec.provenance("kernel", kernel.provenance)
         shutil.copy2(kernel.config, run_dir / "kernel.config")
-        rec.result.artifacts["kernel config"] = "kernel.config"
+        rec.artifact("kernel config", run_dir / "kernel.config")
         kernel_a = kernel
         if sc.a_fragments:  # kernel A built apart (e.g. a high PHYSICAL_START for makedumpfile)
             spec_a = replace(kernel_spec(sc), fragments=kernel_spec(sc).fragments + sc.a_fragments)
             kernel_a = build_kernel(spec_a, log_path=build_log)
-            rec.result.provenance["kernel_a"] = kernel_a.provenance
+            rec.provenance("kernel_a", kernel_a.provenance)
             shutil.copy2(kernel_a.config, run_dir / "kernel-A.config")
-            rec.result.artifacts["kernel A config"] = "kernel-A.config"
+            rec.artifact("kernel A config", run_dir / "kernel-A.config")
         base = build_base(sc.kernel.arch, extra_packages=sc.guest.extra_packages, log_path=build_log)
         initrd_a = build_with_payload(base, {"boot/bzImage": kernel.image, "boot/rootfsB.gz": base.path}, log_path=build_log)
-        rec.result.provenance["initramfs"] = {"base_key": base.key, "a_key": initrd_a.key, "packages": base.packages}
+        rec.provenance("initramfs", {"base_key": base.key, "a_key": initrd_a.key, "packages": base.packages})
         disk = make_disk(run_dir / "hibernation-disk.img", size_mib=sc.flow.disk_mib, log_path=build_log)
-        rec.result.artifacts["hibernation disk"] = disk.name
+        rec.artifact("hibernation disk", disk)
         rec.note("kernel", f"{kernel.release} {kernel.image} (cached: {kernel.provenance['cached']})")
         if kernel_a is not kernel:
             rec.note("kernel A", f"{kernel_a.release} {kernel_a.image} (cached: {kernel_a.provenance['cached']})")
@@ -139,7 +139,7 @@ def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
             _finish(result, Verdict.ERROR, "the run ended without a verdict")
         _judge(result, sc, run_dir)
         if keep == "failed" and result.verdict.good:
-            _drop_bulk(result, run_dir)
+            _drop_bulk(rec, run_dir)
         try:
             rec.save()
         except OSError as e:  # the host's disk is full: say so, the record stays as far as it got
@@ -183,20 +183,20 @@ def _finish(result: RunResult, verdict: Verdict, reason: str, evidence: list[str
             step.outcome, step.ended = "interrupted", result.ended
 
 
-def _drop_bulk(result: RunResult, run_dir: Path) -> None:
+def _drop_bulk(rec: Recorder, run_dir: Path) -> None:
     """After a good run: delete the snapshots and the disk image, keep their record."""
     freed = 0
-    for snap in result.snapshots:
+    for snap in rec.result.snapshots:
         path = run_dir / str(snap.get("path", ""))
         if path.is_file():
             freed += path.stat().st_size
             path.unlink()
-            snap["deleted"] = "after a good run (--keep failed)"
+            rec.snapshot_deleted(str(snap["name"]), "after a good run (--keep failed)")
     disk = run_dir / "hibernation-disk.img"
     if disk.is_file():
         freed += disk.stat().st_blocks * 512
         disk.unlink()
-        result.artifacts.pop("hibernation disk", None)
+        rec.forget_artifact("hibernation disk")
     log.info("%s: good run, %d MiB of snapshots and disk image dropped", run_dir.name, freed >> 20)
 
 

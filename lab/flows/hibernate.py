@@ -77,8 +77,8 @@ class HibernateFlow(FlowContext):
             self.image_md5 = md5_file(saved)
             self.rec.note("md5 of dump.elf as saved", self.image_md5)
             finding = check_image(saved, b_snapshot, departure or b_snapshot, self.plan, self.sc.flow.b_window)
-            self.rec.result.memory["image_check"] = finding.data
-            self.rec.result.memory["image_bad_ranges"] = finding.bad_ranges
+            self.rec.memory("image_check", finding.data)
+            self.rec.memory("image_bad_ranges", finding.bad_ranges)
             self.rec.note("image check", "\n".join(finding.problems) or "every page and every sentinel page held")
             if finding.problems:
                 step = self.rec.current
@@ -104,8 +104,8 @@ class HibernateFlow(FlowContext):
             return
         evidence = [f"md5 in C: {found.group(1) if found else out.strip()}", f"md5 as saved: {self.image_md5}"]
         now = read_from_disk(self.art.disk, "dump.elf", self.run_dir / "image-on-disk-now.elf")
-        self.rec.result.artifacts["image as saved"] = saved.name
-        self.rec.result.artifacts["image on the disk at load"] = now.name
+        self.rec.artifact("image as saved", saved)
+        self.rec.artifact("image on the disk at load", now)
         with PhysImage.open(saved) as was, PhysImage.open(now) as is_:
             leg = compare("as saved = on the disk at load", was, is_, was.file_backed_ranges(), self.symbols)
         evidence += [leg.summary(), *(e.line() for e in leg.examples)]
@@ -179,7 +179,7 @@ class HibernateFlow(FlowContext):
                            None):
             proof = prove_round_trip(departure, in_b, saved, ret, self.sc.flow.b_window, self.a_ram_end(),
                                      self.symbols)
-            self.rec.result.memory["round_trip"] = proof.to_json()
+            self.rec.memory("round_trip", proof.to_json())
             if departure is not None and ret is not None:
                 failed = [r for leg in proof.failed_legs for r in leg.differing]
                 self.memory_map(departure, ret, proven=subtract_ranges(proof.domain, failed))
