@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def cache_root() -> Path:
     return path
 
 
-def hash_inputs(inputs: dict) -> str:
+def hash_inputs(inputs: dict[str, Any]) -> str:
     """A stable short hash of a JSON-able description of every input."""
     blob = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
@@ -133,9 +134,9 @@ def _entries(root: Path) -> Iterator[tuple[str, Path]]:
                 yield rel, path
 
 
-def write_manifest(root: Path, key: str) -> dict:
+def write_manifest(root: Path, key: str) -> dict[str, Any]:
     """Hash every file below root into root/MANIFEST and flush everything to the disk."""
-    files: dict[str, dict] = {}
+    files: dict[str, dict[str, Any]] = {}
     paths = list(_entries(root))
     each = len(paths) <= FSYNC_FILES_LIMIT
     for rel, path in paths:

@@ -143,15 +143,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_suite(args: argparse.Namespace) -> int:
     from .runner import DEFAULT_RUNS_DIR
-    from .suite import run_suite
+    from .scenario import Scenario
+    from .suite import SuiteEntry, run_suite
 
     if args.kernel_tree or args.bisect:
         raise UserError("--kernel-tree and --bisect take one scenario file, not a directory")
 
-    def started(sc, i: int, n: int) -> None:  # type: ignore[no-untyped-def]
+    def started(sc: Scenario, i: int, n: int) -> None:
         out.print(f"[bold]({i}/{n}) {sc.name}[/]: {sc.description}", markup=True)
 
-    def done(e) -> None:  # type: ignore[no-untyped-def]
+    def done(e: SuiteEntry) -> None:
         colour = "green" if e.ok else "red"
         out.print(f"  [{colour}]{e.verdict}[/] (expected {e.expected}, observed {e.observed}) {e.reason}", markup=True)
 

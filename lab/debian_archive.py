@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from .cache import cache_root, hash_file
 from .errors import BuildError, CommandFailed, UserError
@@ -312,12 +313,12 @@ class _Memo:
     def __init__(self, base: Path) -> None:
         self.path = base / "show-memo.json"
         self.tag = str((base / "updated").stat().st_mtime_ns)
-        data: dict = {}
+        data: dict[str, Any] = {}
         try:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError):
             pass
-        self.specs: dict[str, dict | None] = data.get("specs", {}) if data.get("tag") == self.tag else {}
+        self.specs: dict[str, dict[str, Any] | None] = data.get("specs", {}) if data.get("tag") == self.tag else {}
 
     def save(self) -> None:
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}")

@@ -155,7 +155,7 @@ class CellRecord:
             raise ValueError(f"cell {cell_id!r}: no {', '.join(missing)} in its parts or its id")
         run_dir = Path(run_dir)
         report = run_dir / "report.html"
-        base = dict(cell=cell_id, **merged, run_dir=str(run_dir), report=str(report) if report.is_file() else "")
+        base: dict[str, Any] = dict(cell=cell_id, **merged, run_dir=str(run_dir), report=str(report) if report.is_file() else "")
         try:
             res = load(run_dir)
         except (OSError, ValueError, TypeError, KeyError) as e:
@@ -331,7 +331,7 @@ class History:
     # -- reading --------------------------------------------------------------------------
 
     def _night_row(self, night_id: int) -> sqlite3.Row:
-        row = self._db.execute("SELECT * FROM nights WHERE id = ?", (night_id,)).fetchone()
+        row: sqlite3.Row | None = self._db.execute("SELECT * FROM nights WHERE id = ?", (night_id,)).fetchone()
         if row is None:
             raise KeyError(f"no night {night_id} in {self.path}")
         return row

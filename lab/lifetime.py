@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def group_members(pgid: int) -> list[int]:
     return sorted(members)
 
 
-def exited(proc: subprocess.Popen) -> bool:
+def exited(proc: subprocess.Popen[Any]) -> bool:
     """Has `proc` exited? Without reaping it: a zombie leader keeps its process group
     id, so the group can still be signalled safely (the id cannot be reused meanwhile)."""
     if proc.returncode is not None:
@@ -94,7 +95,7 @@ def exited(proc: subprocess.Popen) -> bool:
         return True
 
 
-def end_group(procs: Iterable[subprocess.Popen], grace: float, hurry: threading.Event | None = None) -> None:
+def end_group(procs: Iterable[subprocess.Popen[Any]], grace: float, hurry: threading.Event | None = None) -> None:
     """SIGTERM to each process's group (each a session leader), SIGKILL to the groups
     still there after `grace` seconds (at once when `hurry` is set), then reap them."""
     procs = list(procs)

@@ -153,7 +153,7 @@ def load_matrix(path: Path) -> Matrix:
                   check_seconds(where, "matrix.cell_timeout", m.get("cell_timeout", 1800)), cells)
 
 
-def _unique_names(where: str, table: str, tables: list[dict]) -> None:
+def _unique_names(where: str, table: str, tables: list[dict[str, Any]]) -> None:
     seen: dict[str, int] = {}
     for i, t in enumerate(tables):
         name = check_name(where, f"{table}[{i}].name", t["name"])
@@ -191,8 +191,8 @@ def _str(where: str, key: str, value: Any) -> str:
     return value
 
 
-def _cell_scenario(cid: str, k: dict, arch: str, mach: str, flow: str, p: dict, fragments: list[str],
-                   overrides: list[dict]) -> dict[str, Any]:
+def _cell_scenario(cid: str, k: dict[str, Any], arch: str, mach: str, flow: str, p: dict[str, Any],
+                   fragments: list[str], overrides: list[dict[str, Any]]) -> dict[str, Any]:
     sc: dict[str, Any] = {
         "scenario": {"name": cid.replace("/", "_"), "description": f"matrix cell {cid}"},
         "kernel": {"source": k["source"], "arch": arch, "fragments": fragments, "patches": list(p.get("patches", []))},
@@ -211,7 +211,7 @@ def _cell_scenario(cid: str, k: dict, arch: str, mach: str, flow: str, p: dict, 
     return sc
 
 
-def _keys(where: str, prefix: str, table: dict, allowed: set[str]) -> None:
+def _keys(where: str, prefix: str, table: dict[str, Any], allowed: set[str]) -> None:
     if not isinstance(table, dict):
         raise ScenarioError(where, prefix.rstrip("."), "must be a table")
     for key in table:
@@ -220,7 +220,7 @@ def _keys(where: str, prefix: str, table: dict, allowed: set[str]) -> None:
 
 
 def _tables(where: str, name: str, value: Any, allowed: set[str], required: tuple[str, ...],
-            optional: bool = False) -> list[dict]:
+            optional: bool = False) -> list[dict[str, Any]]:
     if not isinstance(value, list) or (not value and not optional):
         raise ScenarioError(where, name, f"needs at least one [[{name}]] table")
     for i, t in enumerate(value):

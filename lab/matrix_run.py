@@ -69,7 +69,7 @@ class CellsRun:
 @dataclass
 class _Running:
     cell: Cell
-    proc: subprocess.Popen
+    proc: subprocess.Popen[bytes]
     started: float
     cell_runs: Path
     log_path: Path

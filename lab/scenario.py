@@ -203,7 +203,7 @@ def _str_list(where: str, key: str, value: Any) -> tuple[str, ...]:
 
 
 def _choice(where: str, key: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ScenarioError(where, key, f"{value!r} is not allowed; options are {', '.join(allowed)}")
     return value
 

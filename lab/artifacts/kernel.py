@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .. import GUESTS_DIR
 from ..cache import cache_root, cached_dir, hash_file, hash_inputs
@@ -51,7 +52,7 @@ class Kernel:
     build_log: Path
     release: str
     key: str
-    provenance: dict
+    provenance: dict[str, Any]
 
 
 def resolve_fragment(name: str) -> Path:

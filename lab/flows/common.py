@@ -289,7 +289,7 @@ class FlowContext:
             self.with_iomem_filter(vm, lambda: output.append(self.run_ok(vm, command, "load")), window=True)
             self.b_entry_address = kexec_load_entry("".join(output))
 
-    def with_iomem_filter(self, vm: QemuVM, action, window: bool = False) -> None:  # type: ignore[no-untyped-def]
+    def with_iomem_filter(self, vm: QemuVM, action: Callable[[], object], window: bool = False) -> None:
         if not self.quirks["iomem-filter"]:
             action()
             return
