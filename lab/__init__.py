@@ -2,7 +2,19 @@
 
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-GUESTS_DIR = REPO_ROOT / "guests"
-SCENARIOS_DIR = REPO_ROOT / "scenarios"
-REPORTS_DIR = REPO_ROOT / "reports"
+_PACKAGE = Path(__file__).resolve().parent
+REPO_ROOT = _PACKAGE.parent
+
+
+def _data_dir(in_package: str, in_checkout: str) -> Path:
+    """A data directory: inside the installed package (a wheel carries guests/, the
+    scenarios and the report templates as package data), else in the checkout."""
+    installed = _PACKAGE / in_package
+    return installed if installed.is_dir() else REPO_ROOT / in_checkout
+
+
+GUESTS_DIR = _data_dir("guests", "guests")
+SCENARIOS_DIR = _data_dir("scenarios", "scenarios")
+TEMPLATES_DIR = _data_dir("templates", "reports/templates")
+# Run directories go to the checkout's reports/, or to ./reports where kjlab is installed.
+REPORTS_DIR = REPO_ROOT / "reports" if (REPO_ROOT / "reports").is_dir() else Path.cwd() / "reports"

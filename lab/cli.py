@@ -19,7 +19,7 @@ from .errors import KjlabError, UserError
 from .machines import machine_fragments, machines
 from .quirks import QUIRKS
 from .results import Step
-from .verdict import EXIT_CANNOT_TEST, EXIT_FAIL, EXIT_INTERRUPTED, EXIT_PASS, EXIT_USAGE, Verdict, exit_code
+from .verdict import EXIT_CANNOT_TEST, EXIT_FAIL, EXIT_INTERRUPTED, EXIT_PASS, EXIT_USAGE, exit_code
 
 # On a terminal: colour and rich's layout. Elsewhere (CI, cron, a pipe): plain lines,
 # never wrapped at 80 columns, no colour codes.
@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         handlers=[_log_handler()],
     )
     if not args.verbose:  # the long stages (downloads, builds) say what they are doing
-        logging.getLogger("lab.build").setLevel(logging.INFO)
+        for name in ("lab.artifacts", "lab.debian_archive"):
+            logging.getLogger(name).setLevel(logging.INFO)
     logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)  # connect retries and EOFs: lab.monitor reports
     try:
         return int(args.func(args))
@@ -142,15 +143,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_suite(args: argparse.Namespace) -> int:
     from .runner import DEFAULT_RUNS_DIR
-    from .suite import run_suite
+    from .scenario import Scenario
+    from .suite import SuiteEntry, run_suite
 
     if args.kernel_tree or args.bisect:
         raise UserError("--kernel-tree and --bisect take one scenario file, not a directory")
 
-    def started(sc, i: int, n: int) -> None:  # type: ignore[no-untyped-def]
+    def started(sc: Scenario, i: int, n: int) -> None:
         out.print(f"[bold]({i}/{n}) {sc.name}[/]: {sc.description}", markup=True)
 
-    def done(e) -> None:  # type: ignore[no-untyped-def]
+    def done(e: SuiteEntry) -> None:
         colour = "green" if e.ok else "red"
         out.print(f"  [{colour}]{e.verdict}[/] (expected {e.expected}, observed {e.observed}) {e.reason}", markup=True)
 
@@ -163,6 +165,8 @@ def cmd_suite(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
+    from .history import CellRecord
+    from .lifetime import sigterm_as_interrupt
     from .matrix import load_matrix
     from .nightly import run_night
     from .runner import DEFAULT_RUNS_DIR
@@ -174,20 +178,20 @@ def cmd_matrix(args: argparse.Namespace) -> int:
               f"{args.parallel or matrix.parallel} at once", markup=True)
     done = 0
 
-    def cell_done(o) -> None:  # type: ignore[no-untyped-def]
+    def cell_done(rec: CellRecord) -> None:
         nonlocal done
         done += 1
-        from .matrix_run import read_result
+        colour = "green" if rec.good else "red"
+        reason = rec.reason.splitlines()[0] if rec.reason else ""
+        out.print(f"  ({done}/{len(matrix.cells)}) [{colour}]{rec.verdict:<13}[/] {rec.cell}  {rec.seconds:5.1f} s"
+                  + (f"  {reason}" if colour == "red" else ""), markup=True)
 
-        res = read_result(o.run_dir)
-        verdict = res.get("verdict", "ERROR")
-        colour = "green" if Verdict.parse(verdict).good else "red"
-        out.print(f"  ({done}/{len(matrix.cells)}) [{colour}]{verdict:<13}[/] {o.cell.id}  {o.seconds:5.1f} s"
-                  + (f"  {res.get('reason', '')}" if colour == "red" else ""), markup=True)
-
-    night = run_night(matrix, args.runs_dir or DEFAULT_RUNS_DIR, record=args.record,
-                      history_path=getattr(args, "history", None), parallel=args.parallel, on_done=cell_done,
-                      keep=args.keep)
+    # SIGTERM as Ctrl-C: while the cells run, lab.matrix_run turns both into a clean stop
+    # (running cells ended and recorded INTERRUPTED, summary and exports written)
+    with sigterm_as_interrupt():
+        night = run_night(matrix, args.runs_dir or DEFAULT_RUNS_DIR, record=args.record,
+                          history_path=getattr(args, "history", None), parallel=args.parallel, on_done=cell_done,
+                          keep=args.keep)
     bad = [r for r in night.records.values() if not r.good]
     out.print(f"{len(night.records) - len(bad)}/{len(night.records)} cells good; "
               f"{night.cells_per_hour:.0f} cells/hour over {night.wall_seconds:.0f} s")
@@ -197,6 +201,10 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         if night.comparison.has_regressions:
             out.print(f"[bold red]{len(night.comparison.regressions)} regressions[/]", markup=True)
     out.print(f"summary: {night.summary}")
+    if night.interrupted:
+        out.print(f"[bold yellow]interrupted[/]: {len(night.records)} of {len(matrix.cells)} cells recorded",
+                  markup=True)
+        return EXIT_INTERRUPTED
     if args.record:
         return EXIT_FAIL if night.comparison and night.comparison.has_regressions else EXIT_PASS
     return EXIT_PASS if not bad else EXIT_FAIL
@@ -211,14 +219,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_PASS
 
 
+def _shown(path: Path) -> str:
+    """A path as the user can pass it back: relative to the current directory when below it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     out.print("[bold]scenarios[/]", markup=True)
     for path in sorted(SCENARIOS_DIR.rglob("*.toml")):
         if not path.name.endswith(".matrix.toml"):
-            out.print(f"  {path.relative_to(SCENARIOS_DIR.parent)}")
+            out.print(f"  {_shown(path)}")
     out.print("[bold]matrices[/]", markup=True)
     for path in sorted(SCENARIOS_DIR.rglob("*.matrix.toml")):
-        out.print(f"  {path.relative_to(SCENARIOS_DIR.parent)}")
+        out.print(f"  {_shown(path)}")
     from .flows import FLOWS
 
     out.print("[bold]flows[/]", markup=True)

@@ -61,7 +61,8 @@ class Console:
         last lines seen.
         """
         try:
-            return self._child.expect([p.encode() if isinstance(p, str) else p for p in patterns], timeout=timeout)
+            index: int = self._child.expect([p.encode() if isinstance(p, str) else p for p in patterns], timeout=timeout)
+            return index
         except pexpect.TIMEOUT:
             raise ConsoleTimeout(what, timeout, self.last_lines()) from None
         except pexpect.EOF:

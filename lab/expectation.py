@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .evidence import clean
 from .results import RunResult, Step
 from .verdict import Verdict
 
@@ -16,7 +17,7 @@ LATER_EVIDENCE = "-- then, at "
 
 def step_texts(run_dir: Path, result: RunResult, step_name: str) -> list[str]:
     """What the step `step_name` itself showed, in this order: its slice of the console
-    log, its slice of QEMU's cpu_reset log, the verdict's reason and its evidence up to
+    log (without carriage returns and colour codes), its slice of QEMU's cpu_reset log, the verdict's reason and its evidence up to
     later steps' (evidence is symbolized: function names of instruction pointers)."""
     step = next((s for s in result.steps if s.name == step_name), None)
     if step is None:
@@ -28,7 +29,7 @@ def step_texts(run_dir: Path, result: RunResult, step_name: str) -> list[str]:
         own_evidence.append(line)
     texts = []
     if step.vm:
-        texts.append(_slice(run_dir / f"console-{step.vm}.log", step.console_start, step.console_end))
+        texts.append(clean(_slice(run_dir / f"console-{step.vm}.log", step.console_start, step.console_end)))
         texts.append(_slice(run_dir / f"cpu-reset-{step.vm}.log", step.cpu_reset_start, step.cpu_reset_end))
     texts += [result.reason, "\n".join(own_evidence)]
     return [t for t in texts if t]

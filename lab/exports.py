@@ -151,8 +151,8 @@ def junit_xml(suite_name: str, cells: Sequence[CellRecord], run_dirs: RunDirs = 
 
     attrs = {"tests": str(len(cells)), "failures": str(counts["failure"]), "errors": str(counts["error"]),
              "skipped": "0", "time": f"{total_time:.3f}"}
-    root = ET.Element("testsuites", name=_x(suite_name), **attrs)
-    suite = ET.SubElement(root, "testsuite", name=_x(suite_name), **attrs)
+    root = ET.Element("testsuites", {"name": _x(suite_name), **attrs})
+    suite = ET.SubElement(root, "testsuite", {"name": _x(suite_name), **attrs})
     if starts:
         suite.set("timestamp", datetime.fromtimestamp(min(starts), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
     suite.extend(cases)
@@ -349,7 +349,8 @@ def kcidb_json(cells: Sequence[CellRecord], origin: str = "kjlab", run_dirs: Run
 
     data = {"version": dict(KCIDB_VERSION), "checkouts": list(checkouts.values()),
             "builds": list(builds.values()), "tests": tests}
-    return _no_nul(data)
+    clean: dict[str, Any] = _no_nul(data)
+    return clean
 
 
 # -- files --------------------------------------------------------------------------------

@@ -13,6 +13,14 @@ Where the database lives: ``$KJLAB_HISTORY`` when set (a file path), else
 is the embedded SQLite of the standard library: the file is opened in WAL mode (a reader,
 e.g. a report page, never blocks the night that writes) and every write is one
 transaction.
+
+Every cell is written as it finishes, so a night stopped half way keeps what finished. A
+night's ``status`` says how it ended: ``running`` until it ends (and for ever if the
+process was killed), then ``completed``, ``interrupted`` (SIGINT/SIGTERM) or ``failed``
+(a lab error stopped it). Only completed nights are compared against.
+
+Schema versions: 1 had no ``nights.status``; opening a version-1 file adds the column
+(finished nights become ``completed``, the others stay ``running``) and marks it version 2.
 """
 
 from __future__ import annotations
@@ -23,13 +31,22 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
 from .verdict import Verdict
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+
+class NightStatus(StrEnum):
+    RUNNING = "running"  # not ended (yet, or the process was killed)
+    COMPLETED = "completed"  # every cell ran
+    INTERRUPTED = "interrupted"  # stopped by SIGINT/SIGTERM; the cells that finished are kept
+    FAILED = "failed"  # a lab error stopped the night
+
 CELL_PARTS = ("kernel", "arch", "machine", "flow", "patchset")  # the order of a cell id's parts
 
 _SCHEMA = """
@@ -42,7 +59,8 @@ CREATE TABLE IF NOT EXISTS nights (
     matrix TEXT NOT NULL,
     started REAL NOT NULL,
     ended REAL,
-    summary_path TEXT
+    summary_path TEXT,
+    status TEXT NOT NULL DEFAULT 'running'
 );
 CREATE TABLE IF NOT EXISTS cells (
     night_id INTEGER NOT NULL REFERENCES nights(id) ON DELETE CASCADE,
@@ -137,7 +155,7 @@ class CellRecord:
             raise ValueError(f"cell {cell_id!r}: no {', '.join(missing)} in its parts or its id")
         run_dir = Path(run_dir)
         report = run_dir / "report.html"
-        base = dict(cell=cell_id, **merged, run_dir=str(run_dir), report=str(report) if report.is_file() else "")
+        base: dict[str, Any] = dict(cell=cell_id, **merged, run_dir=str(run_dir), report=str(report) if report.is_file() else "")
         try:
             res = load(run_dir)
         except (OSError, ValueError, TypeError, KeyError) as e:
@@ -158,6 +176,7 @@ class Night:
     started: float
     ended: float | None
     summary_path: str | None
+    status: str = NightStatus.RUNNING
 
 
 @dataclass
@@ -264,6 +283,18 @@ class History:
             elif version > SCHEMA_VERSION:
                 raise UserError(f"{self.path}: history schema version {version} is newer than this kjlab's "
                                 f"({SCHEMA_VERSION}); use a newer kjlab or another $KJLAB_HISTORY")
+            elif version < SCHEMA_VERSION:
+                self._migrate(db, version)
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection, version: int) -> None:
+        """Bring an older file up to SCHEMA_VERSION (inside _init_schema's transaction)."""
+        if version < 2:
+            columns = {r[1] for r in db.execute("PRAGMA table_info(nights)")}
+            if "status" not in columns:
+                db.execute("ALTER TABLE nights ADD COLUMN status TEXT NOT NULL DEFAULT 'running'")
+            db.execute("UPDATE nights SET status = ? WHERE ended IS NOT NULL", (NightStatus.COMPLETED,))
+        db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
 
     @property
     def schema_version(self) -> int:
@@ -288,17 +319,19 @@ class History:
                 [night_id, *values],
             )
 
-    def finish_night(self, night_id: int, summary_path: Path | str | None, ended: float | None = None) -> None:
+    def finish_night(self, night_id: int, summary_path: Path | str | None, ended: float | None = None,
+                     status: NightStatus = NightStatus.COMPLETED) -> None:
         self._night_row(night_id)
+        status = NightStatus(status)
         with self._transaction() as db:
-            db.execute("UPDATE nights SET ended = ?, summary_path = ? WHERE id = ?",
+            db.execute("UPDATE nights SET ended = ?, summary_path = ?, status = ? WHERE id = ?",
                        (time.time() if ended is None else ended,
-                        None if summary_path is None else str(summary_path), night_id))
+                        None if summary_path is None else str(summary_path), str(status), night_id))
 
     # -- reading --------------------------------------------------------------------------
 
     def _night_row(self, night_id: int) -> sqlite3.Row:
-        row = self._db.execute("SELECT * FROM nights WHERE id = ?", (night_id,)).fetchone()
+        row: sqlite3.Row | None = self._db.execute("SELECT * FROM nights WHERE id = ?", (night_id,)).fetchone()
         if row is None:
             raise KeyError(f"no night {night_id} in {self.path}")
         return row
@@ -307,12 +340,14 @@ class History:
         return Night(**dict(self._night_row(night_id)))
 
     def previous_night(self, matrix: str, before_id: int, finished_only: bool = True) -> int | None:
-        """The latest night of `matrix` before night `before_id`; by default only a finished
-        one (a night that died half way would show its missing cells as gone)."""
+        """The latest night of `matrix` before night `before_id`; by default only a completed
+        one (a night that died or was stopped half way would show its missing cells as gone)."""
         sql = "SELECT id FROM nights WHERE matrix = ? AND id < ?"
+        params: list[Any] = [matrix, before_id]
         if finished_only:
-            sql += " AND ended IS NOT NULL"
-        row = self._db.execute(sql + " ORDER BY id DESC LIMIT 1", (matrix, before_id)).fetchone()
+            sql += " AND ended IS NOT NULL AND status = ?"
+            params.append(str(NightStatus.COMPLETED))
+        row = self._db.execute(sql + " ORDER BY id DESC LIMIT 1", params).fetchone()
         return None if row is None else int(row[0])
 
     def cells(self, night_id: int) -> dict[str, CellRecord]:

@@ -10,6 +10,7 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from . import GUESTS_DIR
 from .errors import ScenarioError, UserError
@@ -44,8 +45,8 @@ class MachineSpec:
     def guest_disk(self) -> str:
         return GUEST_DISK_DEVICE[self.disk_bus]
 
-    def with_overrides(self, **values: object) -> "MachineSpec":
-        return replace(self, **values)  # type: ignore[arg-type]
+    def with_overrides(self, **values: Any) -> "MachineSpec":
+        return replace(self, **values)
 
 
 def machine_fragments(spec: MachineSpec) -> tuple[str, ...]:

@@ -9,6 +9,11 @@ scenario of its own (written out, so one cell can be re-run by hand with `kjlab 
     parallel = 0                   # VMs at once; 0 = the number of cores
     cell_timeout = 1800            # seconds before a cell is ended (SIGTERM, then SIGKILL)
 
+Names (the matrix's, the kernels', the patch sets') become directory names: letters,
+digits and . _ + - only (lab.scenario.NAME_RE). Every cell id must be unique, and every
+cell's scenario is validated when the matrix is loaded, so a bad value is refused before
+anything runs, naming the matrix file, the cell and the key.
+
     [[kernel]]
     name = "6.1"
     source = "debian:linux-source-6.1"
@@ -46,7 +51,8 @@ from .errors import ScenarioError
 from .machines import machine_fragments, machines
 from .quirks import QUIRKS
 from .flows import FLOW_NAMES as FLOWS
-from .scenario import EXPECTABLE_NAMES as VERDICTS, read_toml
+from .scenario import EXPECTABLE_NAMES as VERDICTS
+from .scenario import NAME_RE, NAME_RULE, check_kernel_source, check_name, check_seconds, read_toml, scenario_from_dict
 
 _TOP = {"matrix", "kernel", "patchset", "override"}
 _MATRIX_KEYS = {"name", "description", "machines", "flows", "arch", "parallel", "cell_timeout", "fragments"}
@@ -54,6 +60,7 @@ _KERNEL_KEYS = {"name", "source"}
 _PATCHSET_KEYS = {"name", "patches", "expect", "step", "signature"}
 _OVERRIDE_KEYS = {"cells", "quirks", "flow"}
 BASE_FRAGMENTS = ["kexec-jump-i386"]
+MAX_PARALLEL = 256
 
 
 @dataclass(frozen=True)
@@ -92,11 +99,14 @@ def load_matrix(path: Path) -> Matrix:
     _keys(where, "", data, _TOP)
     m = data.get("matrix", {})
     _keys(where, "matrix.", m, _MATRIX_KEYS)
+    matrix_name = check_name(where, "matrix.name", m.get("name", path.stem))
     kernels = _tables(where, "kernel", data.get("kernel"), _KERNEL_KEYS, required=("name", "source"))
-    if len({k["name"] for k in kernels}) != len(kernels):
-        raise ScenarioError(where, "kernel", "two [[kernel]] tables have the same name")
+    _unique_names(where, "kernel", kernels)
+    for i, k in enumerate(kernels):
+        check_kernel_source(where, f"kernel[{i}].source", k["source"])
     patchsets = _tables(where, "patchset", data.get("patchset", [{"name": "none", "patches": []}]), _PATCHSET_KEYS,
                         required=("name",))
+    _unique_names(where, "patchset", patchsets)
     overrides = _tables(where, "override", data.get("override", []), _OVERRIDE_KEYS, required=("cells",), optional=True)
     names = _list(where, "matrix.machines", m.get("machines", ["pc-virtio"]))
     for i, name in enumerate(names):
@@ -115,11 +125,15 @@ def load_matrix(path: Path) -> Matrix:
         if p.get("expect", "PASS") not in VERDICTS:
             raise ScenarioError(where, f"patchset[{i}].expect", f"options are {', '.join(VERDICTS)}")
     for i, o in enumerate(overrides):
+        _str(where, f"override[{i}].cells", o["cells"])
+        for table in ("quirks", "flow"):
+            if not isinstance(o.get(table, {}), dict):
+                raise ScenarioError(where, f"override[{i}].{table}", "must be a table, e.g. { crash-note = false }")
         for q in o.get("quirks", {}):
             if q not in QUIRKS:
                 raise ScenarioError(where, f"override[{i}].quirks.{q}", f"unknown quirk; options are {', '.join(QUIRKS)}")
     # the union of what the machines need: one kernel build per (kernel, patch set)
-    fragments = list(m.get("fragments", BASE_FRAGMENTS))
+    fragments = list(_list(where, "matrix.fragments", m.get("fragments", BASE_FRAGMENTS)))
     for name in names:
         fragments += [f for f in machine_fragments(machines()[name]) if f not in fragments]
     cells = []
@@ -131,13 +145,54 @@ def load_matrix(path: Path) -> Matrix:
                         cid = f"{k['name']}/{arch}/{mach}/{flow}/{p['name']}"
                         sc = _cell_scenario(cid, k, arch, mach, flow, p, fragments, overrides)
                         cells.append(Cell(cid, k["name"], arch, mach, flow, p["name"], sc))
-    parallel = int(m.get("parallel", 0)) or (os.cpu_count() or 1)
-    return Matrix(path, str(m.get("name", path.stem)), str(m.get("description", "")), parallel,
-                  float(m.get("cell_timeout", 1800)), cells)
+    _unique_cells(where, cells)
+    for cell in cells:  # every cell's scenario valid now, not when its turn comes at night
+        scenario_from_dict(cell.scenario, path, where=f"{where} (cell {cell.id})")
+    parallel = _parallel(where, m.get("parallel", 0)) or (os.cpu_count() or 1)
+    return Matrix(path, matrix_name, _str(where, "matrix.description", m.get("description", "")), parallel,
+                  check_seconds(where, "matrix.cell_timeout", m.get("cell_timeout", 1800)), cells)
 
 
-def _cell_scenario(cid: str, k: dict, arch: str, mach: str, flow: str, p: dict, fragments: list[str],
-                   overrides: list[dict]) -> dict[str, Any]:
+def _unique_names(where: str, table: str, tables: list[dict[str, Any]]) -> None:
+    seen: dict[str, int] = {}
+    for i, t in enumerate(tables):
+        name = check_name(where, f"{table}[{i}].name", t["name"])
+        if name in seen:
+            raise ScenarioError(where, f"{table}[{i}].name", f"{name!r} is already the name of {table}[{seen[name]}]; "
+                                "names must be unique (they make the cell ids)")
+        seen[name] = i
+
+
+def _unique_cells(where: str, cells: list[Cell]) -> None:
+    """Cell ids (and their slugs: file and directory names) must be unique."""
+    by_slug: dict[str, str] = {}
+    for cell in cells:
+        if cell.slug in by_slug:
+            other = by_slug[cell.slug]
+            raise ScenarioError(where, "matrix", f"duplicate cell id {cell.id!r}" + (
+                "" if other == cell.id else f" (its files would be those of {other!r})")
+                + "; kernels, patch sets, machines, flows and arches must each be listed once")
+        if not NAME_RE.fullmatch(cell.slug):
+            raise ScenarioError(where, "matrix", f"cell id {cell.id!r} makes a name longer than allowed "
+                                f"({NAME_RULE}); use shorter kernel or patch set names")
+        by_slug[cell.slug] = cell.id
+
+
+def _parallel(where: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PARALLEL:
+        raise ScenarioError(where, "matrix.parallel", f"{value!r} is not allowed: a whole number of VMs at once, "
+                            f"1 to {MAX_PARALLEL}, or 0 for the number of cores")
+    return value
+
+
+def _str(where: str, key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ScenarioError(where, key, f"must be a string, not {type(value).__name__}")
+    return value
+
+
+def _cell_scenario(cid: str, k: dict[str, Any], arch: str, mach: str, flow: str, p: dict[str, Any],
+                   fragments: list[str], overrides: list[dict[str, Any]]) -> dict[str, Any]:
     sc: dict[str, Any] = {
         "scenario": {"name": cid.replace("/", "_"), "description": f"matrix cell {cid}"},
         "kernel": {"source": k["source"], "arch": arch, "fragments": fragments, "patches": list(p.get("patches", []))},
@@ -156,7 +211,7 @@ def _cell_scenario(cid: str, k: dict, arch: str, mach: str, flow: str, p: dict, 
     return sc
 
 
-def _keys(where: str, prefix: str, table: dict, allowed: set[str]) -> None:
+def _keys(where: str, prefix: str, table: dict[str, Any], allowed: set[str]) -> None:
     if not isinstance(table, dict):
         raise ScenarioError(where, prefix.rstrip("."), "must be a table")
     for key in table:
@@ -165,7 +220,7 @@ def _keys(where: str, prefix: str, table: dict, allowed: set[str]) -> None:
 
 
 def _tables(where: str, name: str, value: Any, allowed: set[str], required: tuple[str, ...],
-            optional: bool = False) -> list[dict]:
+            optional: bool = False) -> list[dict[str, Any]]:
     if not isinstance(value, list) or (not value and not optional):
         raise ScenarioError(where, name, f"needs at least one [[{name}]] table")
     for i, t in enumerate(value):

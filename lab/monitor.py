@@ -32,7 +32,7 @@ class Monitor:
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"qmp-{name}", daemon=True)
         self._thread.start()
         self._client = QMPClient(name)
-        self._listener: asyncio.Task | None = None
+        self._listener: asyncio.Task[None] | None = None
         self._logf = open(log_path, "a", encoding="utf-8")
 
     def _record(self, kind: str, payload: Any) -> None:

@@ -1,10 +1,15 @@
 """`kjlab matrix` and `kjlab nightly`: run a matrix, record every cell in the history,
 compare with the previous night, and write the summary page (a grid of kernels x
 machines per flow, coloured by verdict, linking every cell's report, with durations and
-each cell's trend over the last nights) and the CI exports (JUnit XML, KCIDB JSON)."""
+each cell's trend over the last nights) and the CI exports (JUnit XML, KCIDB JSON).
+
+Each cell goes into the history as it ends. A night stopped by SIGINT/SIGTERM (during the
+builds or the cells) still writes its summary and exports for what ran, records the
+cells that were running as INTERRUPTED, and is marked interrupted in the history."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -13,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .history import CellRecord, Comparison, History, compare
+from . import matrix_run
+from .history import CellRecord, Comparison, History, NightStatus, compare
 from .matrix import Matrix
-from .matrix_run import CellOutcome, prebuild, run_cells, write_cell_files
+from .matrix_run import GRACE_SECONDS, CellArgv, CellOutcome, run_cells, write_cell_files
 from .report import environment, format_duration, verdict_class
 from .verdict import Verdict
 
@@ -33,58 +39,118 @@ class NightOutcome:
     night_id: int | None
     cells_per_hour: float
     wall_seconds: float
+    interrupted: bool = False  # stopped by SIGINT/SIGTERM: records hold what ran
+
+    @property
+    def status(self) -> NightStatus:
+        return NightStatus.INTERRUPTED if self.interrupted else NightStatus.COMPLETED
 
 
 def new_night_dir(runs_root: Path, matrix: Matrix, kind: str) -> Path:
-    base = runs_root / f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{matrix.name}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    path.mkdir(parents=True)
-    return path
+    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{matrix.name}"
+    runs_root.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):  # atomic: two nights started in the same second get two
+        path = runs_root / (base if n == 1 else f"{base}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise AssertionError("unreachable")
+
+
+Build = Callable[[dict[str, Path], Path], dict[str, str]]  # (cell files, build log) -> {cell id: why not run}
 
 
 def run_night(matrix: Matrix, runs_root: Path, *, record: bool, history_path: Path | None = None,
-              parallel: int | None = None, on_done: Callable[[CellOutcome], None] | None = None,
-              keep: str = "failed") -> NightOutcome:
-    """Run every cell; with `record`, keep the night in the history and compare it."""
+              parallel: int | None = None, on_done: Callable[[CellRecord], None] | None = None,
+              keep: str = "failed", build: Build | None = None, cell_argv: CellArgv | None = None,
+              grace: float = GRACE_SECONDS) -> NightOutcome:
+    """Run every cell; with `record`, keep the night in the history (each cell as it
+    ends) and compare it. `build` and `cell_argv` replace the shared builds
+    (matrix_run.prebuild) and the cell command (`kjlab run`), e.g. with fakes in tests."""
+    build = build or matrix_run.prebuild
+    cell_argv = cell_argv or matrix_run.kjlab_run_argv
     night_dir = new_night_dir(runs_root, matrix, "nightly" if record else "matrix")
     t0 = time.monotonic()
     files = write_cell_files(matrix, night_dir)
-    prebuild(files, night_dir / "build.log")
     history = History(history_path) if record else None
     night_id = history.start_night(night_dir.name, matrix.name) if history else None
     records: dict[str, CellRecord] = {}
-    comparison = None
+    status = NightStatus.FAILED  # until the night gets to its end
+
+    def cell_done(o: CellOutcome) -> None:
+        rec = records[o.cell.id] = _record(o)
+        if history and night_id is not None:
+            history.record_cell(night_id, rec)  # at once: a night stopped later keeps it
+        if on_done:
+            on_done(rec)
+
     try:
-        outcomes = run_cells(matrix, files, night_dir, parallel or matrix.parallel, on_done, keep)
-        for o in outcomes:
-            records[o.cell.id] = _record(o)
-            if history and night_id is not None:
-                history.record_cell(night_id, records[o.cell.id])
+        interrupted = False
+        try:
+            not_run = build(files, night_dir / "build.log")
+        except KeyboardInterrupt:
+            log.warning("interrupted while building the shared artifacts: no cell ran")
+            interrupted = True
+        if not interrupted:
+            cells = run_cells(matrix, files, night_dir, parallel or matrix.parallel, cell_done, keep,
+                              not_run=not_run, cell_argv=cell_argv, grace=grace)
+            interrupted = cells.interrupted
         wall = time.monotonic() - t0
+        comparison = None
         if history and night_id is not None:
             prev = history.previous_night(matrix.name, night_id)
-            comparison = compare(history.cells(prev) if prev else {}, records)
-        summary = write_night_summary(night_dir, matrix, records, comparison, history, wall, parallel or matrix.parallel)
+            comparison = _compare(history.cells(prev) if prev else {}, records, interrupted)
+        ended = NightStatus.INTERRUPTED if interrupted else NightStatus.COMPLETED
+        summary = write_night_summary(night_dir, matrix, records, comparison, history, wall,
+                                      parallel or matrix.parallel, ended)
         _exports(night_dir, matrix, records)
-        if history and night_id is not None:
-            history.finish_night(night_id, summary)
+        status = ended
+    except KeyboardInterrupt:  # a signal while the summary was written (outside the cells)
+        status = NightStatus.INTERRUPTED
+        raise
     finally:
         if history:
+            if night_id is not None:
+                summary_path = night_dir / "summary.html"
+                history.finish_night(night_id, summary_path if summary_path.is_file() else None, status=status)
             history.close()
     rate = len(records) / wall * 3600 if wall else 0.0
-    return NightOutcome(night_dir, summary, records, comparison, night_id, rate, wall)
+    return NightOutcome(night_dir, summary, records, comparison, night_id, rate, wall, interrupted)
+
+
+def _compare(previous: dict[str, CellRecord], current: dict[str, CellRecord], interrupted: bool) -> Comparison:
+    """The night against the previous one; a stopped night only on the cells that ended
+    by themselves (the others would show as gone or, INTERRUPTED, as regressions)."""
+    if interrupted:
+        current = {c: r for c, r in current.items() if r.verdict != Verdict.INTERRUPTED}
+        previous = {c: r for c, r in previous.items() if c in current}
+    return compare(previous, current)
 
 
 def _record(o: CellOutcome) -> CellRecord:
+    parts = o.cell.parts
+    expected = str(o.cell.scenario.get("expect", {}).get("verdict", Verdict.PASS))
     if o.run_dir is None:
-        parts = o.cell.parts
-        reason = "the cell ended before it wrote any result" + (" (cell timeout)" if o.timed_out else "")
-        return CellRecord(cell=o.cell.id, **parts, verdict=Verdict.ERROR, observed=Verdict.ERROR, reason=reason,
-                          seconds=round(o.seconds, 3), run_dir="", report="")
-    return CellRecord.from_run(o.cell.id, o.cell.parts, o.run_dir)
+        if o.not_run:
+            reason = o.not_run
+        elif o.interrupted:
+            reason = "the matrix was stopped before the cell wrote any result"
+        else:
+            reason = "the cell ended before it wrote any result" + (" (cell timeout)" if o.timed_out else "")
+        verdict = Verdict.INTERRUPTED if o.interrupted else Verdict.ERROR
+        return CellRecord(cell=o.cell.id, **parts, verdict=verdict, observed=verdict, expected=expected,
+                          reason=reason, seconds=round(o.seconds, 3))
+    rec = CellRecord.from_run(o.cell.id, parts, o.run_dir)
+    if o.interrupted:  # whatever the run made of being stopped, the night stopped it
+        rec.reason = f"the matrix was stopped while the cell ran (the run's record: {rec.verdict}: {rec.reason})"
+        rec.verdict = Verdict.INTERRUPTED
+    elif o.timed_out:  # the lab ended it: no verdict on the kernel
+        rec.reason = (f"cell timeout: ended after {o.seconds:.0f} s (the run's record: {rec.verdict}: "
+                      f"{rec.reason})")
+        rec.verdict = Verdict.ERROR
+    return rec
 
 
 def _exports(night_dir: Path, matrix: Matrix, records: dict[str, CellRecord]) -> None:
@@ -95,7 +161,7 @@ def _exports(night_dir: Path, matrix: Matrix, records: dict[str, CellRecord]) ->
 
 def write_night_summary(night_dir: Path, matrix: Matrix, records: dict[str, CellRecord],
                         comparison: Comparison | None, history: History | None, wall: float,
-                        parallel: int) -> Path:
+                        parallel: int, status: NightStatus = NightStatus.COMPLETED) -> Path:
     rows = sorted({(r.kernel, r.arch, r.patchset) for r in records.values()})
     machines_ = list(dict.fromkeys(c.machine for c in matrix.cells))
     flows = list(dict.fromkeys(c.flow for c in matrix.cells))
@@ -133,6 +199,8 @@ def write_night_summary(night_dir: Path, matrix: Matrix, records: dict[str, Cell
         wall=format_duration(wall), parallel=parallel, n=len(records),
         rate=f"{len(records) / wall * 3600:.0f}" if wall else "-",
         generated=time.strftime("%Y-%m-%d %H:%M:%S"),
+        status="" if status == NightStatus.COMPLETED else
+        f"night {status}: {len(records)} of {len(matrix.cells)} cells recorded",
     )
     path = night_dir / "summary.html"
     path.write_text(html)

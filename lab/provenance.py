@@ -21,5 +21,17 @@ def host_provenance(qemu_binary: str) -> dict[str, str]:
         "qemu": _first_line([qemu_binary, "--version"]),
         "host": f"{platform.node()} {platform.system()} {platform.release()} {platform.machine()}",
         "python": platform.python_version(),
-        "kjlab_commit": _first_line(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty", "--abbrev=12"]),
+        "kjlab_commit": _kjlab_version(),
     }
+
+
+def _kjlab_version() -> str:
+    """The checkout's commit, or the installed package's version (a wheel has no git)."""
+    if (REPO_ROOT / ".git").exists():
+        return _first_line(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty", "--abbrev=12"])
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"kjlab {version('kjlab')} (installed)"
+    except PackageNotFoundError:
+        return "unknown"

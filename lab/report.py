@@ -676,7 +676,7 @@ def build_view(run_dir: Path) -> ReportView:
 
 def environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(lab.REPORTS_DIR / "templates"),
+        loader=jinja2.FileSystemLoader(lab.TEMPLATES_DIR),
         autoescape=True,  # not select_autoescape: "report.html.j2" does not end in .html
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

@@ -7,32 +7,31 @@ written, and the QEMU processes are gone (their context managers end them).
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import shutil
-import signal
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import FrameType
 
 from . import REPORTS_DIR
 from .accel import choose_accel
-from .build.disk import make_disk
-from .build.initramfs import build_base, build_with_payload
-from .build.kernel import KernelSpec, build_kernel
+from .hibernation_disk import make_disk
+from .artifacts.initramfs import build_base, build_with_payload
+from .artifacts.kernel import KernelSpec, build_kernel
 from .errors import KjlabError
 from .flows import FLOWS
 from .machines import machine_fragments
 from .flows.base import FlowStop, Recorder
 from .flows.common import FlowArtifacts, FlowContext
+from .lifetime import sigterm_as_interrupt
 from .provenance import host_provenance
 from .qemu_cmdline import QEMU_BINARY
 from .results import RunResult, Step
-from .scenario import Scenario
+from .scenario import Scenario, check_name
 from .symbols import symbolize
 from .expectation import apply_expectation, step_texts
 from .verdict import Verdict
@@ -50,14 +49,20 @@ class RunOutcome:
 
 
 def new_run_dir(runs_root: Path, scenario: Scenario) -> tuple[str, Path]:
-    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{scenario.name}"
-    run_dir = runs_root / run_id
-    n = 1
-    while run_dir.exists():
-        n += 1
-        run_dir = runs_root / f"{run_id}-{n}"
-    run_dir.mkdir(parents=True)
-    return run_dir.name, run_dir
+    """A fresh directory `<time>-<scenario>[-N]` in runs_root, made atomically: two runs of
+    the same scenario in the same second get two directories (mkdir fails for the second,
+    which takes the next suffix), never one shared or a FileExistsError."""
+    name = check_name(str(scenario.path), "scenario.name", scenario.name)  # stays inside runs_root
+    runs_root.mkdir(parents=True, exist_ok=True)
+    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+    for n in itertools.count(1):
+        run_id = base if n == 1 else f"{base}-{n}"
+        try:
+            (runs_root / run_id).mkdir()
+        except FileExistsError:
+            continue
+        return run_id, runs_root / run_id
+    raise AssertionError("unreachable")
 
 
 def kernel_spec(sc: Scenario) -> KernelSpec:
@@ -69,42 +74,30 @@ def kernel_spec(sc: Scenario) -> KernelSpec:
 def prepare_artifacts(sc: Scenario, run_dir: Path, rec: Recorder) -> FlowArtifacts:
     """Seed steps 1-3: the kernel, the initramfs images, the hibernation disk."""
     build_log = run_dir / "build.log"
-    rec.result.artifacts["build log"] = build_log.name
+    rec.artifact("build log", build_log)
     with rec.step("artifacts", "Build or reuse kernel and initramfs; make the hibernation disk", "1-3", None):
         kernel = build_kernel(kernel_spec(sc), log_path=build_log)
-        rec.result.provenance["kernel"] = kernel.provenance
+        rec.provenance("kernel", kernel.provenance)
         shutil.copy2(kernel.config, run_dir / "kernel.config")
-        rec.result.artifacts["kernel config"] = "kernel.config"
+        rec.artifact("kernel config", run_dir / "kernel.config")
         kernel_a = kernel
         if sc.a_fragments:  # kernel A built apart (e.g. a high PHYSICAL_START for makedumpfile)
             spec_a = replace(kernel_spec(sc), fragments=kernel_spec(sc).fragments + sc.a_fragments)
             kernel_a = build_kernel(spec_a, log_path=build_log)
-            rec.result.provenance["kernel_a"] = kernel_a.provenance
+            rec.provenance("kernel_a", kernel_a.provenance)
             shutil.copy2(kernel_a.config, run_dir / "kernel-A.config")
-            rec.result.artifacts["kernel A config"] = "kernel-A.config"
+            rec.artifact("kernel A config", run_dir / "kernel-A.config")
         base = build_base(sc.kernel.arch, extra_packages=sc.guest.extra_packages, log_path=build_log)
         initrd_a = build_with_payload(base, {"boot/bzImage": kernel.image, "boot/rootfsB.gz": base.path}, log_path=build_log)
-        rec.result.provenance["initramfs"] = {"base_key": base.key, "a_key": initrd_a.key, "packages": base.packages}
+        rec.provenance("initramfs", {"base_key": base.key, "a_key": initrd_a.key, "packages": base.packages})
         disk = make_disk(run_dir / "hibernation-disk.img", size_mib=sc.flow.disk_mib, log_path=build_log)
-        rec.result.artifacts["hibernation disk"] = disk.name
+        rec.artifact("hibernation disk", disk)
         rec.note("kernel", f"{kernel.release} {kernel.image} (cached: {kernel.provenance['cached']})")
         if kernel_a is not kernel:
             rec.note("kernel A", f"{kernel_a.release} {kernel_a.image} (cached: {kernel_a.provenance['cached']})")
         rec.note("initramfs", f"base {base.path}\nA {initrd_a.path}")
     return FlowArtifacts(kernel=kernel.image, kernel_a=kernel_a.image, initrd_a=initrd_a.path,
                          initrd_c=base.path, disk=disk, system_map=kernel_a.image.parent / "System.map")
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
@@ -124,7 +117,7 @@ def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
     sock_dir = Path(tempfile.mkdtemp(prefix="kjlab-"))  # mode 0700: sockets stay private
     log.info("run %s in %s (accelerator %s: %s)", run_id, run_dir, accel.accel, accel.reason)
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             flow: FlowContext | None = None
             try:
                 art = prepare_artifacts(sc, run_dir, rec)
@@ -146,7 +139,7 @@ def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
             _finish(result, Verdict.ERROR, "the run ended without a verdict")
         _judge(result, sc, run_dir)
         if keep == "failed" and result.verdict.good:
-            _drop_bulk(result, run_dir)
+            _drop_bulk(rec, run_dir)
         try:
             rec.save()
         except OSError as e:  # the host's disk is full: say so, the record stays as far as it got
@@ -190,20 +183,20 @@ def _finish(result: RunResult, verdict: Verdict, reason: str, evidence: list[str
             step.outcome, step.ended = "interrupted", result.ended
 
 
-def _drop_bulk(result: RunResult, run_dir: Path) -> None:
+def _drop_bulk(rec: Recorder, run_dir: Path) -> None:
     """After a good run: delete the snapshots and the disk image, keep their record."""
     freed = 0
-    for snap in result.snapshots:
+    for snap in rec.result.snapshots:
         path = run_dir / str(snap.get("path", ""))
         if path.is_file():
             freed += path.stat().st_size
             path.unlink()
-            snap["deleted"] = "after a good run (--keep failed)"
+            rec.snapshot_deleted(str(snap["name"]), "after a good run (--keep failed)")
     disk = run_dir / "hibernation-disk.img"
     if disk.is_file():
         freed += disk.stat().st_blocks * 512
         disk.unlink()
-        result.artifacts.pop("hibernation disk", None)
+        rec.forget_artifact("hibernation disk")
     log.info("%s: good run, %d MiB of snapshots and disk image dropped", run_dir.name, freed >> 20)
 
 

@@ -5,15 +5,18 @@ An error names the file, the key and what is allowed.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .build.kernel import KernelSpec
+from .debian_archive import PACKAGE_RE, SUITE_RE
+from .artifacts.kernel import KernelSpec
 from .errors import ScenarioError
 from .flows import FLOW_NAMES
+from .flows.common import DEFAULT_TIMEOUTS
 from .verdict import EXPECTABLE, Verdict
 from .machines import DISK_BUSES, MachineSpec, machines, validate
 from .quirks import DEFAULT_QUIRKS, QUIRKS
@@ -21,6 +24,11 @@ from .quirks import DEFAULT_QUIRKS, QUIRKS
 EXPECTABLE_NAMES = tuple(str(v) for v in EXPECTABLE)
 SAVE_METHODS = ("copy", "makedumpfile")
 RECIPES = ("debian", "buildroot")
+# Names become directory names (run directories, matrix cells): no '/', no '..', no
+# spaces or commas, nothing a shell or a path could read as more than one name.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,80}")
+NAME_RULE = "1 to 81 of A-Z a-z 0-9 . _ + - (starting with a letter or digit)"
+KERNEL_SOURCES = "'debian:PACKAGE[@SUITE]', 'tree:PATH' or 'tarball:PATH'"
 
 _SCHEMA: dict[str, set[str]] = {
     "scenario": {"name", "description", "links", "source"},
@@ -97,13 +105,18 @@ def read_toml(path: Path, kind: str) -> dict[str, Any]:
 
 
 def load_scenario(path: Path) -> Scenario:
-    where = str(path)
-    data = read_toml(path, "scenario")
+    return scenario_from_dict(read_toml(path, "scenario"), path)
+
+
+def scenario_from_dict(data: dict[str, Any], path: Path, where: str | None = None) -> Scenario:
+    """A scenario file's content (a dict as TOML gives it) -> Scenario; errors name `where`
+    (default: the path), e.g. a matrix file and the cell the content was made for."""
+    where = where or str(path)
     _check_keys(where, data)
     sc = data.get("scenario", {})
     return Scenario(
         path=path,
-        name=_str(where, "scenario.name", sc.get("name", path.stem)),
+        name=check_name(where, "scenario.name", sc.get("name", path.stem)),
         description=_str(where, "scenario.description", sc.get("description", "")),
         source=_str(where, "scenario.source", sc.get("source", "")),
         links=_str_list(where, "scenario.links", sc.get("links", [])),
@@ -135,6 +148,54 @@ def _str(where: str, key: str, value: Any) -> str:
     return value
 
 
+def check_name(where: str, key: str, value: Any) -> str:
+    """A name that may become a file or directory name (see NAME_RE)."""
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+        raise ScenarioError(where, key, f"{value!r} is not a valid name: {NAME_RULE}")
+    return value
+
+
+def check_package(where: str, key: str, value: Any) -> str:
+    """A Debian package name (Policy 5.6.1): never an apt option, never two names."""
+    if not isinstance(value, str) or not PACKAGE_RE.fullmatch(value):
+        raise ScenarioError(where, key, f"{value!r} is not a Debian package name: "
+                            "lower-case letters, digits and + . - (at least 2, starting with a letter or digit)")
+    return value
+
+
+def check_kernel_source(where: str, key: str, value: Any) -> str:
+    source = _str(where, key, value)
+    kind, sep, rest = source.partition(":")
+    if not sep or kind not in ("debian", "tree", "tarball") or not rest:
+        raise ScenarioError(where, key, f"{source!r}: expected {KERNEL_SOURCES}")
+    if "\n" in rest or "\0" in rest:
+        raise ScenarioError(where, key, f"{source!r}: no newline or NUL allowed")
+    if kind == "debian":
+        package, at, suite = rest.partition("@")
+        check_package(where, key, package)
+        if at and not SUITE_RE.fullmatch(suite):
+            raise ScenarioError(where, key, f"suite {suite!r} is not a Debian suite name: 2 to 31 of a-z 0-9 - "
+                                "starting with a letter (e.g. bookworm, trixie, sid)")
+    return source
+
+
+def check_seconds(where: str, key: str, value: Any) -> float:
+    """A duration: a finite number of seconds above zero (not a bool, not inf or nan)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ScenarioError(where, key, f"{value!r} is not allowed: a finite number of seconds above 0")
+    return float(value)
+
+
+def _timeouts(where: str, value: Any) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise ScenarioError(where, "flow.timeouts", "must be a table of timeout name = seconds, e.g. { boot = 120 }; "
+                            f"names: {', '.join(DEFAULT_TIMEOUTS)}")
+    for name in value:
+        if name not in DEFAULT_TIMEOUTS:
+            raise ScenarioError(where, f"flow.timeouts.{name}", f"unknown timeout; allowed: {', '.join(DEFAULT_TIMEOUTS)}")
+    return {name: check_seconds(where, f"flow.timeouts.{name}", v) for name, v in value.items()}
+
+
 def _str_list(where: str, key: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ScenarioError(where, key, "must be a list of strings")
@@ -142,7 +203,7 @@ def _str_list(where: str, key: str, value: Any) -> tuple[str, ...]:
 
 
 def _choice(where: str, key: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ScenarioError(where, key, f"{value!r} is not allowed; options are {', '.join(allowed)}")
     return value
 
@@ -160,7 +221,7 @@ def _int(where: str, key: str, value: Any, lo: int, hi: int) -> int:
 
 def _kernel(where: str, k: dict[str, Any]) -> KernelSpec:
     return KernelSpec(
-        source=_str(where, "kernel.source", k.get("source", "debian:linux-source-6.1")),
+        source=check_kernel_source(where, "kernel.source", k.get("source", "debian:linux-source-6.1")),
         arch=_choice(where, "kernel.arch", k.get("arch", "i386"), ("i386",)),
         fragments=_str_list(where, "kernel.fragments", k.get("fragments", ["kexec-jump-i386"])),
         patches=_str_list(where, "kernel.patches", k.get("patches", [])),
@@ -172,7 +233,10 @@ def _guest(where: str, g: dict[str, Any]) -> GuestSpec:
     if recipe == "buildroot":
         raise ScenarioError(where, "guest.recipe", "'buildroot' needs Buildroot's source downloads, which this "
                             "machine cannot reach; build it by hand from buildroot-config/ or use 'debian'")
-    return GuestSpec(recipe, _str_list(where, "guest.extra_packages", g.get("extra_packages", [])))
+    packages = _str_list(where, "guest.extra_packages", g.get("extra_packages", []))
+    for i, name in enumerate(packages):
+        check_package(where, f"guest.extra_packages[{i}]", name)
+    return GuestSpec(recipe, packages)
 
 
 def _machine(where: str, m: dict[str, Any]) -> MachineSpec:
@@ -203,16 +267,17 @@ def _flow(where: str, f: dict[str, Any]) -> FlowParams:
         raise ScenarioError(where, "flow.b_window", "must be [mem_min, mem_max], e.g. [\"0x100000\", \"0x1ffffff\"]")
     lo = _int(where, "flow.b_window[0]", window[0], 0, 0xFFFFFFFF)
     hi = _int(where, "flow.b_window[1]", window[1], lo + 1, 0xFFFFFFFF)
-    timeouts = f.get("timeouts", {})
-    if not isinstance(timeouts, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in timeouts.values()):
-        raise ScenarioError(where, "flow.timeouts", "must be a table of step name = seconds (> 0)")
+    timeouts = _timeouts(where, f.get("timeouts", {}))
+    a_append = _str(where, "flow.a_append", f.get("a_append", ""))
+    if any(c in a_append for c in "\r\n\0"):
+        raise ScenarioError(where, "flow.a_append", "one line of kernel parameters: no newline (or NUL) allowed")
     a_mem = _str(where, "flow.a_mem", f.get("a_mem", "120M"))
     if a_mem and not a_mem.rstrip("MG").isdigit():
         raise ScenarioError(where, "flow.a_mem", f"{a_mem!r} is not a size like '120M' (or '' for all of RAM)")
     return FlowParams(
         name=_choice(where, "flow.name", f.get("name", "hibernate"), FLOW_NAMES),
         a_mem=a_mem,
-        a_append=_str(where, "flow.a_append", f.get("a_append", "")),
+        a_append=a_append,
         a_reserves_window=_bool(where, "flow.a_reserves_window", f.get("a_reserves_window", False)),
         b_window=(lo, hi),
         save=_choice(where, "flow.save", f.get("save", "copy"), SAVE_METHODS),
@@ -225,7 +290,7 @@ def _flow(where: str, f: dict[str, Any]) -> FlowParams:
         tamper_image_at=_int(where, "flow.tamper_image_at", f.get("tamper_image_at", 0), 0, 0xFFFFFFFF),
         after_resume_command=_str(where, "flow.after_resume_command", f.get("after_resume_command", "")),
         disk_mib=_int(where, "flow.disk_mib", f.get("disk_mib", 512), 8, 65536),
-        timeouts={str(k): float(v) for k, v in timeouts.items()},
+        timeouts=timeouts,
     )
 
 

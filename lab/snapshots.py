@@ -566,11 +566,12 @@ def diff_ranges(a: PhysImage, b: PhysImage, exclude: Sequence[Sequence[int]] = (
 
 def _differing_rows(wa: np.ndarray | None, wb: np.ndarray | None, buf: np.ndarray) -> np.ndarray:
     """Indices of the rows (pages) where wa and wb differ; None stands for zeros."""
-    if wa is None and wb is None:
-        return np.zeros(0, np.int64)
-    if wa is None or wb is None:
-        w = wa if wb is None else wb
-        np.not_equal(w, 0, out=buf)
+    if wa is None:
+        if wb is None:
+            return np.zeros(0, np.int64)
+        np.not_equal(wb, 0, out=buf)
+    elif wb is None:
+        np.not_equal(wa, 0, out=buf)
     else:
         np.not_equal(wa, wb, out=buf)
     return np.flatnonzero(buf.any(axis=1))
@@ -631,7 +632,8 @@ class SentinelScan:
         return {k: [p for p, _ in v] for k, v in self.by_key().items() if len(v) > 1}
 
     def intact(self) -> np.ndarray:
-        return self.bad_words == 0
+        mask: np.ndarray = self.bad_words == 0
+        return mask
 
     def ranges(self, region: int | None = None) -> list[Range]:
         sel = self.paddr if region is None else self.paddr[self.region == region]

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from .console import Console, tail_of_file
 from .errors import GuestError
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class VMExit:
     returncode: int | None
-    shutdown_events: list[dict] = field(default_factory=list)
+    shutdown_events: list[dict[str, Any]] = field(default_factory=list)
     triple_fault: bool = False
     cpu_reset_tail: str = ""
 
@@ -36,7 +37,7 @@ class QemuVM:
         self.stderr_log = run_dir / f"qemu-{name}.log"
         self.console_log = run_dir / f"console-{name}.log"
         self.qmp_log = run_dir / "qmp.log"
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self._console: Console | None = None
         self._monitor: Monitor | None = None
         self.exit: VMExit | None = None

@@ -166,3 +166,126 @@ def test_an_unreadable_record_is_one_line_and_cannot_test(tmp_path: Path) -> Non
     out = proc.stdout + proc.stderr
     assert proc.returncode == EXIT_CANNOT_TEST, out
     assert "Traceback" not in out and "traceback in" in out
+
+
+# -- matrices and nights -----------------------------------------------------------------------
+
+GDT_FIX = "0001-x86-kexec-32-reload-gdt-before-restore-processor-state.patch"
+BROKEN_PATCH = """--- a/kernel/no-such-file.c
++++ b/kernel/no-such-file.c
+@@ -1,3 +1,3 @@
+ a
+-b
++c
+ d
+"""
+
+
+def write_matrix(path: Path, machines: list[str], patchsets: str) -> Path:
+    """A small matrix on bookworm's 6.1: the kernel of the default scenario (cached)."""
+    path.write_text(f"""[matrix]
+name = "{path.stem.replace('.matrix', '')}"
+machines = {json.dumps(machines)}
+flows = ["hibernate"]
+parallel = 1
+cell_timeout = 900
+
+[[kernel]]
+name = "6.1"
+source = "debian:linux-source-6.1"
+{patchsets}""")
+    return path
+
+
+def test_a_kernel_that_fails_to_build_errors_only_its_cells(tmp_path: Path) -> None:
+    broken = tmp_path / "9999-broken.patch"
+    broken.write_text(BROKEN_PATCH)
+    matrix = write_matrix(tmp_path / "build-fails.matrix.toml", ["pc-virtio"], f"""
+[[patchset]]
+name = "fix"
+patches = ["{GDT_FIX}"]
+
+[[patchset]]
+name = "broken"
+patches = ["{GDT_FIX}", "{broken}"]
+""")
+    history = tmp_path / "history.sqlite"
+    proc = subprocess.run([*KJLAB, "nightly", str(matrix), "--runs-dir", str(tmp_path / "runs"),
+                           "--history", str(history)], capture_output=True, text=True, timeout=1800)
+    out = proc.stdout + proc.stderr
+    assert "Traceback" not in out, out[-3000:]
+    (night,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    junit = (night / "junit.xml").read_text()
+    assert 'tests="2"' in junit, junit[:500]
+    import sqlite3
+
+    with sqlite3.connect(history) as db:
+        rows = dict(db.execute("SELECT cell, verdict FROM cells").fetchall())
+        reasons = dict(db.execute("SELECT cell, reason FROM cells").fetchall())
+    assert rows == {"6.1/i386/pc-virtio/hibernate/fix": "PASS", "6.1/i386/pc-virtio/hibernate/broken": "ERROR"}, rows
+    assert "no-such-file.c" in reasons["6.1/i386/pc-virtio/hibernate/broken"], reasons
+    assert not qemu_processes_for(tmp_path)
+
+
+def test_a_night_stopped_halfway_keeps_what_finished(tmp_path: Path) -> None:
+    matrix = write_matrix(tmp_path / "stopped.matrix.toml", ["pc-virtio", "pc-ide", "pc-scsi"], f"""
+[[patchset]]
+name = "fix"
+patches = ["{GDT_FIX}"]
+""")
+    history = tmp_path / "history.sqlite"
+    proc = subprocess.Popen([*KJLAB, "nightly", str(matrix), "--runs-dir", str(tmp_path / "runs"),
+                             "--history", str(history)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Wait until the first cell has finished and the second is inside its jump.
+    deadline = time.monotonic() + 1800
+    while time.monotonic() < deadline and proc.poll() is None:
+        finished = list((tmp_path / "runs").rglob("report.html")) if (tmp_path / "runs").exists() else []
+        running = [p for p in (tmp_path / "runs").rglob("results.json")] if finished else []
+        states = []
+        for r in running:
+            try:
+                steps = json.loads(r.read_text())["steps"]
+            except (OSError, ValueError):
+                continue
+            states.append(steps[-1]["name"] if steps and steps[-1]["outcome"] == "running" else "")
+        if "jump-to-B" in states:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stdout.read()[-3000:] if proc.stdout else ""
+    assert qemu_processes_for(tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == EXIT_INTERRUPTED, out[-3000:]
+    assert gone_within(tmp_path, 10), qemu_processes_for(tmp_path)
+    import sqlite3
+
+    with sqlite3.connect(history) as db:
+        (status,) = db.execute("SELECT status FROM nights").fetchone()
+        cells = dict(db.execute("SELECT cell, verdict FROM cells").fetchall())
+    assert status == "interrupted"
+    assert cells.get("6.1/i386/pc-virtio/hibernate/fix") == "PASS", cells
+    assert "INTERRUPTED" in cells.values(), cells
+    (night,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    for name in ("summary.html", "junit.xml", "kcidb.json"):
+        assert (night / name).is_file(), name
+
+
+def test_a_truncated_cache_entry_is_rebuilt_not_trusted(tmp_path: Path) -> None:
+    from lab.cache import cache_root
+
+    first = subprocess.run([*KJLAB, "run", str(DEFAULT), "--runs-dir", str(tmp_path / "1"), "--keep", "failed"],
+                           capture_output=True, text=True, timeout=1800)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    (run_dir,) = [p for p in (tmp_path / "1").iterdir() if p.is_dir()]
+    key = json.loads((run_dir / "results.json").read_text())["provenance"]["initramfs"]["a_key"]
+    entry = cache_root() / "initramfs" / key
+    image = entry / "initramfs.gz"
+    size = image.stat().st_size
+    with open(image, "r+b") as f:  # half of it gone, as after a crash before the data hit the disk
+        f.truncate(size // 2)
+    second = subprocess.run([*KJLAB, "run", str(DEFAULT), "--runs-dir", str(tmp_path / "2"), "--keep", "failed"],
+                            capture_output=True, text=True, timeout=1800)
+    out = second.stdout + second.stderr
+    assert second.returncode == 0, out[-3000:]
+    assert "not trusted, rebuilding" in out
+    assert image.stat().st_size == size

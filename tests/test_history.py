@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lab.errors import UserError
-from lab.history import (SCHEMA_VERSION, CellRecord, History, compare, default_path, parse_cell_id)
+from lab.history import (SCHEMA_VERSION, CellRecord, History, NightStatus, compare, default_path, parse_cell_id)
 from lab.report import render_report
 from lab.results import Check, Command, RunResult, Step, save
 
@@ -148,7 +148,7 @@ def test_schema_wal_and_default_path(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert cols == ["night_id", "cell", "kernel", "arch", "machine", "flow", "patchset", "verdict", "observed",
                     "expected", "reason", "failed_step", "seconds", "run_dir", "report"]
     assert [r[1] for r in db.execute("PRAGMA table_info(nights)")] == ["id", "name", "matrix", "started", "ended",
-                                                                       "summary_path"]
+                                                                       "summary_path", "status"]
     # a newer schema is refused, not misread
     db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION + 1,))
     db.commit()
@@ -268,3 +268,53 @@ def test_compare_good_verdicts() -> None:
     assert cmp.regressions == [A, C]  # XFAIL -> XPASS: the known bug no longer shows; PASS -> INTERRUPTED
     assert cmp.fixes == [B, D]
     assert not compare(cur, cur).has_regressions
+
+
+SCHEMA_V1 = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE nights (id INTEGER PRIMARY KEY, name TEXT NOT NULL, matrix TEXT NOT NULL, started REAL NOT NULL,
+                     ended REAL, summary_path TEXT);
+CREATE TABLE cells (night_id INTEGER NOT NULL REFERENCES nights(id) ON DELETE CASCADE, cell TEXT NOT NULL,
+    kernel TEXT NOT NULL, arch TEXT NOT NULL, machine TEXT NOT NULL, flow TEXT NOT NULL, patchset TEXT NOT NULL,
+    verdict TEXT NOT NULL, observed TEXT NOT NULL, expected TEXT NOT NULL, reason TEXT NOT NULL,
+    failed_step TEXT NOT NULL, seconds REAL NOT NULL, run_dir TEXT NOT NULL, report TEXT NOT NULL,
+    PRIMARY KEY (night_id, cell));
+INSERT INTO schema_version VALUES (1);
+INSERT INTO nights VALUES (1, 'mon', 'm', 1000.0, 2000.0, 'mon/summary.html');
+INSERT INTO nights VALUES (2, 'tue', 'm', 3000.0, NULL, NULL);
+INSERT INTO cells VALUES (1, '6.1/i386/pc-virtio/hibernate/gdt-fix', '6.1', 'i386', 'pc-virtio', 'hibernate',
+    'gdt-fix', 'PASS', 'PASS', 'PASS', '', '', 12.0, 'r', '');
+"""
+
+
+def test_a_version_1_history_opens_and_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_V1)
+    db.close()
+    with History(path) as h:
+        assert h.schema_version == SCHEMA_VERSION == 2
+        assert h.night(1).status == NightStatus.COMPLETED  # it had ended
+        assert h.night(2).status == NightStatus.RUNNING  # it never ended: died
+        assert list(h.cells(1)) == [A]
+        n3 = h.start_night("wed", "m")
+        assert h.previous_night("m", n3) == 1
+    with History(path) as h:  # opening again changes nothing
+        assert h.schema_version == 2 and h.night(1).status == NightStatus.COMPLETED
+
+
+def test_an_interrupted_night_is_kept_but_not_compared_against(tmp_path: Path) -> None:
+    with History(tmp_path / "h.sqlite") as h:
+        n1 = h.start_night("mon", "m")
+        h.record_cell(n1, record(tmp_path / "1", A, "PASS"))
+        h.finish_night(n1, "summary.html")
+        n2 = h.start_night("tue", "m")
+        h.record_cell(n2, record(tmp_path / "2", A, "PANIC"))
+        h.finish_night(n2, "summary.html", status=NightStatus.INTERRUPTED)
+        n3 = h.start_night("wed", "m")
+        assert h.night(n1).status == NightStatus.COMPLETED and h.night(n2).status == NightStatus.INTERRUPTED
+        assert h.previous_night("m", n3) == n1
+        assert h.previous_night("m", n3, finished_only=False) == n2
+        assert [v for _, v in h.trend("m", A)] == ["PASS", "PANIC", None]  # its cells still count in trends
+        with pytest.raises(ValueError):
+            h.finish_night(n3, None, status="half-done")  # type: ignore[arg-type]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.build import debian
-from lab.build.initramfs import (
+from lab import debian_archive as debian
+from lab.artifacts.initramfs import (
     CpioEntry,
     append_gzip_cpio,
     elf_closure,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from lab.build.progs import PHYSCALL_BASE, PROGS, build_progs, check_elf
+from lab.artifacts.progs import PHYSCALL_BASE, PROGS, build_progs, check_elf
 from lab.errors import BuildError
 from lab.sentinel_format import (
     BODY_WORDS,
@@ -246,7 +246,7 @@ def kernel_i386() -> Path:
     if shutil.which("qemu-system-i386") is None:
         pytest.skip("qemu-system-i386 not installed")
     from lab import SCENARIOS_DIR
-    from lab.build.kernel import build_kernel
+    from lab.artifacts.kernel import build_kernel
     from lab.scenario import load_scenario
 
     return build_kernel(load_scenario(SCENARIOS_DIR / "i386-hibernate.toml").kernel).image
@@ -268,7 +268,7 @@ SENTINEL_SHAS = ("sha256sum /tmp/s; set -- $(grep addr /tmp/anon.out); pid=$(pid
 
 @pytest.mark.e2e
 def test_physcall_in_qemu(kernel_i386: Path, tmp_path: Path) -> None:
-    from lab.build.initramfs import build_base, list_image
+    from lab.artifacts.initramfs import build_base, list_image
 
     base = build_base()
     assert {"bin/kj-jump-back", "bin/kj-sentinel", "boot/kj-physcall.elf"} <= set(list_image(base.path))
@@ -308,7 +308,7 @@ def test_physcall_in_qemu(kernel_i386: Path, tmp_path: Path) -> None:
 @pytest.mark.e2e
 def test_jump_back_from_b_in_qemu(kernel_i386: Path, tmp_path: Path) -> None:
     """kexec-tools quirk 7: kj-jump-back instead of --load-jump-back-helper, B -> A directly."""
-    from lab.build.initramfs import build_base, build_with_payload
+    from lab.artifacts.initramfs import build_base, build_with_payload
 
     base = build_base()
     image = build_with_payload(base, {"boot/bzImage": kernel_i386, "boot/rootfsB.gz": base.path}).path

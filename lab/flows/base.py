@@ -8,11 +8,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from .. import results as res
 from ..console import CommandResult, Console
 from ..errors import ConsoleEOF, ConsoleTimeout
-from ..results import Command, RunResult, Step
+from ..results import Check, Command, RunResult, Step
 from ..evidence import kexec_error_lines, panic_lines, triple_fault_evidence
 from ..verdict import Verdict
 from ..vm import QemuVM
@@ -89,6 +90,35 @@ class Recorder:
     def note(self, command: str, output: str = "", status: int | None = None, seconds: float = 0.0) -> None:
         """Record something sent that has no exit status of its own (kexec -e, reboot -f, QMP)."""
         self._record(Command(command, status, output, seconds))
+
+    # -- the record's other parts: the flows and the runner write them only through these --
+
+    def artifact(self, label: str, path: Path) -> None:
+        """A file of the run directory worth linking from the report."""
+        self.result.artifacts[label] = path.name
+
+    def forget_artifact(self, label: str) -> None:
+        self.result.artifacts.pop(label, None)
+
+    def provenance(self, key: str, value: Any) -> None:
+        self.result.provenance[key] = value
+
+    def memory(self, key: str, value: Any) -> None:
+        """A memory finding (lab.memcheck, lab.memproof) as JSON for results and report."""
+        self.result.memory[key] = value
+
+    def snapshot(self, name: str, path: Path, vm: str) -> None:
+        self.result.snapshots.append({"name": name, "path": path.name, "bytes": path.stat().st_size, "vm": vm,
+                                      "taken": time.time()})
+
+    def snapshot_deleted(self, name: str, why: str) -> None:
+        for snap in self.result.snapshots:
+            if snap["name"] == name:
+                snap["deleted"] = why
+
+    def checks(self, checks: list[Check]) -> None:
+        self.result.checks.extend(checks)
+        self.save()
 
     def _record(self, cmd: Command) -> None:
         assert self.current is not None

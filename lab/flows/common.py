@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pexpect
 
 from ..errors import ConsoleEOF, ConsoleTimeout
-from ..memcheck import SentinelPlan, run_token
+from ..memcheck import Finding, SentinelPlan, check_resume, memory_view, run_token, sentinel_ranges
 from ..snapshots import PhysImage
 from ..qemu_cmdline import BootFiles
 from ..results import Check
@@ -25,6 +25,7 @@ from ..evidence import (
     PANIC_RE, jump_mark, kernel_trouble, kexec_error_lines, kexec_load_entry, log_since_jump, panic_lines,
     parse_checks, restarted,
 )
+from .. import kexec_commands as commands
 from ..gdbstub import GdbError, GdbStub
 from ..symbols import SymbolMap
 from ..vm import QemuVM
@@ -77,8 +78,8 @@ class FlowContext:
         self.image_md5 = ""  # of the image as the host read it after B saved it
         self.symbols = SymbolMap.load(art.system_map) if art.system_map and art.system_map.is_file() else None
         self.plan = SentinelPlan(run_token(rec.result.run_id), seed=0x5EED, pages=scenario.flow.sentinel_pages)
-        rec.result.memory["sentinel_plan"] = {"token": f"0x{self.plan.token:016x}", "seed": self.plan.seed,
-                                              "pages_per_region": self.plan.pages}
+        rec.memory("sentinel_plan", {"token": f"0x{self.plan.token:016x}", "seed": self.plan.seed,
+                                     "pages_per_region": self.plan.pages})
 
     def run(self) -> None:
         raise NotImplementedError
@@ -93,10 +94,9 @@ class FlowContext:
         )
         spec = self.sc.machine if memory_mib is None else self.sc.machine.with_overrides(memory_mib=memory_mib)
         vm = QemuVM(name, spec, files, self.accel, self.run_dir)
-        self.rec.result.artifacts.update({
-            f"console {name}": vm.console_log.name, f"QEMU log {name}": vm.stderr_log.name,
-            f"cpu_reset log {name}": files.cpu_reset_log.name, "QMP log": vm.qmp_log.name,
-        })
+        for label, path in ((f"console {name}", vm.console_log), (f"QEMU log {name}", vm.stderr_log),
+                            (f"cpu_reset log {name}", files.cpu_reset_log), ("QMP log", vm.qmp_log)):
+            self.rec.artifact(label, path)
         return vm
 
     def vm_a(self) -> QemuVM:
@@ -174,9 +174,8 @@ class FlowContext:
         path = self.run_dir / f"snapshot-{name}.elf"
         t0 = time.monotonic()
         vm.monitor.cmd("dump-guest-memory", timeout=300, paging=False, protocol=f"file:{path}")
-        size = path.stat().st_size
-        self.rec.note(f"{how}: file:{path.name}", f"{size} bytes", 0, time.monotonic() - t0)
-        self.rec.result.snapshots.append({"name": name, "path": path.name, "bytes": size, "vm": vm.name, "taken": time.time()})
+        self.rec.note(f"{how}: file:{path.name}", f"{path.stat().st_size} bytes", 0, time.monotonic() - t0)
+        self.rec.snapshot(name, path, vm.name)
         return path
 
     # -- the exact moments of a jump (GDB on QEMU's gdbstub) ----------------------------------
@@ -189,7 +188,7 @@ class FlowContext:
             self.rec.note(f"{name}: no entry address from kexec -d, moment not captured")
             return send(), None
         gdb = GdbStub(vm.files.gdb_socket, self.run_dir / f"gdb-{vm.name}.log")
-        self.rec.result.artifacts[f"GDB log {vm.name}"] = gdb.log_path.name
+        self.rec.artifact(f"GDB log {vm.name}", gdb.log_path)
         t0 = time.monotonic()
         try:
             gdb.attach()
@@ -244,20 +243,8 @@ class FlowContext:
 
     def check_memory(self, before: Path, after: Path) -> None:
         """Host: A after the jump back against A before the jump (sentinels, changed ranges, map)."""
-        from ..memcheck import check_resume, memory_view, sentinel_ranges
-
         with self.rec.step("check-memory", "Host: A's memory after resume against before the jump", "-", None):
-            finding = check_resume(before, after, self.plan)
-            changed = finding.data.pop("changed_ranges")
-            mem = self.rec.result.memory
-            mem["resume"] = finding.data
-            bad = mem.get("image_bad_ranges", []) + finding.bad_ranges
-            total = self.sc.machine.memory_mib << 20
-            with PhysImage.open(before) as img:
-                present = img.present_ranges()
-            mem["map"] = memory_view(total, present, bad, changed,
-                                     sentinel_ranges(before, self.plan) if self.plan.pages else [], self.sc.flow.b_window)
-            self.rec.note("sentinel check", finding.data.get("sentinel_summary", "no sentinel pages planned"))
+            finding = self.memory_map(before, after)
             if finding.problems:
                 raise FlowStop(Verdict.CHECK_FAILED, "A's memory after resume is not what it was before the jump",
                                finding.problems)
@@ -269,21 +256,20 @@ class FlowContext:
             return self.sc.machine.memory_mib << 20
         return int(a_mem.rstrip("MG")) << (30 if a_mem.endswith("G") else 20)
 
-    def memory_map(self, before: Path, after: Path, proven: list[tuple[int, int]] | None = None) -> None:
-        """The report's map of A's memory and the sentinel summary, from two snapshots."""
-        from ..memcheck import check_resume, memory_view, sentinel_ranges
-
+    def memory_map(self, before: Path, after: Path, proven: list[tuple[int, int]] | None = None) -> Finding:
+        """The report's map of A's memory and the sentinels' fate between two snapshots;
+        `proven`: the pages the round-trip proof showed identical."""
         finding = check_resume(before, after, self.plan)
         changed = finding.data.pop("changed_ranges")
-        mem = self.rec.result.memory
-        mem["resume"] = finding.data
+        self.rec.memory("resume", finding.data)
         with PhysImage.open(before) as img:
             present = img.present_ranges()
-        mem["map"] = memory_view(self.sc.machine.memory_mib << 20, present,
-                                 mem.get("image_bad_ranges", []) + finding.bad_ranges, changed,
-                                 sentinel_ranges(before, self.plan) if self.plan.pages else [], self.sc.flow.b_window,
-                                 proven=proven)
+        bad = self.rec.result.memory.get("image_bad_ranges", []) + finding.bad_ranges
+        self.rec.memory("map", memory_view(self.sc.machine.memory_mib << 20, present, bad, changed,
+                                           sentinel_ranges(before, self.plan) if self.plan.pages else [],
+                                           self.sc.flow.b_window, proven=proven))
         self.rec.note("sentinel check", finding.data.get("sentinel_summary", "no sentinel pages planned"))
+        return finding
 
     def check_cpus(self, vm: QemuVM) -> None:
         """Every CPU of the machine is online in A: an SMP cell that silently runs on one
@@ -294,27 +280,16 @@ class FlowContext:
             raise FlowStop(Verdict.CHECK_FAILED, f"the machine has {self.sc.machine.smp} CPUs, kernel A brought up {online}",
                            [out.strip()])
 
-    def kexec(self) -> str:
-        return "kexec -d -x" + (" -c" if self.quirks["kexec-syscall"] else "")
-
     def load_b(self, vm: QemuVM) -> None:
         with self.rec.step("load-B", "Load kernel B with kexec --load-preserve-context", "5", vm):
             if self.quirks["crash-note"]:
                 self.run_ok(vm, "kj-crash-note")
-            lo, hi = self.sc.flow.b_window
-            if not self.quirks["wide-window"]:
-                hi = min(hi, 0xFFFFFF)  # the 2008 command line
-            memmap = " --pass-memmap-cmdline" if self.quirks["pass-memmap"] else ""
+            command = commands.load_b(self.quirks, self.sc.flow.b_window)
             output: list[str] = []
-            self.with_iomem_filter(vm, lambda: output.append(self.run_ok(
-                vm,
-                f"{self.kexec()} --load-preserve-context /boot/bzImage --mem-min={lo:#x} --mem-max={hi:#x}"
-                f" --initrd=/boot/rootfsB.gz{memmap} --append='console=ttyS0 loglevel=7 kjlab.role=B'",
-                "load",
-            )), window=True)
+            self.with_iomem_filter(vm, lambda: output.append(self.run_ok(vm, command, "load")), window=True)
             self.b_entry_address = kexec_load_entry("".join(output))
 
-    def with_iomem_filter(self, vm: QemuVM, action, window: bool = False) -> None:  # type: ignore[no-untyped-def]
+    def with_iomem_filter(self, vm: QemuVM, action: Callable[[], object], window: bool = False) -> None:
         if not self.quirks["iomem-filter"]:
             action()
             return
@@ -371,7 +346,7 @@ class FlowContext:
             if self.sc.flow.after_resume_command:  # test option: make A misbehave first
                 self.rec.run(vm.console, self.sc.flow.after_resume_command, self.timeouts["command"])
             checks, trouble = self.a_checks(vm, disk)
-            self.rec.result.checks.extend(checks)
+            self.rec.checks(checks)
             oops, trace = trouble
             if trace:
                 verdict = Verdict.PANIC if oops else Verdict.KERNEL_WARNING
@@ -443,10 +418,7 @@ class FlowContext:
         facts item 7) and jumps; A's shell returns. Returns B's marker (B's shell prints it
         if A ever jumps back into B)."""
         with self.rec.step(step, "B jumps straight back to A (kj-jump-back, kexec -e)", "-", vm):
-            if self.quirks["own-jump-back-helper"]:
-                self.run_ok(vm, f"kj-jump-back {entry}")
-            else:
-                self.run_ok(vm, f"{self.kexec()} --load-jump-back-helper --entry={entry}", "load")
+            self.run_ok(vm, commands.load_jump_back(self.quirks, entry), "load")
             with self.interrupt_logging(vm):
                 b_marker = vm.console.start("kexec -x -e")
                 self.rec.note("kexec -x -e")
@@ -474,12 +446,8 @@ class FlowContext:
                 dmesg = self.rec.run(vm.console, "dmesg | grep -i -E 'vmcore|PT_NOTE|elfcorehdr'", self.timeouts["command"])
                 raise FlowStop(Verdict.KEXEC_ERROR, "no /proc/vmcore in kernel B", [vmcore.output, *dmesg.output.splitlines()])
             self.run_ok(vm, f"kj-mount-disk {self.disk_dev}", verdict=Verdict.CHECK_FAILED)
-            if self.sc.flow.save == "makedumpfile":
-                level = self.sc.flow.dump_level
-                self.run_ok(vm, f"time makedumpfile -E -d {level} -i /mnt/vmcoreinfo /proc/vmcore /mnt/{name}", "save",
-                            verdict=Verdict.SAVE_FAILED)
-            else:
-                self.run_ok(vm, f"time cp /proc/vmcore /mnt/{name}", "save", verdict=Verdict.SAVE_FAILED)
+            self.run_ok(vm, commands.save_image(self.sc.flow.save, self.sc.flow.dump_level, name), "save",
+                        verdict=Verdict.SAVE_FAILED)
             self.run_ok(vm, f"echo {entry} > /mnt/kexec_jump_back_entry && ls -l /mnt && umount /mnt && sync",
                         verdict=Verdict.CHECK_FAILED)
         return entry

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from ..expectation import LATER_EVIDENCE
+from .. import kexec_commands as commands
 from ..evidence import kexec_load_entry
 from ..image_tools import (
     corrupt_image_on_disk, md5_file, read_from_disk, split_image_on_disk, tamper_image_on_disk,
@@ -76,8 +77,8 @@ class HibernateFlow(FlowContext):
             self.image_md5 = md5_file(saved)
             self.rec.note("md5 of dump.elf as saved", self.image_md5)
             finding = check_image(saved, b_snapshot, departure or b_snapshot, self.plan, self.sc.flow.b_window)
-            self.rec.result.memory["image_check"] = finding.data
-            self.rec.result.memory["image_bad_ranges"] = finding.bad_ranges
+            self.rec.memory("image_check", finding.data)
+            self.rec.memory("image_bad_ranges", finding.bad_ranges)
             self.rec.note("image check", "\n".join(finding.problems) or "every page and every sentinel page held")
             if finding.problems:
                 step = self.rec.current
@@ -103,8 +104,8 @@ class HibernateFlow(FlowContext):
             return
         evidence = [f"md5 in C: {found.group(1) if found else out.strip()}", f"md5 as saved: {self.image_md5}"]
         now = read_from_disk(self.art.disk, "dump.elf", self.run_dir / "image-on-disk-now.elf")
-        self.rec.result.artifacts["image as saved"] = saved.name
-        self.rec.result.artifacts["image on the disk at load"] = now.name
+        self.rec.artifact("image as saved", saved)
+        self.rec.artifact("image on the disk at load", now)
         with PhysImage.open(saved) as was, PhysImage.open(now) as is_:
             leg = compare("as saved = on the disk at load", was, is_, was.file_backed_ranges(), self.symbols)
         evidence += [leg.summary(), *(e.line() for e in leg.examples)]
@@ -143,7 +144,7 @@ class HibernateFlow(FlowContext):
             self.verify_image_in_c(vm, saved)
             output: list[str] = []
             self.with_iomem_filter(vm, lambda: output.append(self.run_ok(
-                vm, f"{self.kexec()} -l --args-none --entry=$(cat /mnt/kexec_jump_back_entry) /mnt/dump.elf", "load")))
+                vm, commands.load_image(self.quirks), "load")))
             self.return_entry = kexec_load_entry("".join(output))
             self.run_ok(vm, "umount /mnt", verdict=Verdict.CHECK_FAILED)
 
@@ -178,7 +179,7 @@ class HibernateFlow(FlowContext):
                            None):
             proof = prove_round_trip(departure, in_b, saved, ret, self.sc.flow.b_window, self.a_ram_end(),
                                      self.symbols)
-            self.rec.result.memory["round_trip"] = proof.to_json()
+            self.rec.memory("round_trip", proof.to_json())
             if departure is not None and ret is not None:
                 failed = [r for leg in proof.failed_legs for r in leg.differing]
                 self.memory_map(departure, ret, proven=subtract_ranges(proof.domain, failed))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..vm import QemuVM
 from .common import FlowContext
 
 
@@ -23,7 +24,7 @@ class JumpRoundtripFlow(FlowContext):
             after = self.snapshot(vm, "A-resumed", "Memory snapshot of A after the round trip")
         self.check_memory(before, after)
 
-    def b_entry_step(self, vm) -> str:  # type: ignore[no-untyped-def]
+    def b_entry_step(self, vm: QemuVM) -> str:
         with self.rec.step("entry-B", "Read A's jump-back entry from B's command line", "7", vm):
             return self.b_entry(vm)
 

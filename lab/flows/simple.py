@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from .. import kexec_commands as commands
 from ..errors import ConsoleEOF, ConsoleTimeout
 from ..verdict import Verdict
 from .base import FlowStop, stop_for_console_failure
@@ -22,8 +23,7 @@ class KexecRebootFlow(FlowContext):
             with self.rec.step("boot-A", "Boot kernel A", "-", vm):
                 self.wait_ready(vm, "A")
             with self.rec.step("load", "kexec -l the new kernel and its initramfs", "-", vm):
-                self.run_ok(vm, f"{self.kexec()} -l /boot/bzImage --initrd=/boot/rootfsB.gz "
-                                "--append='console=ttyS0 loglevel=7 kjlab.role=R'", "load")
+                self.run_ok(vm, commands.load_reboot_kernel(self.quirks), "load")
             with self.rec.step("reboot", "kexec -e: the new kernel boots", "-", vm):
                 vm.console.send_line("kexec -x -e")
                 self.rec.note("kexec -x -e")
@@ -50,9 +50,7 @@ class PhysCallFlow(FlowContext):
             with self.rec.step("load-program", "Load the physical-mode program", "-", vm):
                 # kexec-tools wants a window with --load-preserve-context; the program's one
                 # PT_LOAD is the page at 16 MiB (guests/progs/kj-physcall.ld).
-                self.with_iomem_filter(vm, lambda: self.run_ok(
-                    vm, f"{self.kexec()} --load-preserve-context --mem-min=0x1000000 --mem-max=0x1000fff"
-                        " --args-none /boot/kj-physcall.elf", "load"))
+                self.with_iomem_filter(vm, lambda: self.run_ok(vm, commands.load_physcall(self.quirks), "load"))
             with self.rec.step("call", "kexec -e: call it in physical mode and return", "-", vm):
                 with self.interrupt_logging(vm):
                     marker = self.a_jump_out(vm)

@@ -54,14 +54,14 @@ class SnapshotDebugFlow(FlowContext):
             found = {}
             for name in ("snap1.elf", "snap2.elf"):
                 local = read_from_disk(self.art.disk, name, self.run_dir / name)
-                self.rec.result.artifacts[f"image {name}"] = local.name
+                self.rec.artifact(f"image {name}", local)
                 found[name] = (_contains(local, m1.encode()), _contains(local, m2.encode()))
             checks = [
                 Check("image-1-has-moment-1", found["snap1.elf"][0], f"{m1} in snap1.elf: {found['snap1.elf'][0]}"),
                 Check("image-1-lacks-moment-2", not found["snap1.elf"][1], f"{m2} in snap1.elf: {found['snap1.elf'][1]}"),
                 Check("image-2-has-both", all(found["snap2.elf"]), f"markers in snap2.elf: {found['snap2.elf']}"),
             ]
-            self.rec.result.checks.extend(checks)
+            self.rec.checks(checks)
             bad = [c for c in checks if not c.ok]
             if bad:
                 raise FlowStop(Verdict.CHECK_FAILED, "the images do not show A at their moments", [c.detail for c in bad])

@@ -19,10 +19,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-from ..cache import cache_root, hash_file
-from ..errors import BuildError, CommandFailed
-from ..proc import run
+from .cache import cache_root, hash_file
+from .errors import BuildError, CommandFailed, UserError
+from .proc import run
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,40 @@ LISTS_MAX_AGE = 24 * 3600  # refresh the lists at most once a day
 PARTIAL_MAX_AGE = 3600  # ... or once an hour when an optional index (security) failed
 UPDATE_ATTEMPTS = 3
 UPDATE_BACKOFF = (5.0, 15.0)  # seconds between attempts: the archive may be mid-sync
+APT_TIMEOUT = 600.0  # apt-get update / download: a hung mirror or proxy ends here
+APT_CACHE_TIMEOUT = 120.0  # apt-cache on local lists
+DPKG_TIMEOUT = 300.0  # dpkg-deb reading or unpacking one .deb
+
+# What may reach apt's command line or a sources list. A package name by Debian Policy
+# 5.6.1 (so "-o..." can never be read as an apt option); a suite name without spaces or
+# newlines (it is written into a sources.list line).
+PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+VERSION_RE = re.compile(r"[0-9][A-Za-z0-9.+~:-]*")
+SUITE_RE = re.compile(r"[a-z][a-z0-9-]{1,30}")
+
+
+def check_suite(suite: str) -> str:
+    if not SUITE_RE.fullmatch(suite):
+        raise UserError(f"Debian suite {suite!r}: expected 2 to 31 of a-z 0-9 - starting with a letter "
+                        "(e.g. bookworm, trixie, sid)")
+    return suite
+
+
+def check_arch(arch: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,30}", arch):
+        raise UserError(f"Debian architecture {arch!r}: expected e.g. i386, amd64, all")
+    return arch
+
+
+def check_spec(spec: str) -> str:
+    """A package for apt: "name" or "name=version", each part by Debian's own rules."""
+    name, eq, version = spec.partition("=")
+    if not PACKAGE_RE.fullmatch(name):
+        raise UserError(f"{spec!r}: {name!r} is not a Debian package name (lower-case letters, digits, + . -; "
+                        "at least 2, starting with a letter or digit)")
+    if eq and not VERSION_RE.fullmatch(version):
+        raise UserError(f"{spec!r}: {version!r} is not a Debian version")
+    return spec
 
 
 @dataclass(frozen=True)
@@ -84,6 +119,7 @@ def sources_lines(suite: str, host_sources: Path = HOST_SOURCES) -> list[str]:
     used. `-updates` is left out on purpose: the lab wants the suite plus security fixes,
     nothing else.
     """
+    check_suite(suite)
     stanzas = []
     if host_sources.is_file():
         stanzas = [s for s in _deb822_stanzas(host_sources.read_text()) if "deb" in s.get("Types", "").split()]
@@ -111,6 +147,8 @@ def sources_lines(suite: str, host_sources: Path = HOST_SOURCES) -> list[str]:
 
 
 def apt_dir(suite: str, arch: str) -> Path:
+    check_suite(suite)
+    check_arch(arch)
     return cache_root() / "apt" / f"{suite}-{arch}"
 
 
@@ -181,7 +219,7 @@ def _update(suite: str, arch: str, log_path: Path | None) -> str:
                 errors[-1] += " | " + line.strip()  # the reason, e.g. "File has unexpected size"
 
         try:
-            run(argv, log_path=log_path, on_line=on_line, tail_lines=60)
+            run(argv, log_path=log_path, on_line=on_line, tail_lines=60, timeout=APT_TIMEOUT)
             log.info("apt lists for %s/%s updated", suite, arch)
             return "ok"
         except CommandFailed as exc:
@@ -233,12 +271,15 @@ def show(specs: list[str], arch: str, suite: str = "bookworm", log_path: Path | 
     """
     if not specs:
         return {}
+    for spec in specs:
+        check_spec(spec)
     ensure_lists(suite, arch, log_path)
     memo = _Memo(apt_dir(suite, arch))
     todo = [spec for spec in dict.fromkeys(specs) if spec not in memo.specs]
     if todo:
         try:
-            out = run(["apt-cache", *apt_options(suite, arch), "show", "--no-all-versions", *todo])
+            out = run(["apt-cache", *apt_options(suite, arch), "show", "--no-all-versions", "--", *todo],
+                      timeout=APT_CACHE_TIMEOUT)
         except CommandFailed as exc:
             raise BuildError(f"{suite}/{arch}: apt-cache show {' '.join(todo)}: {exc.log_tail}") from exc
         got = {i.name: i for i in map(_package_info, _control_stanzas(out))}
@@ -272,12 +313,12 @@ class _Memo:
     def __init__(self, base: Path) -> None:
         self.path = base / "show-memo.json"
         self.tag = str((base / "updated").stat().st_mtime_ns)
-        data: dict = {}
+        data: dict[str, Any] = {}
         try:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError):
             pass
-        self.specs: dict[str, dict | None] = data.get("specs", {}) if data.get("tag") == self.tag else {}
+        self.specs: dict[str, dict[str, Any] | None] = data.get("specs", {}) if data.get("tag") == self.tag else {}
 
     def save(self) -> None:
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}")
@@ -331,8 +372,9 @@ def fetch_debs(
         log.info("downloading %s", ", ".join(f"{i.name}={i.version}" for i in to_get))
         for i in to_get:
             (dest / i.deb_name).unlink(missing_ok=True)
-        run(["apt-get", *apt_options(suite, arch), "download", *(f"{i.name}={i.version}" for i in to_get)],
-            log_path=log_path, cwd=dest)
+        run(["apt-get", *apt_options(suite, arch), "download", "--",
+             *(check_spec(f"{i.name}={i.version}") for i in to_get)],
+            log_path=log_path, cwd=dest, timeout=APT_TIMEOUT)
         for i in to_get:
             got = dest / i.deb_name
             if not got.is_file() or _sha256(got) != i.sha256:
@@ -359,7 +401,7 @@ def _cached_ok(path: Path, info: PackageInfo) -> bool:
 
 
 def package_field(deb: Path, field: str) -> str:
-    return run(["dpkg-deb", "-f", str(deb), field]).strip()
+    return run(["dpkg-deb", "-f", str(deb), field], timeout=DPKG_TIMEOUT).strip()
 
 
 def package_version(deb: Path) -> str:
@@ -374,7 +416,7 @@ def package_depends(deb: Path) -> list[str]:
 def package_files(deb: Path) -> list[str]:
     """Paths (relative, no "./") of the files, links and directories the package ships."""
     paths = []
-    for line in run(["dpkg-deb", "-c", str(deb)]).splitlines():
+    for line in run(["dpkg-deb", "-c", str(deb)], timeout=DPKG_TIMEOUT).splitlines():
         fields = line.split(None, 5)
         if len(fields) == 6:
             name = fields[5].split(" -> ")[0] if fields[0].startswith("l") else fields[5]
@@ -386,4 +428,4 @@ def package_files(deb: Path) -> list[str]:
 
 def extract(deb: Path, dest: Path, log_path: Path | None = None) -> None:
     dest.mkdir(parents=True, exist_ok=True)
-    run(["dpkg-deb", "-x", str(deb), str(dest)], log_path=log_path)
+    run(["dpkg-deb", "-x", str(deb), str(dest)], log_path=log_path, timeout=DPKG_TIMEOUT)

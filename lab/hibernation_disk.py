@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..proc import run
+from .proc import run
 
 log = logging.getLogger(__name__)
 
@@ -15,6 +15,6 @@ log = logging.getLogger(__name__)
 def make_disk(path: Path, size_mib: int = 512, log_path: Path | None = None) -> Path:
     with open(path, "wb") as f:
         f.truncate(size_mib << 20)  # sparse: costs only what the guests write
-    run(["mkfs.ext2", "-q", "-F", "-L", "kjhib", "-b", "4096", str(path)], log_path=log_path)
+    run(["mkfs.ext2", "-q", "-F", "-L", "kjhib", "-b", "4096", str(path)], log_path=log_path, timeout=120)
     log.info("hibernation disk %s (%d MiB, ext2)", path, size_mib)
     return path

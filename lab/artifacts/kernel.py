@@ -6,6 +6,7 @@ the patches, the config fragments, the arch and the compiler version.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -13,12 +14,14 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .. import GUESTS_DIR
 from ..cache import cache_root, cached_dir, hash_file, hash_inputs
-from ..errors import BuildError, CommandFailed, UserError
+from ..errors import BuildError, CommandFailed, CommandTimeout, UserError
 from ..kconfig import verify_config
 from ..proc import run
+from ..debian_archive import APT_CACHE_TIMEOUT, APT_TIMEOUT, DPKG_TIMEOUT, check_spec, check_suite
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,12 @@ BUILDER_VERSION = 1  # bump when the build recipe changes in a way that changes 
 CONFIGS_DIR = GUESTS_DIR / "kernel" / "configs"
 PATCHES_DIR = GUESTS_DIR / "kernel" / "patches"
 KARCH = {"i386": "i386", "x86_64": "x86_64"}
+# Host command timeouts (seconds): a wedged tool or a hung mirror must not stall a night.
+QUICK_TIMEOUT = 60.0  # gcc --version, dpkg-deb -f, git, make kernelrelease
+CONFIG_TIMEOUT = 300.0  # make tinyconfig / olddefconfig, merge_config.sh, patch
+UNPACK_TIMEOUT = 900.0  # dpkg-deb -x and tar -x of a whole kernel source, cp -al of it
+BUILD_TIMEOUT = 3600.0  # make bzImage
+GIT_TIMEOUT = 300.0  # git diff of a kernel tree
 
 
 @dataclass(frozen=True)
@@ -43,7 +52,7 @@ class Kernel:
     build_log: Path
     release: str
     key: str
-    provenance: dict
+    provenance: dict[str, Any]
 
 
 def resolve_fragment(name: str) -> Path:
@@ -76,8 +85,7 @@ def kernel_series(tree: Path) -> str:
 
 
 def compiler_version() -> str:
-    out = subprocess.run(["gcc", "--version"], capture_output=True, text=True, check=True).stdout
-    return out.splitlines()[0]
+    return run(["gcc", "--version"], timeout=QUICK_TIMEOUT).splitlines()[0]
 
 
 # -- source -------------------------------------------------------------------------------
@@ -86,17 +94,20 @@ def compiler_version() -> str:
 def debian_source(package: str, log_path: Path | None = None) -> tuple[Path, str]:
     """Unpack Debian's `package` (linux-source-X.Y, or linux-source-X.Y@SUITE for another
     suite than the machine's own) into the cache; return (tree, package version)."""
-    name, _, suite = package.partition("@")
+    name, at, suite = package.partition("@")
+    check_spec(name)
+    if at:
+        check_suite(suite)
     deb = _fetch_suite_deb(name, suite, log_path) if suite else _fetch_host_deb(name, log_path)
-    version = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True, check=True).stdout.strip()
+    version = run(["dpkg-deb", "-f", str(deb), "Version"], timeout=DPKG_TIMEOUT).strip()
 
     def unpack(tmp: Path) -> None:
         log.info("unpacking %s", deb.name)
-        run(["dpkg-deb", "-x", str(deb), str(tmp / "deb")], log_path=log_path)
+        run(["dpkg-deb", "-x", str(deb), str(tmp / "deb")], log_path=log_path, timeout=UNPACK_TIMEOUT)
         tarballs = list((tmp / "deb" / "usr" / "src").glob("linux-source-*.tar.xz"))
         if len(tarballs) != 1:
             raise BuildError(f"{deb.name}: expected one linux-source tarball, found {tarballs}")
-        run(["tar", "-xJf", str(tarballs[0]), "-C", str(tmp)], log_path=log_path)
+        run(["tar", "-xJf", str(tarballs[0]), "-C", str(tmp)], log_path=log_path, timeout=UNPACK_TIMEOUT)
         shutil.rmtree(tmp / "deb")
         (tree,) = [p for p in tmp.iterdir() if p.is_dir()]
         tree.rename(tmp / "linux")
@@ -106,21 +117,23 @@ def debian_source(package: str, log_path: Path | None = None) -> tuple[Path, str
 
 
 def _fetch_suite_deb(name: str, suite: str, log_path: Path | None) -> Path:
-    """From another suite through private apt lists (lab.build.debian), arch-all package."""
-    from .debian import fetch_debs
+    """From another suite through private apt lists (lab.debian_archive), arch-all package."""
+    from ..debian_archive import fetch_debs
 
     dest = cache_root() / "debs" / "all"
     return fetch_debs([name], "amd64", dest, suite=suite, log_path=log_path)[name]
 
 
 def _fetch_host_deb(package: str, log_path: Path | None) -> Path:
+    check_spec(package)
     deb_dir = cache_root() / "debs" / "all"
     deb_dir.mkdir(parents=True, exist_ok=True)
     candidate = _candidate_version(package)
     wanted = [d for d in sorted(deb_dir.glob(f"{package}_*_all.deb")) if f"_{_deb_quote(candidate)}_" in d.name]
     if not wanted:
         log.info("downloading %s %s from Debian", package, candidate)
-        run(["apt-get", "-o", "APT::Sandbox::User=root", "download", f"{package}={candidate}"], cwd=deb_dir, log_path=log_path)
+        run(["apt-get", "-o", "APT::Sandbox::User=root", "download", "--", check_spec(f"{package}={candidate}")],
+            cwd=deb_dir, log_path=log_path, timeout=APT_TIMEOUT)
         wanted = [d for d in sorted(deb_dir.glob(f"{package}_*_all.deb")) if f"_{_deb_quote(candidate)}_" in d.name]
     if not wanted:
         raise BuildError(f"apt-get download {package}={candidate} left no .deb in {deb_dir}")
@@ -132,7 +145,11 @@ def _deb_quote(version: str) -> str:
 
 
 def _candidate_version(package: str) -> str:
-    out = subprocess.run(["apt-cache", "policy", package], capture_output=True, text=True).stdout
+    try:
+        out = subprocess.run(["apt-cache", "policy", "--", package], capture_output=True, text=True,
+                             timeout=APT_CACHE_TIMEOUT).stdout
+    except subprocess.TimeoutExpired as e:
+        raise CommandTimeout(["apt-cache", "policy", "--", package], APT_CACHE_TIMEOUT) from e
     m = re.search(r"Candidate:\s*(\S+)", out)
     if not m or m.group(1) == "(none)":
         raise BuildError(f"Debian has no candidate for {package} (run apt-get update?)")
@@ -162,7 +179,7 @@ def tarball_source(tarball: Path, log_path: Path | None = None) -> tuple[Path, s
 
     def unpack(tmp: Path) -> None:
         log.info("unpacking %s", tarball.name)
-        run(["tar", "-xf", str(tarball), "-C", str(tmp)], log_path=log_path)
+        run(["tar", "-xf", str(tarball), "-C", str(tmp)], log_path=log_path, timeout=UNPACK_TIMEOUT)
         dirs = [p for p in tmp.iterdir() if p.is_dir()]
         if len(dirs) != 1 or not (dirs[0] / "Makefile").is_file():
             raise BuildError(f"{tarball}: expected one top directory with a kernel Makefile, found {dirs}")
@@ -173,12 +190,50 @@ def tarball_source(tarball: Path, log_path: Path | None = None) -> tuple[Path, s
 
 
 def _tree_version(tree: Path) -> str:
-    """For a local tree the version is its git HEAD (plus a dirty marker) or its Makefile."""
-    git = subprocess.run(["git", "-C", str(tree), "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True, text=True)
-    if git.returncode == 0:
-        return "git:" + git.stdout.strip()
-    head = (tree / "Makefile").read_text().splitlines()[:5]
-    return "makefile:" + ";".join(head)
+    """For a local tree, a version that changes whenever its content does.
+
+    In a git work tree: HEAD's commit id plus a hash of `git diff HEAD` (staged and
+    unstaged edits, binary ones too) and of the names and contents of the untracked files
+    git does not ignore; `git describe --dirty` alone would give one key to every edit.
+    Outside git: a hash of every file's path, size and modification time (reading a
+    whole kernel tree's contents on every run would cost seconds; an edit changes the
+    mtime).
+    """
+    head = _git(tree, "rev-parse", "--verify", "HEAD")
+    diff = _git(tree, "diff", "HEAD", "--binary", "--no-color", "--no-ext-diff", "--", ".")
+    others = _git(tree, "ls-files", "-z", "--others", "--exclude-standard", "--", ".")
+    if head is None or diff is None or others is None:  # not a work tree, no commit yet, no git
+        return "files:" + _stat_hash(tree)
+    h = hashlib.sha256(diff)
+    for name in sorted(filter(None, others.split(b"\0"))):
+        path = tree / os.fsdecode(name)
+        h.update(b"\0untracked\0" + name + b"\0")
+        if path.is_symlink():
+            h.update(b"link:" + os.fsencode(os.readlink(path)))
+        elif path.is_file():
+            h.update(hash_file(path).encode())
+    return f"git:{head.decode().strip()}+{h.hexdigest()[:16]}"
+
+
+def _git(tree: Path, *args: str) -> bytes | None:
+    """git's output in `tree`, None when it fails (not a work tree, no git, no commit)."""
+    try:
+        proc = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, timeout=GIT_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def _stat_hash(tree: Path) -> str:
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(tree):
+        dirs[:] = sorted(d for d in dirs if d != ".git")
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            st = os.lstat(path)
+            rel = os.path.relpath(path, tree)
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_mode:o}\n".encode(errors="surrogateescape"))
+    return h.hexdigest()[:16]
 
 
 # -- build --------------------------------------------------------------------------------
@@ -243,18 +298,18 @@ def _build(pristine: Path, arch: str, fragments: list[Path], patches: list[Path]
         obj.mkdir(parents=True)
         make = ["make", "-C", str(src), f"O={obj}", f"ARCH={KARCH[arch]}"]
         log.info("configuring kernel: tinyconfig + %s", ", ".join(f.name for f in fragments))
-        run([*make, "tinyconfig"], log_path=build_log)
+        run([*make, "tinyconfig"], log_path=build_log, timeout=CONFIG_TIMEOUT)
         run([str(src / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(obj), str(obj / ".config"), *map(str, fragments)],
-            log_path=build_log, cwd=src)
-        run([*make, "olddefconfig"], log_path=build_log)
+            log_path=build_log, cwd=src, timeout=CONFIG_TIMEOUT)
+        run([*make, "olddefconfig"], log_path=build_log, timeout=CONFIG_TIMEOUT)
         verify_config(fragments, obj / ".config")
         jobs = os.cpu_count() or 1
         log.info("building kernel with %d jobs (log: %s)", jobs, build_log)
-        run([*make, f"-j{jobs}", "bzImage"], log_path=build_log, on_line=_BuildProgress())
+        run([*make, f"-j{jobs}", "bzImage"], log_path=build_log, on_line=_BuildProgress(), timeout=BUILD_TIMEOUT)
         shutil.copy2(obj / "arch/x86/boot/bzImage", out / "bzImage")
         shutil.copy2(obj / ".config", out / "config")
         shutil.copy2(obj / "System.map", out / "System.map")
-        release = run([*make, "-s", "kernelrelease"]).strip().splitlines()[-1]
+        release = run([*make, "-s", "kernelrelease"], timeout=QUICK_TIMEOUT).strip().splitlines()[-1]
         (out / "release").write_text(release + "\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -267,7 +322,7 @@ def _patched_tree(pristine: Path, patches: list[Path], dest: Path, build_log: Pa
     tree in the cache is never modified through a hard link.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    run(["cp", "-al", str(pristine), str(dest)], log_path=build_log)
+    run(["cp", "-al", str(pristine), str(dest)], log_path=build_log, timeout=UNPACK_TIMEOUT)
     for patch in patches:
         for rel in _patched_files(patch):
             target = dest / rel
@@ -276,7 +331,7 @@ def _patched_tree(pristine: Path, patches: list[Path], dest: Path, build_log: Pa
                 target.unlink()
                 target.write_bytes(data)
         log.info("applying %s", patch.name)
-        run(["patch", "-p1", "-d", str(dest), "-i", str(patch)], log_path=build_log)
+        run(["patch", "-p1", "-d", str(dest), "-i", str(patch)], log_path=build_log, timeout=CONFIG_TIMEOUT)
     return dest
 
 

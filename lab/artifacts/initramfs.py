@@ -22,17 +22,18 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
+from elftools.elf.segments import InterpSegment
 
 from .. import GUESTS_DIR
 from ..cache import cache_root, cached_dir, hash_file, hash_inputs, hash_tree
 from ..errors import BuildError, UserError
 from ..proc import run
-from . import debian
+from .. import debian_archive as debian
 from .progs import build_progs
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,13 @@ def tree_entries(root: Path) -> list[CpioEntry]:
     return sorted(entries, key=lambda e: e.name.split("/"))
 
 
-def write_cpio(entries: Iterable[CpioEntry], out: BinaryIO) -> None:
+class ByteSink(Protocol):
+    """Where write_cpio writes: a binary file, or a GzipFile (which is no typing.BinaryIO)."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
+def write_cpio(entries: Iterable[CpioEntry], out: ByteSink) -> None:
     """Write a newc archive (owner 0:0, mtime 0, nlink 1 for files) with its trailer."""
     written = 0
 
@@ -152,12 +159,12 @@ def write_cpio(entries: Iterable[CpioEntry], out: BinaryIO) -> None:
 def append_gzip_cpio(entries: Iterable[CpioEntry], image: Path) -> None:
     """Append one gzip member holding a cpio of entries to image (created if absent)."""
     with open(image, "ab") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
-        write_cpio(entries, gz)  # type: ignore[arg-type]
+        write_cpio(entries, gz)
 
 
 def list_image(image: Path) -> list[str]:
     """Names in every cpio archive of every gzip member of image (cpio -t stops at the first)."""
-    names = []
+    names: list[str] = []
     with gzip.open(image, "rb") as f:
         while True:
             magic = f.read(6)
@@ -219,12 +226,13 @@ def elf_deps(path: Path) -> ElfDeps:
     with open(path, "rb") as f:
         try:
             elf = ELFFile(f)
-            interp, needed = None, []
+            interp: str | None = None
+            needed: list[str] = []
             for seg in elf.iter_segments():
-                if seg["p_type"] == "PT_INTERP":
+                if isinstance(seg, InterpSegment):  # pyelftools makes one for each PT_INTERP, and only for it
                     interp = seg.get_interp_name()
                 elif isinstance(seg, DynamicSegment):
-                    needed += [t.needed for t in seg.iter_tags("DT_NEEDED")]
+                    needed += [t.needed for t in seg.iter_tags("DT_NEEDED")]  # type: ignore[attr-defined]  # pyelftools sets DynamicTag.needed with setattr
             return ElfDeps(elf["e_machine"], interp, tuple(needed))
         except ELFError as exc:
             raise BuildError(f"{path}: not a readable ELF file: {exc}") from exc
@@ -233,7 +241,8 @@ def elf_deps(path: Path) -> ElfDeps:
 def _machine(path: Path) -> str | None:
     try:
         with open(path, "rb") as f:
-            return ELFFile(f)["e_machine"]
+            machine: str = ELFFile(f)["e_machine"]
+            return machine
     except ELFError:
         return None
 
@@ -322,7 +331,7 @@ def build_base(
     suite: str = "bookworm",
 ) -> Initramfs:
     """The base image: busybox, kexec, makedumpfile, their libraries, guests/rootfs and the
-    lab's own static i386 programs from guests/progs (lab.build.progs: bin/kj-jump-back,
+    lab's own static i386 programs from guests/progs (lab.artifacts.progs: bin/kj-jump-back,
     bin/kj-sentinel, boot/kj-physcall.elf; in every image, whatever the arch).
 
     `extra_packages` add every program under bin/ sbin/ usr/bin/ usr/sbin/ of those packages
@@ -479,7 +488,7 @@ def _stage_progs(progs: dict[str, Path], stage: Path) -> None:
 def _busybox_links(busybox: Path, stage: Path) -> None:
     # the i386 busybox runs on the x86_64 host (IA32 emulation): ask it for its applets
     try:
-        applets = run([str(busybox), "--list-full"]).split()
+        applets = run([str(busybox), "--list-full"], timeout=60).split()
     except OSError as exc:
         raise BuildError(f"cannot run {busybox} on this host to list its applets: {exc}") from exc
     if "bin/sh" not in applets:

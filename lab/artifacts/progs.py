@@ -70,8 +70,9 @@ def gcc_command(prog: Prog, out: Path) -> list[str]:
 def _tool_versions() -> dict[str, str]:
     """First lines of `gcc --version` and of the ld that gcc runs: part of the cache key."""
     try:
-        ld = run([GCC, "-print-prog-name=ld"]).strip() or "ld"
-        return {"gcc": run([GCC, "--version"]).splitlines()[0], "ld": run([ld, "--version"]).splitlines()[0]}
+        ld = run([GCC, "-print-prog-name=ld"], timeout=60).strip() or "ld"
+        return {"gcc": run([GCC, "--version"], timeout=60).splitlines()[0],
+                "ld": run([ld, "--version"], timeout=60).splitlines()[0]}
     except (OSError, CommandFailed, IndexError) as exc:
         raise BuildError(f"the guest programs need the host's gcc and binutils: {exc}") from exc
 
@@ -93,7 +94,7 @@ def build_progs(log_path: Path | None = None) -> dict[str, Path]:
             dst = out / prog.image_path
             dst.parent.mkdir(parents=True, exist_ok=True)
             try:
-                run(gcc_command(prog, dst), log_path=log_path, cwd=PROGS_DIR)
+                run(gcc_command(prog, dst), log_path=log_path, cwd=PROGS_DIR, timeout=300)
             except OSError as exc:
                 raise BuildError(f"cannot run {GCC} to build {prog.source}: {exc}") from exc
             except CommandFailed as exc:

@@ -1,1 +1,0 @@
-"""Inputs -> cached artifacts: kernels, initramfs images, hibernation disks."""
