@@ -280,7 +280,7 @@ def memory_view(memory: dict[str, Any]) -> MemoryView | None:
         lines.append(("sentinels after resume", _sentinel_line(resume["sentinels_after_resume"], moved_ok=False)))
     if "changed" in resume:
         c = resume["changed"]
-        lines.append(("A after resume vs before the jump", f"{c.get('pages_differing')} of {c.get('pages_compared')} pages changed"
+        lines.append(("guest RAM changed between the two snapshots of A", f"{c.get('pages_differing')} of {c.get('pages_compared')} pages"
                       + _range_list(c.get("differing", {}))))
     counts = mp.get("page_counts", {})
     return MemoryView(
