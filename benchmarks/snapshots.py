@@ -1,4 +1,4 @@
-"""Throughput of lab.snapshots' diff_ranges and scan_sentinels over 1 GiB images.
+"""Throughput of lab.memory's diff_ranges and scan_sentinels over 1 GiB images.
 
     python3 benchmarks/snapshots.py [--gib N] [--repeat N] [--dir DIR]
 
@@ -31,14 +31,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lab.snapshots import (  # noqa: E402
-    PAGE_SIZE,
-    PhysImage,
-    check_sentinels,
-    diff_ranges,
-    expected_bodies,
-    scan_sentinels,
-)
+from lab.memory.diff import diff_ranges  # noqa: E402
+from lab.memory.image import PhysImage  # noqa: E402
+from lab.memory.ranges import PAGE_SIZE  # noqa: E402
+from lab.memory.sentinels import check_sentinels, expected_bodies, scan_sentinels  # noqa: E402
 
 TOKEN = 0x6B6A6C6162000001
 SENTINELS = {0: 3000, 1: 1000}  # region -> pages

@@ -63,7 +63,7 @@ def md5_file(path: Path) -> str:
 def tamper_image_on_disk(disk: Path, name: str, paddr: int, work_dir: Path) -> int:
     """Flip one byte of /name at physical address `paddr` (a test option: the image
     damaged on the disk after it was saved and checked). Returns the file offset."""
-    from .snapshots import PhysImage
+    from .memory.image import PhysImage
 
     local = read_from_disk(disk, name, work_dir / f"{name}.tamper")
     try:
@@ -172,7 +172,8 @@ def split_image_on_disk(disk: Path, name: str, count: int, work_dir: Path) -> st
 def corrupt_sentinel_pages(path: Path, token: int, count: int) -> list[int]:
     """Flip one word in the body of the first `count` sentinel pages of an image file
     (a test option: a saved image damaged on the disk). Returns their physical addresses."""
-    from .snapshots import PhysImage, scan_sentinels
+    from .memory.image import PhysImage
+    from .memory.sentinels import scan_sentinels
 
     with PhysImage.open(path) as img:
         scan = scan_sentinels(img, token)

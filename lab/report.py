@@ -228,7 +228,7 @@ class MemoryView:
 
 @dataclass
 class ProofView:
-    """The exact round-trip proof (lab.memproof): a headline, one row per leg, what is left out."""
+    """The exact round-trip proof (lab.memory.roundtrip): a headline, one row per leg, what is left out."""
 
     proven: bool
     headline: str
@@ -256,7 +256,7 @@ def proof_view(rt: dict[str, Any]) -> ProofView | None:
 
 
 def memory_view(memory: dict[str, Any]) -> MemoryView | None:
-    """The report's memory section from RunResult.memory (see lab.memcheck)."""
+    """The report's memory section from RunResult.memory (see lab.memory.checks)."""
     mp = memory.get("map")
     if not mp:
         return None

@@ -72,7 +72,7 @@ class RunResult:
     quirks: dict[str, bool] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> path relative to the run dir
     snapshots: list[dict[str, Any]] = field(default_factory=list)
-    memory: dict[str, Any] = field(default_factory=dict)  # lab.memcheck findings and the memory map
+    memory: dict[str, Any] = field(default_factory=dict)  # lab.memory findings and the memory map
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

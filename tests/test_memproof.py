@@ -1,11 +1,11 @@
-"""lab.memproof on ELF cores written here: the chain departure = in B = on the disk =
+"""lab.memory.roundtrip on ELF cores written here: the chain departure = in B = on the disk =
 return over the proof domain, and what a differing page looks like."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lab.memproof import LOW_MEMORY, prove_round_trip
+from lab.memory.roundtrip import LOW_MEMORY, prove_round_trip
 from lab.symbols import SymbolMap, symbolize_line
 from tests.test_snapshots import Seg, page_of, write_core
 

@@ -1,7 +1,7 @@
 """The lab's own i386 guest programs (guests/progs), built for real with the host's gcc.
 
 The static i386 binaries run on the x86_64 host too (IA32 emulation), so kj-sentinel is
-checked here byte for byte against lab.sentinel_format. kj-jump-back is only ever run with
+checked here byte for byte against lab.memory.sentinels. kj-jump-back is only ever run with
 bad arguments on the host: with a good one it would call kexec_load (it refuses anyway
 unless /proc/cmdline names a kjlab role). The e2e tests boot kernel A in QEMU and call
 kj-physcall.elf in physical mode, and jump B -> A with kj-jump-back.
@@ -20,7 +20,7 @@ from elftools.elf.elffile import ELFFile
 
 from lab.artifacts.progs import PHYSCALL_BASE, PROGS, build_progs, check_elf
 from lab.errors import BuildError
-from lab.sentinel_format import (
+from lab.memory.sentinels import (
     BODY_WORDS,
     MAGIC,
     PAGE_SIZE,

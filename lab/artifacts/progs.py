@@ -6,7 +6,7 @@ with `gcc -m32 -nostdlib -static`, so every output is a static ELF32 i386 file t
 any i386 kernel (and on the x86_64 host, for tests):
 
 - bin/kj-jump-back: kexec_load of a jump-back image in kernel B (kexec-tools quirk 7)
-- bin/kj-sentinel: sentinel pages in a tmpfs file or in a process (lab/sentinel_format.py)
+- bin/kj-sentinel: sentinel pages in a tmpfs file or in a process (lab/memory/sentinels.py)
 - boot/kj-physcall.elf: a physical-mode program for `kexec --load-preserve-context
   --args-none`, one PT_LOAD at physical PHYSCALL_BASE (the seed 003 use of kexec jump)
 

@@ -104,7 +104,7 @@ class Recorder:
         self.result.provenance[key] = value
 
     def memory(self, key: str, value: Any) -> None:
-        """A memory finding (lab.memcheck, lab.memproof) as JSON for results and report."""
+        """A memory finding (lab.memory.checks, lab.memory.roundtrip) as JSON for results and report."""
         self.result.memory[key] = value
 
     def snapshot(self, name: str, path: Path, vm: str) -> None:

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import pexpect
 
 from ..errors import ConsoleEOF, ConsoleTimeout
-from ..memcheck import Finding, SentinelPlan, check_resume, memory_view, run_token, sentinel_ranges
-from ..snapshots import PhysImage
+from ..memory.checks import Finding, SentinelPlan, check_resume, memory_view, run_token, sentinel_ranges
+from ..memory.image import PhysImage
 from ..qemu_cmdline import BootFiles
 from ..results import Check
 from ..evidence import (

@@ -18,9 +18,10 @@ from ..evidence import kexec_load_entry
 from ..image_tools import (
     corrupt_image_on_disk, md5_file, read_from_disk, split_image_on_disk, tamper_image_on_disk,
 )
-from ..memproof import compare, prove_round_trip
-from ..snapshots import PhysImage, subtract_ranges
-from ..memcheck import check_image
+from ..memory.checks import check_image
+from ..memory.image import PhysImage
+from ..memory.ranges import subtract_ranges
+from ..memory.roundtrip import compare, prove_round_trip
 from ..vm import QemuVM
 from ..verdict import Verdict
 from .base import FlowStop
@@ -70,7 +71,7 @@ class HibernateFlow(FlowContext):
         saved.unlink(missing_ok=True)
 
     def check_image(self, saved: Path, b_snapshot: Path, departure: Path | None) -> FlowStop | None:
-        """Host: the saved image against A's memory in B and A's sentinel pages (lab.memcheck);
+        """Host: the saved image against A's memory in B and A's sentinel pages (lab.memory.checks);
         its hash, which C verifies before it loads the image."""
         with self.rec.step("check-image", "Host: the saved image against A's memory and its sentinel pages", "-", None):
             read_from_disk(self.art.disk, "dump.elf", saved)

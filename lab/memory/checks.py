@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .snapshots import (
-    REGIONS, PhysImage, check_sentinels, class_page_counts, diff_ranges, format_range, memory_map,
-    normalize_ranges, ranges_to_json, scan_sentinels,
-)
+from .diff import diff_ranges
+from .image import PhysImage
+from .memmap import class_page_counts, memory_map
+from .ranges import compact_indices, format_range, normalize_ranges, ranges_to_json
+from .sentinels import REGIONS, check_sentinels, scan_sentinels
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,5 @@ def memory_view(total_bytes: int, present: list[tuple[int, int]], bad: list[tupl
 
 
 def _indices(indices: list[int]) -> str:
-    from .snapshots import compact_indices
-
     text = compact_indices(indices)
     return text if len(text) < 80 else text[:77] + "..."

@@ -10,7 +10,7 @@ Every page the image holds outside the low 1 MiB and B's window must be the same
 all four. A's own pages of B's window are in that set: kexec swapped them into its
 source pages (outside the window) before the jump and swaps them back after the
 return, so proving the source pages proves A's window pages. What is left out is
-listed with the reason (lab.memproof.LEFT_OUT).
+listed with the reason (RoundTripProof.left_out).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .snapshots import (
-    PAGE_SIZE, PhysImage, Range, diff_ranges, format_range, normalize_ranges, ranges_pages, subtract_ranges,
-)
-from .symbols import SymbolMap
+from ..symbols import SymbolMap
+from .diff import diff_ranges
+from .image import PhysImage
+from .ranges import PAGE_SIZE, Range, format_range, normalize_ranges, ranges_pages, subtract_ranges
 
 LOW_MEMORY: Range = (0, 0x100000)
 FIRST_BYTES = 16  # bytes shown on each side of a differing page
