@@ -692,7 +692,11 @@ def render_report(run_dir: Path) -> Path:
     html = environment().get_template(TEMPLATE).render(view=view)
     path = run_dir / "report.html"
     tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(html, encoding="utf-8")
+    try:
+        tmp.write_text(html, encoding="utf-8")
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     log.info("report: %s", path)
     return path

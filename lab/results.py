@@ -86,7 +86,11 @@ def save(result: RunResult, run_dir: Path) -> Path:
     """Write results.json atomically (a reader never sees half a file)."""
     path = run_dir / "results.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    try:
+        tmp.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return path
 

@@ -139,12 +139,19 @@ def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
             _finish(result, Verdict.ERROR, "the run ended without a verdict")
         _judge(result, sc, run_dir)
         if keep == "failed" and result.verdict.good:
-            _drop_bulk(rec, run_dir)
+            _drop_bulk(rec, run_dir, "after a good run (--keep failed)")
+        if result.verdict is Verdict.HOST_IO_ERROR:  # the record and the report come first
+            _drop_bulk(rec, run_dir, "the host's disk was full: deleted so that the record could be written")
         try:
             rec.save()
-        except OSError as e:  # the host's disk is full: say so, the record stays as far as it got
+        except OSError as e:
             log.error("could not save %s: %s", run_dir / "results.json", e)
-            result.verdict, result.reason = Verdict.HOST_IO_ERROR, f"results.json could not be saved: {e}"
+            _finish(result, Verdict.HOST_IO_ERROR, f"results.json could not be saved: {e}")
+            _drop_bulk(rec, run_dir, "the host's disk was full: deleted so that the record could be written")
+            try:
+                rec.save()
+            except OSError as again:
+                log.error("results.json of %s cannot be written even so: %s", run_dir, again)
         report = _render(run_dir)
     return RunOutcome(result, run_dir, report)
 
@@ -183,20 +190,24 @@ def _finish(result: RunResult, verdict: Verdict, reason: str, evidence: list[str
             step.outcome, step.ended = "interrupted", result.ended
 
 
-def _drop_bulk(rec: Recorder, run_dir: Path) -> None:
-    """After a good run: delete the snapshots and the disk image, keep their record."""
+def _drop_bulk(rec: Recorder, run_dir: Path, why: str) -> None:
+    """Delete the snapshots, the images and the disk image of a run (after a good run, or
+    to make room on a full disk); the record says what was deleted and why."""
     freed = 0
     for snap in rec.result.snapshots:
         path = run_dir / str(snap.get("path", ""))
         if path.is_file():
             freed += path.stat().st_size
             path.unlink()
-            rec.snapshot_deleted(str(snap["name"]), "after a good run (--keep failed)")
+            rec.snapshot_deleted(str(snap["name"]), why)
     disk = run_dir / "hibernation-disk.img"
     if disk.is_file():
         freed += disk.stat().st_blocks * 512
         disk.unlink()
         rec.forget_artifact("hibernation disk")
+    for leftover in [*run_dir.glob("*.tmp"), *run_dir.glob("image-*.elf"), *run_dir.glob("dump.elf.*")]:
+        freed += leftover.stat().st_size
+        leftover.unlink()
     log.info("%s: good run, %d MiB of snapshots and disk image dropped", run_dir.name, freed >> 20)
 
 

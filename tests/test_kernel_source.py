@@ -96,3 +96,15 @@ def test_plain_tree_key_follows_file_changes(tmp_path):
     assert _tree_version(tree) != first
     (tree / "extra.c").write_text("")
     assert len({first, _tree_version(tree)}) == 2
+
+
+def test_a_failed_build_names_its_error_lines() -> None:
+    from lab.artifacts.kernel import failure_lines
+
+    patch_log = ("$ patch -p1 -d src -i fix.patch\npatching file a.c\n$ patch -p1 -d src -i broken.patch\n"
+                 "can't find file to patch at input line 3\nPerhaps you used the wrong -p or --strip option?\n"
+                 "1 out of 1 hunk ignored\n")
+    assert failure_lines(patch_log) == ["can't find file to patch at input line 3", "1 out of 1 hunk ignored"]
+    make_log = "$ make bzImage\n  CC kernel/a.o\nkernel/a.c:3:1: error: expected ';'\nmake[2]: *** [a.o] Error 1\n"
+    assert failure_lines(make_log) == ["kernel/a.c:3:1: error: expected ';'", "make[2]: *** [a.o] Error 1"]
+    assert failure_lines("$ tar xf src.tar.xz\ntar: unexpected end of file\n") == ["tar: unexpected end of file"]

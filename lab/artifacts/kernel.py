@@ -283,9 +283,22 @@ def _build_keeping_log(tree: Path, arch: str, fragments: list[Path], patches: li
         kept.parent.mkdir(parents=True, exist_ok=True)
         log_text = (out / "build.log").read_text(errors="replace") if (out / "build.log").exists() else ""
         kept.write_text(log_text)
-        errors = [line for line in log_text.splitlines() if re.search(r"\berror\b|\*\*\*|FAILED", line)][:15]
+        errors = failure_lines(log_text)
         raise BuildError(f"kernel build {key} failed: {str(e).splitlines()[0]}\n  build log: {kept}\n"
                          + "\n".join("    " + line for line in errors)) from e
+
+
+def failure_lines(log_text: str, limit: int = 15) -> list[str]:
+    """The lines of a build log that say why it failed: compiler and make errors, patch's
+    complaints; else what the failing (last) command printed."""
+    lines = log_text.splitlines()
+    errors = [line for line in lines
+              if re.search(r"\berror\b|\*\*\*|FAILED|can't find file to patch|hunks? (ignored|FAILED)|"
+                           r"Reversed \(or previously applied\)", line)]
+    if errors:
+        return errors[:limit]
+    starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]
+    return lines[starts[-1] + 1:][:limit] if starts else lines[-limit:]
 
 
 def _build(pristine: Path, arch: str, fragments: list[Path], patches: list[Path], out: Path) -> None:
