@@ -35,6 +35,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from .cell import CELL_PARTS, parse_cell_id
 from .errors import UserError
 from .verdict import Verdict
 
@@ -47,7 +48,6 @@ class NightStatus(StrEnum):
     INTERRUPTED = "interrupted"  # stopped by SIGINT/SIGTERM; the cells that finished are kept
     FAILED = "failed"  # a lab error stopped the night
 
-CELL_PARTS = ("kernel", "arch", "machine", "flow", "patchset")  # the order of a cell id's parts
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -98,19 +98,6 @@ def default_path() -> Path:
 
 def is_good(verdict: str | None) -> bool:
     return verdict is not None and Verdict.parse(verdict).good
-
-
-def cell_id(parts: dict[str, str]) -> str:
-    """The identifier of a cell from its parts: ``kernel/arch/machine/flow/patchset``."""
-    return "/".join(parts[p] for p in CELL_PARTS)
-
-
-def parse_cell_id(cell: str) -> dict[str, str]:
-    """The parts of ``kernel/arch/machine/flow/patchset`` (the patch set may hold slashes)."""
-    pieces = cell.split("/", len(CELL_PARTS) - 1)
-    if len(pieces) != len(CELL_PARTS) or not all(pieces):
-        raise ValueError(f"cell id {cell!r}: expected {'/'.join(CELL_PARTS)}")
-    return dict(zip(CELL_PARTS, pieces))
 
 
 @dataclass

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cell import cell_id, cell_slug
 from .errors import ScenarioError
 from .machines import machine_fragments, machines
 from .quirks import QUIRKS
@@ -75,7 +76,7 @@ class Cell:
 
     @property
     def slug(self) -> str:
-        return self.id.replace("/", "_")
+        return cell_slug(self.id)
 
     @property
     def parts(self) -> dict[str, str]:
@@ -142,7 +143,7 @@ def load_matrix(path: Path) -> Matrix:
             for mach in names:
                 for flow in flows:
                     for p in patchsets:
-                        cid = f"{k['name']}/{arch}/{mach}/{flow}/{p['name']}"
+                        cid = cell_id(k["name"], arch, mach, flow, p["name"])
                         sc = _cell_scenario(cid, k, arch, mach, flow, p, fragments, overrides)
                         cells.append(Cell(cid, k["name"], arch, mach, flow, p["name"], sc))
     _unique_cells(where, cells)
@@ -194,7 +195,7 @@ def _str(where: str, key: str, value: Any) -> str:
 def _cell_scenario(cid: str, k: dict[str, Any], arch: str, mach: str, flow: str, p: dict[str, Any],
                    fragments: list[str], overrides: list[dict[str, Any]]) -> dict[str, Any]:
     sc: dict[str, Any] = {
-        "scenario": {"name": cid.replace("/", "_"), "description": f"matrix cell {cid}"},
+        "scenario": {"name": cell_slug(cid), "description": f"matrix cell {cid}"},
         "kernel": {"source": k["source"], "arch": arch, "fragments": fragments, "patches": list(p.get("patches", []))},
         "machine": {"name": mach},
         "flow": {"name": flow},

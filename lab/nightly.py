@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import matrix_run
+from .cell import cell_id
 from .history import CellRecord, Comparison, History, NightStatus, compare
 from .matrix import Matrix
 from .matrix_run import GRACE_SECONDS, CellArgv, CellOutcome, run_cells, write_cell_files
@@ -177,7 +178,7 @@ def write_night_summary(night_dir: Path, matrix: Matrix, records: dict[str, Cell
         for kernel, arch, patchset in rows:
             cells: list[dict[str, Any] | None] = []
             for mach in machines_:
-                cid = f"{kernel}/{arch}/{mach}/{flow}/{patchset}"
+                cid = cell_id(kernel, arch, mach, flow, patchset)
                 rec = records.get(cid)
                 trend = history.trend(matrix.name, cid, TREND_NIGHTS) if history else []
                 cells.append(None if rec is None else {

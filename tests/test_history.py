@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from lab.errors import UserError
-from lab.history import (SCHEMA_VERSION, CellRecord, History, NightStatus, compare, default_path, parse_cell_id)
+from lab.cell import parse_cell_id
+from lab.history import SCHEMA_VERSION, CellRecord, History, NightStatus, compare, default_path
 from lab.report import render_report
 from lab.results import Check, Command, RunResult, Step, save
 
