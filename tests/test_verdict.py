@@ -1,0 +1,65 @@
+"""The one Verdict type: kinds, exit codes (git bisect run), JUnit and KCIDB, and the
+expectation rules that turn a failure into XFAIL only for its own cause."""
+
+from __future__ import annotations
+
+import pytest
+
+from lab.expectation import apply_expectation
+from lab.verdict import EXPECTABLE, Kind, Verdict, exit_code
+
+FAILURES = [v for v in Verdict if v.kind is Kind.FAILURE]
+
+
+def test_every_verdict_has_a_kind_meaning_colour_and_mappings() -> None:
+    for v in Verdict:
+        assert v.meaning and v.css and v.junit in ("pass", "failure", "error")
+        assert v.kcidb in ("PASS", "FAIL", "ERROR", "MISS")
+    assert {v for v in Verdict if v.good} == {Verdict.PASS, Verdict.XFAIL}
+    assert Verdict.CORRUPT_IMAGE in FAILURES and Verdict.CORRUPT_IMAGE.junit == "failure"  # the old drift
+    assert Verdict.HOST_IO_ERROR.kind is Kind.LAB_ERROR and Verdict.HOST_IO_ERROR.exit_code == 125
+    assert Verdict.XPASS.is_failure and Verdict.XPASS.kcidb == "FAIL"
+    assert Verdict.INTERRUPTED.kcidb == "MISS" and Verdict.RUNNING.junit == "error"
+    assert Verdict.parse("NO_SUCH_VERDICT") is Verdict.ERROR and Verdict.parse("PANIC") is Verdict.PANIC
+    assert Verdict.PASS in EXPECTABLE and Verdict.XPASS not in EXPECTABLE and Verdict.ERROR not in EXPECTABLE
+
+
+@pytest.mark.parametrize("verdict,code", [(Verdict.PASS, 0), (Verdict.XFAIL, 0), (Verdict.XPASS, 1),
+                                          (Verdict.TRIPLE_FAULT, 1), (Verdict.SAVE_FAILED, 1), (Verdict.ERROR, 125),
+                                          (Verdict.HOST_IO_ERROR, 125), (Verdict.INTERRUPTED, 130)])
+def test_exit_codes(verdict: Verdict, code: int) -> None:
+    assert exit_code(verdict, verdict, Verdict.PASS) == code
+
+
+def test_bisect_exit_codes() -> None:
+    # a scenario that expects PASS: any failure is bad, a lab error is skip
+    assert exit_code(Verdict.PASS, Verdict.PASS, Verdict.PASS, bisect=True) == 0
+    assert exit_code(Verdict.PANIC, Verdict.PANIC, Verdict.PASS, bisect=True) == 1
+    assert exit_code(Verdict.ERROR, Verdict.ERROR, Verdict.PASS, bisect=True) == 125
+    assert exit_code(Verdict.HOST_IO_ERROR, Verdict.HOST_IO_ERROR, Verdict.PASS, bisect=True) == 125
+    # a known-bug scenario: its own bug is bad, passing is good, another failure is skip
+    assert exit_code(Verdict.XFAIL, Verdict.TRIPLE_FAULT, Verdict.TRIPLE_FAULT, bisect=True) == 1
+    assert exit_code(Verdict.XPASS, Verdict.PASS, Verdict.TRIPLE_FAULT, bisect=True) == 0
+    assert exit_code(Verdict.PANIC, Verdict.PANIC, Verdict.TRIPLE_FAULT, bisect=True) == 125
+    assert exit_code(Verdict.INTERRUPTED, Verdict.INTERRUPTED, Verdict.PASS, bisect=True) == 130
+
+
+def test_an_expected_failure_needs_its_step_and_its_signature() -> None:
+    texts = ["kj-C# kexec -e", "Triple fault"]
+    assert apply_expectation(Verdict.TRIPLE_FAULT, Verdict.TRIPLE_FAULT, "Triple fault", "jump-back", "jump-back",
+                             texts)[0] is Verdict.XFAIL
+    # the same failure in another step, or without its signature, stays a failure
+    final, matched, note = apply_expectation(Verdict.TRIPLE_FAULT, Verdict.TRIPLE_FAULT, "Triple fault",
+                                             "jump-back", "jump-to-B", texts)
+    assert final is Verdict.TRIPLE_FAULT and not matched and "failed in jump-to-B" in note
+    final, matched, note = apply_expectation(Verdict.TRIPLE_FAULT, Verdict.TRIPLE_FAULT, "GDT=\\s+0+ 0+",
+                                             "jump-back", "jump-back", texts)
+    assert final is Verdict.TRIPLE_FAULT and matched is False and "not found in jump-back" in note
+    # another failure than the expected one, a pass, a lab error
+    assert apply_expectation(Verdict.PANIC, Verdict.TRIPLE_FAULT, "Triple fault", "jump-back", "jump-back",
+                             texts)[0] is Verdict.PANIC
+    assert apply_expectation(Verdict.PASS, Verdict.TRIPLE_FAULT, "x", "jump-back", "", [])[0] is Verdict.XPASS
+    assert apply_expectation(Verdict.ERROR, Verdict.TRIPLE_FAULT, "x", "jump-back", "", [])[0] is Verdict.ERROR
+    # an empty signature never matches (and the scenario loader refuses it anyway)
+    assert apply_expectation(Verdict.TRIPLE_FAULT, Verdict.TRIPLE_FAULT, "", "jump-back", "jump-back",
+                             texts)[0] is Verdict.TRIPLE_FAULT
