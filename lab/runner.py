@@ -26,7 +26,7 @@ from .errors import KjlabError
 from .flows import FLOWS
 from .machines import machine_fragments
 from .flows.base import FlowStop, Recorder
-from .flows.common import FlowArtifacts, FlowContext
+from .flows.common import FlowArtifacts, FlowContext, ResumedHook
 from .lifetime import sigterm_as_interrupt
 from .provenance import host_provenance
 from .qemu_cmdline import QEMU_BINARY
@@ -101,10 +101,12 @@ def prepare_artifacts(sc: Scenario, run_dir: Path, rec: Recorder) -> FlowArtifac
 
 
 def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
-                 on_step: Callable[[Step], None] | None = None, keep: str = "all") -> RunOutcome:
+                 on_step: Callable[[Step], None] | None = None, keep: str = "all",
+                 on_resumed: ResumedHook | None = None) -> RunOutcome:
     """keep: "all" keeps memory snapshots and the disk image of every run; "failed" only
     of runs that did not end PASS or XFAIL (a matrix would fill the disk otherwise:
-    about 1 GiB per run)."""
+    about 1 GiB per run). on_resumed: called with A's live machine once A is back
+    (flows with hands_over_resumed_a)."""
     run_id, run_dir = new_run_dir(runs_root, sc)
     accel = choose_accel(sc.machine.accel)
     result = RunResult(
@@ -122,6 +124,7 @@ def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
             try:
                 art = prepare_artifacts(sc, run_dir, rec)
                 flow = FLOWS[sc.flow.name](sc, art, run_dir, sock_dir, rec, accel.accel)
+                flow.on_resumed = on_resumed
                 flow.run()
                 _finish(result, Verdict.PASS, flow.pass_reason)
             except FlowStop as stop:

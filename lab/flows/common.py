@@ -59,9 +59,16 @@ class FlowArtifacts:
     system_map: Path | None = None  # of the kernel that runs as A, for symbols in evidence
 
 
+# Called with kernel A's live machine once A is back and its checks held (the pytest
+# plugin's tests run there); the run goes on when it returns.
+ResumedHook = Callable[["QemuVM", Recorder], None]
+
+
 class FlowContext:
     name = ""  # the flow's name in scenario files (lab.flows.FLOWS)
     summary = ""  # one line for `kjlab list`
+    hands_over_resumed_a = False  # the flow calls on_resumed (lab.pytest_plugin)
+    on_resumed: ResumedHook | None = None
     # The reason given with a PASS: what held.
     pass_reason = "kernel A resumed and every check held"
 
@@ -356,6 +363,13 @@ class FlowContext:
                 raise FlowStop(Verdict.CHECK_FAILED, ", ".join(c.name for c in bad) + " failed",
                                [f"{c.name}: {c.detail}" for c in bad])
         return checks
+
+    def hand_over(self, vm: QemuVM) -> None:
+        """Give the resumed A to the caller's own checks (on_resumed), in a step of its own."""
+        if self.on_resumed is None:
+            return
+        with self.rec.step("user-checks", "The caller's own checks on the resumed kernel A", "-", vm):
+            self.on_resumed(vm, self.rec)
 
     def a_checks(self, vm: QemuVM, disk: bool) -> tuple[list[Check], tuple[bool, list[str]]]:
         """A's checks, read with the kernel's console messages held back (dmesg -n 1), so

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 class HibernateFlow(FlowContext):
     name = "hibernate"
+    hands_over_resumed_a = True
     summary = "the ten steps of seed 004: A -> B saves A's image -> power off -> C loads it -> A resumes"
     def run(self) -> None:
         with self.vm_a() as vm:
@@ -58,6 +59,7 @@ class HibernateFlow(FlowContext):
                 self.load_image(vm, saved)
                 ret = self.jump_back(vm)
                 self.verify_a(vm)
+                self.hand_over(vm)
             self.check_round_trip(departure, in_b, saved, ret)
         except FlowStop as later:
             if image_problem is None:

@@ -10,6 +10,7 @@ class JumpRoundtripFlow(FlowContext):
     """A jumps to B; B jumps straight back with kj-jump-back; A's state is checked."""
 
     name = "jump-roundtrip"
+    hands_over_resumed_a = True
     summary = "A -> B -> A directly, B jumps back with kj-jump-back (seed 004, cooperative multi-kernel)"
 
     def run(self) -> None:
@@ -21,6 +22,7 @@ class JumpRoundtripFlow(FlowContext):
             entry = self.b_entry_step(vm)
             self.b_jump_back(vm, entry, a_marker)
             self.verify_a(vm, disk=True)
+            self.hand_over(vm)
             after = self.snapshot(vm, "A-resumed", "Memory snapshot of A after the round trip")
         self.check_memory(before, after)
 
