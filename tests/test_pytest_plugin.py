@@ -12,12 +12,17 @@ from lab import SCENARIOS_DIR
 
 pytestmark = pytest.mark.e2e
 
-USER_TESTS = '''
-def test_the_resumed_kernel_answers(kjlab_resumed):
-    out, status = kjlab_resumed.guest.run("uname -r; cat /proc/cmdline")
-    assert status == 0 and "kjlab.role=A" in out
-    assert "A-departure" in kjlab_resumed.snapshots and kjlab_resumed.record.verdict == "RUNNING"
+ROOT = Path(__file__).resolve().parent.parent
 
+
+def readme_example() -> str:
+    """The example test file of the README, as a reader copies it."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```python\n# test_my_change.py\n") + len("```python\n")
+    return text[start:text.index("```", start)]
+
+
+USER_TESTS = readme_example() + '''
 
 def test_a_check_that_fails(kjlab_resumed):
     out, status = kjlab_resumed.guest.run("test -e /no-such-file")
