@@ -56,6 +56,13 @@ def triple_fault_evidence(cpu_reset_log: str) -> list[str]:
     return [line for line in window if keep.match(line)]
 
 
+def cpu_count(grep_c_output: str) -> int | None:
+    """The count `grep -c ^processor /proc/cpuinfo` printed: the last line that is only a
+    number (a kernel message may land among the output lines during boot)."""
+    numbers = [line.strip() for line in clean(grep_c_output).splitlines() if line.strip().isdigit()]
+    return int(numbers[-1]) if numbers else None
+
+
 def kexec_load_entry(kexec_debug_output: str) -> int | None:
     """The entry address `kexec -d` reports for the image it loaded (the first
     instruction the jump will run), or None."""

@@ -69,3 +69,11 @@ def test_kexec_load_entry_from_kexec_d() -> None:
     out = "nr_segments = 8\nkexec_load: entry = 0x1ff48c6 flags = 0x2\nsegment[0].buf   = 0x1ee40c0\n"
     assert evidence.kexec_load_entry(out) == 0x1FF48C6
     assert evidence.kexec_load_entry("kexec_load failed: Invalid argument") is None
+
+
+def test_the_cpu_count_survives_a_kernel_message_among_the_output() -> None:
+    # Seen in a nightly (6.12, pc-scsi): the mouse driver printed right after the count.
+    out = "1\n[    2.032089] input: ImExPS/2 Generic Explorer Mouse as /devices/platform/i8042/serio1/input/input2\n"
+    assert evidence.cpu_count(out) == 1
+    assert evidence.cpu_count("[ 1.0] x\n2\n") == 2
+    assert evidence.cpu_count("grep: /proc/cpuinfo: No such file or directory\n") is None

@@ -22,7 +22,7 @@ from ..memory.image import PhysImage
 from ..qemu_cmdline import BootFiles
 from ..results import Check
 from ..evidence import (
-    PANIC_RE, jump_mark, kernel_trouble, kexec_error_lines, kexec_load_entry, log_since_jump, panic_lines,
+    PANIC_RE, cpu_count, jump_mark, kernel_trouble, kexec_error_lines, kexec_load_entry, log_since_jump, panic_lines,
     parse_checks, restarted,
 )
 from .. import kexec_commands as commands
@@ -282,7 +282,7 @@ class FlowContext:
         """Every CPU of the machine is online in A: an SMP cell that silently runs on one
         CPU would test nothing of SMP."""
         out = self.run_ok(vm, "grep -c ^processor /proc/cpuinfo", verdict=Verdict.CHECK_FAILED)
-        online = int(out.strip().splitlines()[-1]) if out.strip() else 0
+        online = cpu_count(out)
         if online != self.sc.machine.smp:
             raise FlowStop(Verdict.CHECK_FAILED, f"the machine has {self.sc.machine.smp} CPUs, kernel A brought up {online}",
                            [out.strip()])
@@ -394,8 +394,8 @@ class FlowContext:
         checks = [Check(name, *reported.get(name, (False, f"kj-proof-check did not report it: {proof[-300:]!r}")))
                   for name in PROOF_CHECKS]
         checks.append(Check("kernel-is-A", "kjlab.role=A" in cmdline, cmdline.strip()))
-        online = cpus.strip().splitlines()[-1] if cpus.strip() else "?"
-        checks.append(Check("cpus-online", online == str(self.sc.machine.smp),
+        online = cpu_count(cpus)
+        checks.append(Check("cpus-online", online == self.sc.machine.smp,
                             f"{online} of the machine's {self.sc.machine.smp} CPUs online after the jump back"))
         if disk_res is not None:
             checks.append(Check("disk-after-resume", disk_res.status == 0 and "lost+found" in disk_res.output,
