@@ -32,7 +32,7 @@ def test_a_check_that_fails(kjlab_resumed):
 
 def test_the_fixtures_are_listed(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--fixtures")
-    result.stdout.fnmatch_lines(["*kjlab_resumed*", "*kjlab_scenario*"])
+    result.stdout.fnmatch_lines(["*kjlab_scenario*", "*kjlab_resumed*"])
 
 
 def test_a_developers_own_checks_on_a_resumed_kernel(pytester: pytest.Pytester, tmp_path: Path) -> None:
