@@ -35,7 +35,12 @@ def test_the_fixtures_are_listed(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*kjlab_scenario*", "*kjlab_resumed*"])
 
 
-def test_a_developers_own_checks_on_a_resumed_kernel(pytester: pytest.Pytester, tmp_path: Path) -> None:
+def test_a_developers_own_checks_on_a_resumed_kernel(pytester: pytest.Pytester, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from lab.cache import cache_root
+
+    # pytester gives the inner pytest a HOME of its own: keep the lab's cache (kernels).
+    monkeypatch.setenv("KJLAB_CACHE", str(cache_root()))
     pytester.makepyfile(test_mine=USER_TESTS)
     runs = tmp_path / "runs"
     result = pytester.runpytest_subprocess("-q", "--kjlab-scenario", str(SCENARIOS_DIR / "i386-hibernate.toml"),
