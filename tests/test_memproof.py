@@ -76,3 +76,26 @@ def test_symbols_name_functions_and_physical_pages(tmp_path: Path) -> None:
     line = "0: v=0d e=0068 i=0 cpl=0 IP=0060:c0399800 pc=c0399800 SP=0068:c1000000"
     assert symbolize_line(line, symbols) == ("0: v=0d e=0068 i=0 cpl=0 IP=0060:c0399800 <restore_processor_state+0x9> "
                                              "pc=c0399800 <restore_processor_state+0x9> SP=0068:c1000000")
+
+
+def test_pages_missing_on_one_side_are_not_proven(tmp_path: Path) -> None:
+    """A departure snapshot that lacks part of A's RAM (a truncated file) proves nothing
+    there: its leg does not hold, though no compared page differs."""
+    same = {32 * MiB + k * 4096: page_of(k % 251 + 1) for k in range(0, 1024, 7)}
+    dep = write_core(tmp_path / "dep.elf", [Seg(0, 36 * MiB)], same, elf_class=64)
+    b, img, ret = memory(tmp_path / "b.elf"), image(tmp_path / "img.elf"), memory(tmp_path / "ret.elf")
+    proof = prove_round_trip(dep, b, img, ret, WINDOW, A_END)
+    (leg,) = proof.failed_legs
+    assert leg.name == "departure = in B" and not leg.differing
+    assert leg.pages_compared == 1024 and leg.pages_in_domain == 2048
+    assert "1024 of 2048 pages present on both sides" in leg.summary()
+
+
+def test_pages_makedumpfile_left_out_are_listed_as_such(tmp_path: Path) -> None:
+    dep, b, ret = memory(tmp_path / "dep.elf"), memory(tmp_path / "b.elf"), memory(tmp_path / "ret.elf")
+    img = write_core(tmp_path / "img.elf", [Seg(32 * MiB, 8 * MiB, filesz=4 * MiB)],
+                     {32 * MiB + k * 4096: page_of(k % 251 + 1) for k in range(0, 1024, 7)}, elf_class=32)
+    proof = prove_round_trip(dep, b, img, ret, WINDOW, A_END)
+    assert proof.pages_in_domain == 1024
+    reasons = {r: why for r, why in proof.left_out}
+    assert "makedumpfile excluded it" in reasons[(36 * MiB, 40 * MiB)]

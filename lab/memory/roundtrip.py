@@ -15,6 +15,7 @@ listed with the reason (RoundTripProof.left_out).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,7 @@ class Leg:
     pages_compared: int
     differing: tuple[Range, ...]
     examples: tuple[PageDiff, ...]
+    pages_in_domain: int = 0  # what it should compare: a page absent from either side is not proven
 
     @property
     def pages_differing(self) -> int:
@@ -62,13 +64,14 @@ class Leg:
 
     @property
     def holds(self) -> bool:
-        return self.pages_compared > 0 and not self.differing
+        return 0 < self.pages_compared == self.pages_in_domain and not self.differing
 
     def summary(self) -> str:
         if self.holds:
             return f"{self.name}: all {self.pages_compared} pages identical"
-        if not self.pages_compared:
-            return f"{self.name}: no page compared"
+        if self.pages_compared != self.pages_in_domain:
+            return (f"{self.name}: {self.pages_compared} of {self.pages_in_domain} pages present on both sides"
+                    f"{f', {self.pages_differing} differ' if self.differing else ''}")
         shown = ", ".join(format_range(r) for r in self.differing[:4])
         more = f" (+{len(self.differing) - 4} more ranges)" if len(self.differing) > 4 else ""
         return f"{self.name}: {self.pages_differing} of {self.pages_compared} pages differ: {shown}{more}"
@@ -120,14 +123,18 @@ def proof_domain(image: PhysImage, b_window: tuple[int, int]) -> list[Range]:
     return subtract_ranges(image.file_backed_ranges(), [LOW_MEMORY, window])
 
 
-def left_out(a_ram_end: int, domain: list[Range], b_window: tuple[int, int]) -> list[tuple[Range, str]]:
+def left_out(a_ram_end: int, domain: list[Range], b_window: tuple[int, int],
+             zero_filled: Sequence[Range] = ()) -> list[tuple[Range, str]]:
     window = (b_window[0], min(b_window[1] + 1, a_ram_end))
     out: list[tuple[Range, str]] = [
         (LOW_MEMORY, "the low 1 MiB: B and C both run there (memmap=640K@0K) and B's vmcore does not save it"),
         (window, "B's window: it holds kernel B; A's own pages of it travel in kexec's source pages, "
                  "which are inside the proven pages"),
     ]
-    rest = subtract_ranges([(0, a_ram_end)], [*domain, LOW_MEMORY, window])
+    excluded = subtract_ranges(zero_filled, [LOW_MEMORY, window])
+    out += [(r, "left out of the image (makedumpfile excluded it: it reads as zeros and is not restored)")
+            for r in excluded]
+    rest = subtract_ranges([(0, a_ram_end)], [*domain, LOW_MEMORY, window, *excluded])
     out += [(r, "not in the saved image") for r in rest]
     return out
 
@@ -142,7 +149,8 @@ def compare(name: str, a: PhysImage, b: PhysImage, domain: list[Range],
             if len(found) >= examples:
                 break
             found.append(describe_page(a, b, addr, symbols))
-    return Leg(name, a.path.name, b.path.name, diff.pages_compared, tuple(diff.differing), tuple(found))
+    return Leg(name, a.path.name, b.path.name, diff.pages_compared, tuple(diff.differing), tuple(found),
+               ranges_pages(domain))
 
 
 def describe_page(a: PhysImage, b: PhysImage, addr: int, symbols: SymbolMap | None) -> PageDiff:
@@ -162,7 +170,7 @@ def prove_round_trip(departure: Path | None, in_b: Path, image: Path, ret: Path 
     not captured (the guest never reached it) leaves its legs out and is listed."""
     with PhysImage.open(image) as img, PhysImage.open(in_b) as b:
         domain = normalize_ranges(proof_domain(img, b_window))
-        proof = RoundTripProof(domain, left_out=left_out(a_ram_end, domain, b_window))
+        proof = RoundTripProof(domain, left_out=left_out(a_ram_end, domain, b_window, img.zero_fill_ranges()))
         if departure is None:
             proof.missing.append("departure: the guest never reached the entry of the image A jumps into")
         else:
