@@ -9,6 +9,11 @@ from pathlib import Path
 import pytest
 
 from lab import SCENARIOS_DIR
+from lab.cache import cache_root
+
+# The lab's cache as this pytest sees it at import, before pytester gives the test a HOME
+# of its own (the inner pytest must find the kernels already built).
+LAB_CACHE = cache_root()
 
 pytestmark = pytest.mark.e2e
 
@@ -37,10 +42,7 @@ def test_the_fixtures_are_listed(pytester: pytest.Pytester) -> None:
 
 def test_a_developers_own_checks_on_a_resumed_kernel(pytester: pytest.Pytester, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from lab.cache import cache_root
-
-    # pytester gives the inner pytest a HOME of its own: keep the lab's cache (kernels).
-    monkeypatch.setenv("KJLAB_CACHE", str(cache_root()))
+    monkeypatch.setenv("KJLAB_CACHE", str(LAB_CACHE))
     pytester.makepyfile(test_mine=USER_TESTS)
     runs = tmp_path / "runs"
     result = pytester.runpytest_subprocess("-q", "--kjlab-scenario", str(SCENARIOS_DIR / "i386-hibernate.toml"),
