@@ -55,7 +55,7 @@ def apply_expectation(observed: Verdict, expected: Verdict, signature: str, expe
     other outcome stays as seen. A scenario cannot expect a failure without a step and a
     signature (lab.scenario refuses it), so an empty signature never matches everything.
     """
-    if expected is Verdict.PASS or not observed.is_failure and observed is not Verdict.PASS:
+    if expected is Verdict.PASS or (not observed.is_failure and observed is not Verdict.PASS):
         return observed, None, ""
     if observed is Verdict.PASS:
         return Verdict.XPASS, False, f"expected {expected}, but the run passed: the known bug did not show"

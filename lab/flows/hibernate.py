@@ -21,7 +21,7 @@ from ..image_tools import (
 from ..memory.checks import check_image
 from ..memory.image import PhysImage
 from ..memory.ranges import subtract_ranges
-from ..memory.roundtrip import compare, prove_round_trip
+from ..memory.roundtrip import DEPARTURE_IN_B, compare, prove_round_trip
 from ..vm import QemuVM
 from ..verdict import Verdict
 from .base import FlowStop
@@ -191,6 +191,6 @@ class HibernateFlow(FlowContext):
                 raise FlowStop(Verdict.CHECK_FAILED, "the round trip was not proven: " + "; ".join(proof.missing),
                                [leg.summary() for leg in proof.legs])
             for leg in proof.failed_legs:
-                verdict = Verdict.CHECK_FAILED if leg.name.startswith("departure") else Verdict.CORRUPT_IMAGE
+                verdict = Verdict.CHECK_FAILED if leg.name == DEPARTURE_IN_B else Verdict.CORRUPT_IMAGE
                 raise FlowStop(verdict, f"A's memory is not the same {leg.name.replace(' = ', ' and ')}",
                                [leg.summary(), *(e.line() for e in leg.examples)])

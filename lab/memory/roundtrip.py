@@ -27,6 +27,9 @@ from .image import PhysImage
 from .ranges import PAGE_SIZE, Range, format_range, normalize_ranges, ranges_pages, subtract_ranges
 
 LOW_MEMORY: Range = (0, 0x100000)
+# The legs of the chain. The first says whether B kept out of A's memory; the other two
+# whether the image held A's memory and came back whole.
+DEPARTURE_IN_B, IN_B_ON_DISK, ON_DISK_RETURN = "departure = in B", "in B = on the disk", "on the disk = return"
 FIRST_BYTES = 16  # bytes shown on each side of a differing page
 
 
@@ -175,11 +178,11 @@ def prove_round_trip(departure: Path | None, in_b: Path, image: Path, ret: Path 
             proof.missing.append("departure: the guest never reached the entry of the image A jumps into")
         else:
             with PhysImage.open(departure) as dep:
-                proof.legs.append(compare("departure = in B", dep, b, domain, symbols))
-        proof.legs.append(compare("in B = on the disk", b, img, domain, symbols))
+                proof.legs.append(compare(DEPARTURE_IN_B, dep, b, domain, symbols))
+        proof.legs.append(compare(IN_B_ON_DISK, b, img, domain, symbols))
         if ret is None:
             proof.missing.append("return: the guest never reached A's jump-back entry")
         else:
             with PhysImage.open(ret) as back:
-                proof.legs.append(compare("on the disk = return", img, back, domain, symbols))
+                proof.legs.append(compare(ON_DISK_RETURN, img, back, domain, symbols))
     return proof
