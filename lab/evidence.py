@@ -19,7 +19,6 @@ KEXEC_ERROR_RE = re.compile(
     r"Zero PT_NOTE entries found|vmcore not initialized|No space left on device|"
     r"kexec_file_load failed|Cannot load|kexec failed|Nothing has been loaded"
 )
-RESUMED_RE = re.compile(r"Restarting tasks \.\.\. done\.")
 
 
 def clean(text: str) -> str:
