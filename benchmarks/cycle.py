@@ -29,7 +29,7 @@ from lab.scenario import load_scenario  # noqa: E402
 from lab.verdict import Verdict  # noqa: E402
 
 GUEST_CHECK_STEPS = ("prepare-A", "verify-A")
-GUEST_CHECK_COMMANDS = ("md5sum ", "echo 'kjlab: jump-out", "grep MemTotal")
+GUEST_CHECK_COMMANDS = ("kj-proof crc32 ", "echo 'kjlab: jump-out", "grep MemTotal")
 
 
 def lab_share(res: RunResult) -> dict[str, float]:

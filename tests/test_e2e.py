@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from lab import SCENARIOS_DIR
+from lab.memory.image import PhysImage
 
 pytestmark = pytest.mark.e2e
 
@@ -48,8 +49,9 @@ def test_default_scenario_passes(tmp_path):
     assert checks and all(checks.values())
     assert {"proof-file", "counter", "resume-log", "kernel-log-clean", "cpus-online", "kernel-is-A",
             "disk-after-resume", "no-panic"} <= set(checks)
-    for snap in res["snapshots"]:
-        assert (run_dir / snap["path"]).stat().st_size > 200 << 20  # the guest's RAM
+    for snap in res["snapshots"]:  # A's RAM (mem=120M of the machine's 256 MiB) and no more
+        with PhysImage.open(run_dir / snap["path"]) as img:
+            assert img.present_ranges() == [(0, 120 << 20)], snap["name"]
     assert {s["name"] for s in res["snapshots"]} == {"A-departure", "B-booted", "A-return"}
     # The exact proof: every page the image holds outside low memory and B's window is
     # the same at departure, in B, on the disk and at return.

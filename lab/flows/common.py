@@ -82,14 +82,20 @@ class FlowContext:
         self.b_entry_address: int | None = None  # where the jump into B starts (kexec -d)
         self.return_entry: int | None = None  # A's jump-back entry, as C's kexec -d loaded it
         self.return_snapshot: Path | None = None  # A's memory when it got control back
-        self.image_md5 = ""  # of the image as the host read it after B saved it
+        self.image_crc32 = 0  # of the image as the host read it after B saved it (zlib's CRC-32)
         self.symbols = SymbolMap.load(art.system_map) if art.system_map and art.system_map.is_file() else None
         self.plan = SentinelPlan(run_token(rec.result.run_id), seed=0x5EED, pages=scenario.flow.sentinel_pages)
+        self.proof_seed = self.plan.token % 0xFFFFFFFF + 1  # kj-proof's stream: per run, never 0
         rec.memory("sentinel_plan", {"token": f"0x{self.plan.token:016x}", "seed": self.plan.seed,
                                      "pages_per_region": self.plan.pages})
 
     def run(self) -> None:
         raise NotImplementedError
+
+    @property
+    def proof_args(self) -> str:
+        """kj-proof-setup's and kj-proof-check's arguments: the proof file's size and seed."""
+        return f"{self.sc.flow.proof_kib} {self.proof_seed:#x}"
 
     # -- machines -------------------------------------------------------------------------
 
@@ -177,10 +183,15 @@ class FlowContext:
                 vm.monitor.cmd("cont")
 
     def dump_memory(self, vm: QemuVM, name: str, how: str) -> Path:
-        """QMP dump-guest-memory of a stopped guest into snapshot-<name>.elf."""
+        """QMP dump-guest-memory of a stopped guest into snapshot-<name>.elf: A's RAM only
+        (mem=), as everything the lab proves lies there; RAM above it is neither A's nor
+        read, and leaving it out halves a 120-of-256 MiB dump."""
         path = self.run_dir / f"snapshot-{name}.elf"
         t0 = time.monotonic()
-        vm.monitor.cmd("dump-guest-memory", timeout=300, paging=False, protocol=f"file:{path}")
+        only_a: dict[str, int] = {}
+        if self.a_ram_end() < self.sc.machine.memory_mib << 20:
+            only_a = {"begin": 0, "length": self.a_ram_end()}
+        vm.monitor.cmd("dump-guest-memory", timeout=300, paging=False, protocol=f"file:{path}", **only_a)
         self.rec.note(f"{how}: file:{path.name}", f"{path.stat().st_size} bytes", 0, time.monotonic() - t0)
         self.rec.snapshot(name, path, vm.name)
         return path
@@ -239,7 +250,7 @@ class FlowContext:
             self.wait_ready(vm, "A")
             self.check_cpus(vm)
         with self.rec.step("prepare-A", "Give A state that must survive (proof file, counter, sentinel pages)", "-", vm):
-            self.run_ok(vm, f"kj-proof-setup {self.sc.flow.proof_kib}", verdict=Verdict.CHECK_FAILED)
+            self.run_ok(vm, f"kj-proof-setup {self.proof_args}", verdict=Verdict.CHECK_FAILED)
             if self.plan.pages:
                 n, token, seed = self.plan.pages, f"0x{self.plan.token:x}", self.plan.seed
                 self.run_ok(vm, f"kj-sentinel file /tmp/sentinel {n} {token} {seed}", verdict=Verdict.CHECK_FAILED)
@@ -381,7 +392,7 @@ class FlowContext:
             try:
                 disk_res = (self.rec.run(vm.console, f"kj-mount-disk {self.disk_dev} && ls /mnt && umount /mnt", timeout)
                             if disk else None)
-                proof = self.rec.run(vm.console, "kj-proof-check", timeout).output
+                proof = self.rec.run(vm.console, f"kj-proof-check {self.proof_args}", timeout).output
                 cmdline = self.rec.run(vm.console, "cat /proc/cmdline", timeout).output
                 cpus = self.rec.run(vm.console, "grep -c ^processor /proc/cpuinfo", timeout).output
                 dmesg = self.rec.run(vm.console, "dmesg", timeout).output
