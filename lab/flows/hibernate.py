@@ -22,7 +22,7 @@ from ..memory.checks import check_image
 from ..memory.image import PhysImage
 from ..memory.ranges import subtract_ranges
 from ..memory.roundtrip import DEPARTURE_IN_B, compare, prove_round_trip
-from ..vm import QemuVM
+from ..guest import GuestVM
 from ..verdict import Verdict
 from .base import FlowStop
 from .common import FlowContext
@@ -97,7 +97,7 @@ class HibernateFlow(FlowContext):
             offset = tamper_image_on_disk(self.art.disk, "dump.elf", at, self.run_dir)
             self.rec.note(f"flipped the byte at physical {at:#x} (file offset {offset:#x}) of dump.elf")
 
-    def verify_image_in_c(self, vm: QemuVM, saved: Path) -> None:
+    def verify_image_in_c(self, vm: GuestVM, saved: Path) -> None:
         """C checks the image before it loads it: the hash the host took after B saved it.
         MD5, not SHA-256: it is there to catch any change, and busybox computes it in a
         third of the time under TCG (92 MB, beside a kernel build: 2.6 s against 6.4 s)."""
@@ -120,7 +120,7 @@ class HibernateFlow(FlowContext):
             hit = corrupt_image_on_disk(self.art.disk, "dump.elf", self.plan.token, n, self.run_dir)
             self.rec.note(f"flipped a word in {len(hit)} sentinel pages", ", ".join(f"0x{p:x}" for p in hit[:20]))
 
-    def save_vmcoreinfo(self, vm: QemuVM) -> None:
+    def save_vmcoreinfo(self, vm: GuestVM) -> None:
         """makedumpfile in B needs A's VMCOREINFO, which the vmcore of a preserve-context
         load lacks (facts: makedumpfile): A puts it on the disk before the jump."""
         with self.rec.step("vmcoreinfo-A", "Save A's VMCOREINFO to the disk for makedumpfile", "-", vm):
@@ -136,11 +136,11 @@ class HibernateFlow(FlowContext):
             detail = split_image_on_disk(self.art.disk, "dump.elf", n, self.run_dir)
             self.rec.note(f"split dump.elf into {n} PT_LOADs", detail)
 
-    def boot_c(self, vm: QemuVM) -> None:
+    def boot_c(self, vm: GuestVM) -> None:
         with self.rec.step("boot-C", "Boot kernel C on the same disk", "8", vm):
             self.wait_ready(vm, "C")
 
-    def load_image(self, vm: QemuVM, saved: Path) -> None:
+    def load_image(self, vm: GuestVM, saved: Path) -> None:
         with self.rec.step("load-image", "Check A's image, then kexec -l --args-none --entry=<jump-back entry>", "9", vm):
             self.run_ok(vm, f"kj-mount-disk {self.disk_dev} && ls -l /mnt && cat /mnt/kexec_jump_back_entry",
                         verdict=Verdict.CHECK_FAILED)
@@ -151,7 +151,7 @@ class HibernateFlow(FlowContext):
             self.return_entry = kexec_load_entry("".join(output))
             self.run_ok(vm, "umount /mnt", verdict=Verdict.CHECK_FAILED)
 
-    def jump_back(self, vm: QemuVM) -> Path | None:
+    def jump_back(self, vm: GuestVM) -> Path | None:
         """kexec -e in C; the guest stops at A's jump-back entry for the return snapshot."""
         with self.rec.step("jump-back", "kexec -e in C: jump back to kernel A", "10", vm), self.interrupt_logging(vm):
             _, ret = self.jump_capturing(vm, self.return_entry, "A-return", lambda: self._send_kexec_e(vm))
@@ -171,7 +171,7 @@ class HibernateFlow(FlowContext):
             said = f"{proof.reason}: {'; '.join(proof.evidence[:3])}"
         return FlowStop(stop.verdict, stop.reason, [*stop.evidence, f"{LATER_EVIDENCE}check-round-trip: {said} --"])
 
-    def _send_kexec_e(self, vm: QemuVM) -> str:
+    def _send_kexec_e(self, vm: GuestVM) -> str:
         vm.console.send_line("kexec -x -e")
         self.rec.note("kexec -x -e")
         return ""
