@@ -120,3 +120,13 @@ def test_unpatched_direct_jump_back_triple_faults_as_on_qemu(tmp_path: Path, soc
     result, _, _ = replay("i386-triple-fault-direct-jump-back", tmp_path, sock_dir)
     assert result.observed_verdict is Verdict.TRIPLE_FAULT and result.verdict is Verdict.XFAIL
     assert result.failed_step == "jump-back" and result.signature_matched
+
+
+def test_a_flow_that_strays_from_the_recording_does_not_pass_for_it(tmp_path: Path, sock_dir: Path) -> None:
+    """The phys-call flow against kexec-reboot's run: its second command (how many CPUs?)
+    gets the recorded answer of another command, and the flow says so; the record differs."""
+    result, _ = replay_run(RUNS / "i386-kexec-reboot-pass", load_scenario(SCENARIOS_DIR / "flows/phys-call.toml"),
+                           tmp_path, sock_dir)
+    assert result.verdict is Verdict.CHECK_FAILED and result.failed_step == "boot-A"
+    with pytest.raises(AssertionError):
+        as_recorded(result, RecordedRun(RUNS / "i386-kexec-reboot-pass"))
