@@ -35,10 +35,11 @@ import shutil
 import socket
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable
+from typing import Any
 
 from lab.console import Console
 from lab.errors import GuestError
@@ -231,7 +232,7 @@ class ReplayDebugger:
 
     def __init__(self, guest: ReplayGuest, log_path: Path) -> None:
         self.guest, self.log_path = guest, log_path
-        self.moment = ""
+        self.address = 0
 
     def attach(self) -> None:
         self.log_path.write_text("replay: attached\n")
@@ -279,7 +280,6 @@ class ReplayGuest:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if self.serial is not None:
-            self.serial.thread.join(0)
             if self.serial.divergence:
                 self.replay.divergences.append(f"{self.name}: {self.serial.divergence}")
             self.serial.close()
