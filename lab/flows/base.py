@@ -16,7 +16,7 @@ from ..errors import ConsoleEOF, ConsoleTimeout
 from ..results import Check, Command, RunResult, Step
 from ..evidence import kexec_error_lines, panic_lines, triple_fault_evidence
 from ..verdict import Verdict
-from ..vm import QemuVM
+from ..guest import GuestVM
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +35,15 @@ class Recorder:
     def __init__(self, result: RunResult, run_dir: Path, on_step: Callable[[Step], None] | None = None) -> None:
         self.result, self.run_dir, self.on_step = result, run_dir, on_step
         self.current: Step | None = None
-        self.current_vm: QemuVM | None = None
+        self.current_vm: GuestVM | None = None
 
     def save(self) -> None:
         res.save(self.result, self.run_dir)
 
     @contextmanager
-    def step(self, name: str, title: str, seed_step: str, vm: QemuVM | None) -> Iterator[Step]:
+    def step(self, name: str, title: str, seed_step: str, vm: GuestVM | None) -> Iterator[Step]:
         step = Step(name=name, title=title, seed_step=seed_step, vm=vm.name if vm else "", started=time.time())
-        if vm and vm._console:
+        if vm and vm.has_console:
             step.console_start = step.console_end = vm.console.offset()
         if vm:
             step.cpu_reset_start = step.cpu_reset_end = _size(vm.files.cpu_reset_log)
@@ -68,7 +68,7 @@ class Recorder:
             raise
         finally:
             step.ended = time.time()
-            if vm and vm._console:
+            if vm and vm.has_console:
                 step.console_end = vm.console.offset()
             if vm:
                 step.cpu_reset_end = _size(vm.files.cpu_reset_log)
@@ -126,10 +126,10 @@ class Recorder:
         self.save()
 
 
-def host_io_error(vm: QemuVM) -> FlowStop | None:
+def host_io_error(vm: GuestVM) -> FlowStop | None:
     """QEMU's BLOCK_IO_ERROR events: the host could not read or write the disk image
     (a full host disk): a lab error naming the file, not a verdict on the kernel."""
-    if vm._monitor is None:
+    if not vm.has_monitor:
         return None
     events = vm.monitor.events_named("BLOCK_IO_ERROR")
     if not events:
@@ -140,7 +140,7 @@ def host_io_error(vm: QemuVM) -> FlowStop | None:
                     [f"QMP event BLOCK_IO_ERROR {e.get('data')}" for e in events[:5]])
 
 
-def stop_for_console_failure(vm: QemuVM, err: Exception, step_text: str) -> FlowStop:
+def stop_for_console_failure(vm: GuestVM, err: Exception, step_text: str) -> FlowStop:
     """What a console timeout or EOF means, judged from the console and QEMU's logs."""
     io_error = host_io_error(vm)
     if io_error is not None:
@@ -167,7 +167,7 @@ def stop_for_console_failure(vm: QemuVM, err: Exception, step_text: str) -> Flow
                     [*errors, "-- last console lines --", *err.last_lines.splitlines()])
 
 
-def step_console_text(vm: QemuVM, step: Step) -> str:
+def step_console_text(vm: GuestVM, step: Step) -> str:
     try:
         with open(vm.console_log, "rb") as f:
             f.seek(step.console_start)

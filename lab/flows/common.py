@@ -26,7 +26,8 @@ from ..evidence import (
     parse_checks, restarted,
 )
 from .. import kexec_commands as commands
-from ..gdbstub import GdbError, GdbStub
+from ..gdbstub import GdbError
+from ..guest import GuestFactory, GuestVM
 from ..symbols import SymbolMap
 from ..vm import QemuVM
 from ..verdict import Verdict
@@ -61,7 +62,7 @@ class FlowArtifacts:
 
 # Called with kernel A's live machine once A is back and its checks held (the pytest
 # plugin's tests run there); the run goes on when it returns.
-ResumedHook = Callable[["QemuVM", Recorder], None]
+ResumedHook = Callable[[GuestVM, Recorder], None]
 
 
 class FlowContext:
@@ -73,8 +74,10 @@ class FlowContext:
     pass_reason = "kernel A resumed and every check held"
 
     def __init__(self, scenario: Scenario, art: FlowArtifacts, run_dir: Path, sock_dir: Path,
-                 rec: Recorder, accel: str) -> None:
+                 rec: Recorder, accel: str, guests: GuestFactory = QemuVM) -> None:
+        """guests: how the flow makes its machines (QEMU; a test gives a replay of a recorded run)."""
         self.sc, self.art, self.run_dir, self.sock_dir, self.rec, self.accel = scenario, art, run_dir, sock_dir, rec, accel
+        self.guests = guests
         self.quirks = scenario.quirks
         self.timeouts = {**DEFAULT_TIMEOUTS, **scenario.flow.timeouts}
         self.disk_dev = scenario.machine.guest_disk
@@ -99,20 +102,20 @@ class FlowContext:
 
     # -- machines -------------------------------------------------------------------------
 
-    def vm(self, name: str, append: str, initrd: Path, kernel: Path | None = None, memory_mib: int | None = None) -> QemuVM:
+    def vm(self, name: str, append: str, initrd: Path, kernel: Path | None = None, memory_mib: int | None = None) -> GuestVM:
         files = BootFiles(
             kernel=kernel or self.art.kernel, initrd=initrd, append=append, disk=self.art.disk,
             serial_socket=self.sock_dir / f"serial-{name}.sock", qmp_socket=self.sock_dir / f"qmp-{name}.sock",
             cpu_reset_log=self.run_dir / f"cpu-reset-{name}.log", gdb_socket=self.sock_dir / f"gdb-{name}.sock",
         )
         spec = self.sc.machine if memory_mib is None else self.sc.machine.with_overrides(memory_mib=memory_mib)
-        vm = QemuVM(name, spec, files, self.accel, self.run_dir)
+        vm = self.guests(name, spec, files, self.accel, self.run_dir)
         for label, path in ((f"console {name}", vm.console_log), (f"QEMU log {name}", vm.stderr_log),
                             (f"cpu_reset log {name}", files.cpu_reset_log), ("QMP log", vm.qmp_log)):
             self.rec.artifact(label, path)
         return vm
 
-    def vm_a(self) -> QemuVM:
+    def vm_a(self) -> GuestVM:
         flow = self.sc.flow
         append = "console=ttyS0 loglevel=7 kjlab.role=A"
         append += f" mem={flow.a_mem}" if flow.a_mem else ""
@@ -124,11 +127,11 @@ class FlowContext:
 
     # -- console helpers ------------------------------------------------------------------
 
-    def text(self, vm: QemuVM) -> str:
+    def text(self, vm: GuestVM) -> str:
         assert self.rec.current is not None
         return step_console_text(vm, self.rec.current)
 
-    def run_ok(self, vm: QemuVM, command: str, timeout_key: str = "command", verdict: Verdict = Verdict.KEXEC_ERROR) -> str:
+    def run_ok(self, vm: GuestVM, command: str, timeout_key: str = "command", verdict: Verdict = Verdict.KEXEC_ERROR) -> str:
         """Run a command that must succeed; a failure ends the flow with its output as evidence."""
         try:
             result = self.rec.run(vm.console, command, self.timeouts[timeout_key])
@@ -142,11 +145,11 @@ class FlowContext:
             raise FlowStop(verdict, f"`{command}` exited {result.status}", evidence)
         return result.output
 
-    def wait_ready(self, vm: QemuVM, role: str) -> None:
+    def wait_ready(self, vm: GuestVM, role: str) -> None:
         self.expect_or_stop(vm, READY_RE.format(role=role), f"kernel {role}'s init", "boot")
         self.run_ok(vm, "uname -r; cat /proc/cmdline", verdict=Verdict.HANG)
 
-    def expect_or_stop(self, vm: QemuVM, pattern: str, what: str, timeout_key: str) -> None:
+    def expect_or_stop(self, vm: GuestVM, pattern: str, what: str, timeout_key: str) -> None:
         """Wait for `pattern`; a panic, a triple fault or a hang on the way ends the flow."""
         try:
             idx = vm.console.expect([pattern, PANIC_RE.pattern], self.timeouts[timeout_key], what)
@@ -159,14 +162,14 @@ class FlowContext:
                 pass
             raise FlowStop(Verdict.PANIC, f"kernel panic while waiting for {what}", panic_lines(self.text(vm)))
 
-    def wait_marker(self, vm: QemuVM, marker: str, what: str, timeout_key: str = "jump") -> int:
+    def wait_marker(self, vm: GuestVM, marker: str, what: str, timeout_key: str = "jump") -> int:
         """Wait for a command's end marker; returns its exit status."""
         self.expect_or_stop(vm, marker, what, timeout_key)
         found = re.search(r":(\d+)>", vm.console.match_text)
         assert found, "the marker pattern always holds the status"
         return int(found.group(1))
 
-    def jump_returned(self, vm: QemuVM, marker: str, who: str) -> None:
+    def jump_returned(self, vm: GuestVM, marker: str, who: str) -> None:
         """`who`'s shell printed the marker of the `kexec -e` it ran before it was left."""
         status = self.wait_marker(vm, marker, f"{who}'s shell returning from its kexec -e")
         self.rec.note(f"({who}'s shell) kexec -e returned", vm.console.match_text, status)
@@ -174,7 +177,7 @@ class FlowContext:
             raise FlowStop(Verdict.KEXEC_ERROR, f"kexec -e in {who} returned {status} after the jump back",
                            kexec_error_lines(self.text(vm)) or [vm.console.match_text])
 
-    def snapshot(self, vm: QemuVM, name: str, title: str) -> Path:
+    def snapshot(self, vm: GuestVM, name: str, title: str) -> Path:
         with self.rec.step(f"snapshot-{name}", title, "-", vm):
             vm.monitor.cmd("stop")
             try:
@@ -182,7 +185,7 @@ class FlowContext:
             finally:
                 vm.monitor.cmd("cont")
 
-    def dump_memory(self, vm: QemuVM, name: str, how: str) -> Path:
+    def dump_memory(self, vm: GuestVM, name: str, how: str) -> Path:
         """QMP dump-guest-memory of a stopped guest into snapshot-<name>.elf: A's RAM only
         (mem=), as everything the lab proves lies there; RAM above it is neither A's nor
         read, and leaving it out halves a 120-of-256 MiB dump."""
@@ -198,14 +201,15 @@ class FlowContext:
 
     # -- the exact moments of a jump (GDB on QEMU's gdbstub) ----------------------------------
 
-    def jump_capturing(self, vm: QemuVM, entry: int | None, name: str, send: Callable[[], str]) -> tuple[str, Path | None]:
+    def jump_capturing(self, vm: GuestVM, entry: int | None, name: str, send: Callable[[], str]) -> tuple[str, Path | None]:
         """Send a jump (`send` returns the console marker) with the guest set to stop at
         `entry`, the first instruction the jump runs, and snapshot the memory there, before
         the kernel jumped into runs. Returns (marker, snapshot or None if not reached)."""
-        if entry is None or vm.files.gdb_socket is None:
-            self.rec.note(f"{name}: no entry address from kexec -d, moment not captured")
+        gdb = vm.debugger(self.run_dir / f"gdb-{vm.name}.log") if entry is not None else None
+        if entry is None or gdb is None:
+            why = "no entry address from kexec -d" if entry is None else "no gdbstub"
+            self.rec.note(f"{name}: {why}, moment not captured")
             return send(), None
-        gdb = GdbStub(vm.files.gdb_socket, self.run_dir / f"gdb-{vm.name}.log")
         self.rec.artifact(f"GDB log {vm.name}", gdb.log_path)
         t0 = time.monotonic()
         try:
@@ -234,7 +238,7 @@ class FlowContext:
             self.rec.note("GDB: delete the breakpoint, detach", "", 0, time.monotonic() - t0)
         return marker, path
 
-    def a_jump_out(self, vm: QemuVM) -> str:
+    def a_jump_out(self, vm: GuestVM) -> str:
         """A writes the jump's mark into its kernel log, then runs kexec -e; returns the
         marker A's shell prints when it is back."""
         self.jumps_out += 1
@@ -245,7 +249,7 @@ class FlowContext:
 
     # -- kernel A ---------------------------------------------------------------------------
 
-    def boot_a(self, vm: QemuVM) -> None:
+    def boot_a(self, vm: GuestVM) -> None:
         with self.rec.step("boot-A", "Boot kernel A", "4", vm):
             self.wait_ready(vm, "A")
             self.check_cpus(vm)
@@ -289,7 +293,7 @@ class FlowContext:
         self.rec.note("sentinel check", finding.data.get("sentinel_summary", "no sentinel pages planned"))
         return finding
 
-    def check_cpus(self, vm: QemuVM) -> None:
+    def check_cpus(self, vm: GuestVM) -> None:
         """Every CPU of the machine is online in A: an SMP cell that silently runs on one
         CPU would test nothing of SMP."""
         out = self.run_ok(vm, "grep -c ^processor /proc/cpuinfo", verdict=Verdict.CHECK_FAILED)
@@ -298,7 +302,7 @@ class FlowContext:
             raise FlowStop(Verdict.CHECK_FAILED, f"the machine has {self.sc.machine.smp} CPUs, kernel A brought up {online}",
                            [out.strip()])
 
-    def load_b(self, vm: QemuVM) -> None:
+    def load_b(self, vm: GuestVM) -> None:
         with self.rec.step("load-B", "Load kernel B with kexec --load-preserve-context", "5", vm):
             if self.quirks["crash-note"]:
                 self.run_ok(vm, "kj-crash-note")
@@ -307,7 +311,7 @@ class FlowContext:
             self.with_iomem_filter(vm, lambda: output.append(self.run_ok(vm, command, "load")), window=True)
             self.b_entry_address = kexec_load_entry("".join(output))
 
-    def with_iomem_filter(self, vm: QemuVM, action: Callable[[], object], window: bool = False) -> None:
+    def with_iomem_filter(self, vm: GuestVM, action: Callable[[], object], window: bool = False) -> None:
         if not self.quirks["iomem-filter"]:
             action()
             return
@@ -320,16 +324,16 @@ class FlowContext:
             if vm.running():
                 self.rec.run(vm.console, "kj-iomem-filter off", self.timeouts["command"])
 
-    def jump_to_b(self, vm: QemuVM, step: str = "jump-to-B", first: bool = True) -> str:
+    def jump_to_b(self, vm: GuestVM, step: str = "jump-to-B", first: bool = True) -> str:
         """kexec -e in A; returns the marker A's shell prints when A is back."""
         marker, _ = self._jump_to_b(vm, step, first, capture=False)
         return marker
 
-    def jump_to_b_captured(self, vm: QemuVM) -> tuple[str, Path | None]:
+    def jump_to_b_captured(self, vm: GuestVM) -> tuple[str, Path | None]:
         """kexec -e in A, the guest stopped at B's entry for the departure snapshot."""
         return self._jump_to_b(vm, "jump-to-B", True, capture=True)
 
-    def _jump_to_b(self, vm: QemuVM, step: str, first: bool, capture: bool) -> tuple[str, Path | None]:
+    def _jump_to_b(self, vm: GuestVM, step: str, first: bool, capture: bool) -> tuple[str, Path | None]:
         departure = None
         with self.rec.step(step, "kexec -e: jump to kernel B", "6", vm):
             # Interrupts logged while B boots: a fault on the way (e.g. an offline CPU woken
@@ -346,7 +350,7 @@ class FlowContext:
                 self.check_b_confined(vm)
         return marker, departure
 
-    def check_b_confined(self, vm: QemuVM) -> None:
+    def check_b_confined(self, vm: GuestVM) -> None:
         """B must see only its window; with all of RAM it overwrites A (facts, item 3)."""
         lo, hi = self.sc.flow.b_window
         out = self.run_ok(vm, "grep MemTotal /proc/meminfo", verdict=Verdict.HANG)
@@ -356,7 +360,7 @@ class FlowContext:
             raise FlowStop(Verdict.CHECK_FAILED, f"kernel B sees {int(m.group(1)) >> 10} MiB of RAM, more than its "
                            f"{window_kib >> 10} MiB window: it can overwrite A", [out.strip()])
 
-    def verify_a(self, vm: QemuVM, step: str = "verify-A", disk: bool = True) -> list[Check]:
+    def verify_a(self, vm: GuestVM, step: str = "verify-A", disk: bool = True) -> list[Check]:
         """After A is back: its state, its CPUs and the kernel log of this resume. Every
         named check must report; one that is missing or unreadable fails. A WARNING, BUG,
         lockup or RCU stall in A's log after the jump is KERNEL_WARNING, an oops PANIC."""
@@ -375,14 +379,14 @@ class FlowContext:
                                [f"{c.name}: {c.detail}" for c in bad])
         return checks
 
-    def hand_over(self, vm: QemuVM) -> None:
+    def hand_over(self, vm: GuestVM) -> None:
         """Give the resumed A to the caller's own checks (on_resumed), in a step of its own."""
         if self.on_resumed is None:
             return
         with self.rec.step("user-checks", "The caller's own checks on the resumed kernel A", "-", vm):
             self.on_resumed(vm, self.rec)
 
-    def a_checks(self, vm: QemuVM, disk: bool) -> tuple[list[Check], tuple[bool, list[str]]]:
+    def a_checks(self, vm: GuestVM, disk: bool) -> tuple[list[Check], tuple[bool, list[str]]]:
         """A's checks, read with the kernel's console messages held back (dmesg -n 1), so
         no printk can split a line of the lab's command channel; the kernel log itself is
         read from dmesg, where nothing is lost."""
@@ -429,7 +433,7 @@ class FlowContext:
 
     # -- kernel B ---------------------------------------------------------------------------
 
-    def b_entry(self, vm: QemuVM) -> str:
+    def b_entry(self, vm: GuestVM) -> str:
         from ..evidence import jump_back_entry
 
         cmdline = self.run_ok(vm, "cat /proc/cmdline", verdict=Verdict.HANG)
@@ -438,7 +442,7 @@ class FlowContext:
             raise FlowStop(Verdict.KEXEC_ERROR, "B's command line has no kexec_jump_back_entry=", [cmdline])
         return entry
 
-    def b_jump_back(self, vm: QemuVM, entry: str, a_marker: str, step: str = "jump-back") -> str:
+    def b_jump_back(self, vm: GuestVM, entry: str, a_marker: str, step: str = "jump-back") -> str:
         """B loads the jump-back entry with kj-jump-back (kexec-tools' helper fails today,
         facts item 7) and jumps; A's shell returns. Returns B's marker (B's shell prints it
         if A ever jumps back into B)."""
@@ -451,7 +455,7 @@ class FlowContext:
         return b_marker
 
     @contextlib.contextmanager
-    def interrupt_logging(self, vm: QemuVM) -> Iterator[None]:
+    def interrupt_logging(self, vm: GuestVM) -> Iterator[None]:
         """Log interrupts too while a kernel is re-entered: a triple fault then shows its
         #GP/#DF with the registers (GDT=...) in the cpu_reset log. Off again afterwards."""
         vm.monitor.hmp("log cpu_reset,int")
@@ -462,7 +466,7 @@ class FlowContext:
             if vm.running():
                 vm.monitor.hmp("log cpu_reset")
 
-    def save_image_b(self, vm: QemuVM, name: str = "dump.elf", step: str = "save-image") -> str:
+    def save_image_b(self, vm: GuestVM, name: str = "dump.elf", step: str = "save-image") -> str:
         """Step 7: B saves A's memory from /proc/vmcore (and the jump-back entry) to the disk."""
         with self.rec.step(step, f"Save A's memory image from /proc/vmcore to the disk ({name})", "7", vm):
             entry = self.b_entry(vm)
@@ -477,7 +481,7 @@ class FlowContext:
                         verdict=Verdict.CHECK_FAILED)
         return entry
 
-    def power_off(self, vm: QemuVM) -> None:
+    def power_off(self, vm: GuestVM) -> None:
         with self.rec.step("power-off", "Shut down (reboot -f; QEMU exits with -no-reboot)", "7", vm):
             vm.console.send_line("reboot -f")
             self.rec.note("reboot -f")

@@ -23,7 +23,7 @@ from ..memory.checks import check_image
 from ..memory.image import PhysImage
 from ..memory.ranges import subtract_ranges
 from ..memory.roundtrip import DEPARTURE_IN_B, RoundTripProof, compare, prove_round_trip
-from ..vm import QemuVM
+from ..guest import GuestVM
 from ..verdict import Verdict
 from .base import FlowStop
 from .common import FlowContext
@@ -106,7 +106,7 @@ class HibernateFlow(FlowContext):
             offset = tamper_image_on_disk(self.art.disk, "dump.elf", at, self.run_dir)
             self.rec.note(f"flipped the byte at physical {at:#x} (file offset {offset:#x}) of dump.elf")
 
-    def verify_image_in_c(self, vm: QemuVM, saved: Path) -> None:
+    def verify_image_in_c(self, vm: GuestVM, saved: Path) -> None:
         """C checks the image before it loads it against the CRC-32 the host took after B
         saved it (kj-proof crc32). A checksum for accidental change, at TCG speed: busybox's
         md5sum took 2.05 s of each cycle for 92 MB. The proof of every page at the return
@@ -131,7 +131,7 @@ class HibernateFlow(FlowContext):
             hit = corrupt_image_on_disk(self.art.disk, "dump.elf", self.plan.token, n, self.run_dir)
             self.rec.note(f"flipped a word in {len(hit)} sentinel pages", ", ".join(f"0x{p:x}" for p in hit[:20]))
 
-    def save_vmcoreinfo(self, vm: QemuVM) -> None:
+    def save_vmcoreinfo(self, vm: GuestVM) -> None:
         """makedumpfile in B needs A's VMCOREINFO, which the vmcore of a preserve-context
         load lacks (facts: makedumpfile): A puts it on the disk before the jump."""
         with self.rec.step("vmcoreinfo-A", "Save A's VMCOREINFO to the disk for makedumpfile", "-", vm):
@@ -147,11 +147,11 @@ class HibernateFlow(FlowContext):
             detail = split_image_on_disk(self.art.disk, "dump.elf", n, self.run_dir)
             self.rec.note(f"split dump.elf into {n} PT_LOADs", detail)
 
-    def boot_c(self, vm: QemuVM) -> None:
+    def boot_c(self, vm: GuestVM) -> None:
         with self.rec.step("boot-C", "Boot kernel C on the same disk", "8", vm):
             self.wait_ready(vm, "C")
 
-    def load_image(self, vm: QemuVM, saved: Path) -> None:
+    def load_image(self, vm: GuestVM, saved: Path) -> None:
         with self.rec.step("load-image", "Check A's image, then kexec -l --args-none --entry=<jump-back entry>", "9", vm):
             self.run_ok(vm, f"kj-mount-disk {self.disk_dev} && ls -l /mnt && cat /mnt/kexec_jump_back_entry",
                         verdict=Verdict.CHECK_FAILED)
@@ -162,7 +162,7 @@ class HibernateFlow(FlowContext):
             self.return_entry = kexec_load_entry("".join(output))
             self.run_ok(vm, "umount /mnt", verdict=Verdict.CHECK_FAILED)
 
-    def jump_back(self, vm: QemuVM, departure: Path | None, in_b: Path, saved: Path) -> Path | None:
+    def jump_back(self, vm: GuestVM, departure: Path | None, in_b: Path, saved: Path) -> Path | None:
         """kexec -e in C; the guest stops at A's jump-back entry for the return snapshot.
         The host starts proving the round trip at once, while A resumes and checks itself."""
         with self.rec.step("jump-back", "kexec -e in C: jump back to kernel A", "10", vm), self.interrupt_logging(vm):
@@ -192,7 +192,7 @@ class HibernateFlow(FlowContext):
         failed = [s.name for s in self.rec.result.steps if s.outcome == "failed"]
         return failed[-1] if failed else self.rec.result.steps[-1].name
 
-    def _send_kexec_e(self, vm: QemuVM) -> str:
+    def _send_kexec_e(self, vm: GuestVM) -> str:
         vm.console.send_line("kexec -x -e")
         self.rec.note("kexec -x -e")
         return ""
