@@ -4,7 +4,7 @@ when a flow's commands or steps change (the replay compares them with the record
     .venv/bin/python tests/record_replay_runs.py [NAME ...]     (default: every replay)
 
 Each scenario of tests/test_replay.py's REPLAYS is run for real with `kjlab run`; kept:
-results.json, the console logs, qmp.log, the kernel config of a hibernate run, and for
+results.json, the console logs, qmp.log, the kernel config of a passing hibernate run, and for
 a failure the tail of the cpu_reset log and the System.map lines its evidence names.
 """
 
@@ -38,7 +38,7 @@ def record(name: str, runs_dir: Path) -> Path:
     for path in [run_dir / "results.json", run_dir / "qmp.log", *run_dir.glob("console-*.log")]:
         shutil.copy2(path, out / path.name)
     res = load(run_dir)
-    if res.flow == "hibernate" and (run_dir / "kernel.config").is_file():
+    if res.flow == "hibernate" and not res.failed_step and (run_dir / "kernel.config").is_file():
         shutil.copy2(run_dir / "kernel.config", out / "kernel.config")
     if res.failed_step:
         for log in run_dir.glob("cpu-reset-*.log"):
