@@ -115,6 +115,8 @@ def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
         provenance={**host_provenance(QEMU_BINARY[sc.machine.arch]), "accelerator": accel.accel,
                     "accelerator_reason": accel.reason, "machine": vars(sc.machine).copy()},
     )
+    if sc.kernel_tree is not None:  # how the run was asked for: the report's reproduce block
+        result.provenance["kernel_tree"] = str(sc.kernel_tree)
     rec = Recorder(result, run_dir, on_step)
     sock_dir = Path(tempfile.mkdtemp(prefix="kjlab-"))  # mode 0700: sockets stay private
     log.info("run %s in %s (accelerator %s: %s)", run_id, run_dir, accel.accel, accel.reason)
