@@ -948,6 +948,8 @@ def build_view(run_dir: Path) -> ReportView:
     for sv in steps:
         for row in sv.excerpt.rows:
             row.evidence = row.id in hit
+        # a link into a closed <details> would land on nothing visible
+        sv.open = sv.open or any(row.evidence for row in sv.excerpt.rows)
 
     timeline, ticks = _timeline(result, run_end, anchors)
     checks = [

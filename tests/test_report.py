@@ -431,6 +431,8 @@ def test_triple_fault_evidence_links_to_its_console_lines(tmp_path: Path) -> Non
     assert f"console-C-A-L{numbers[-1]}" in [r.id for r in failed.excerpt.rows]
     assert all(r.evidence for r in failed.excerpt.rows if r.id == f"console-C-A-L{numbers[-1]}")
 
+    # the steps holding linked lines are open (a link into a closed <details> shows nothing)
+    assert {i.split("-", 2)[2] for i in page.open_steps} == {"jump-back", "load-image"}
     tf = [e for e in result.evidence if e.strip() == "Triple fault"]
     assert links[tf[0]] == "#log-cpu-reset-C-A-log" and "log-cpu-reset-C-A-log" in page.ids
     qmp = [e for e in result.evidence if e.startswith("QMP event")]
