@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PACKAGES=(
-  qemu-system-x86 e2fsprogs cpio xz-utils gzip patch gdb
+  qemu-system-x86 e2fsprogs cpio xz-utils gzip patch gdb ccache
   make gcc libc6-dev bc flex bison libelf-dev libssl-dev
   python3 python3-venv python3-pip git ca-certificates chromium
 )
