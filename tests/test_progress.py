@@ -117,3 +117,17 @@ def test_ccache_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KJLAB_CCACHE", "1")
     assert ccache.available() == (shutil.which("ccache") is not None)
     assert os.environ["KJLAB_CCACHE"] == "1"
+
+
+def test_output_to_a_pipe_is_plain_and_never_wrapped() -> None:
+    """CI and cron read kjlab through a pipe: one record per line, no colour codes."""
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "lab.cli", "list"], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, COLUMNS="80"), cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    assert "\x1b[" not in proc.stdout
+    assert max(map(len, lines)) > 100  # the long lines stay whole
+    machines = [line for line in lines if line.startswith("  q35-ahci-smp2 ")]
+    assert len(machines) == 1 and "fragments:" in machines[0]

@@ -6,7 +6,7 @@ Paths: every build compiles in its own staging directory under the lab's cache, 
 CCACHE_BASEDIR is the cache root (absolute paths below it become relative, and two
 builds of the same tree at different places share results) and the directory is not
 hashed (CCACHE_NOHASHDIR; the kernel is built without debug info). The ccache store is
-bounded (MAX_SIZE): a lab machine's disk is not the ccache's.
+bounded (MAX_SIZE): a lab machine's disk is not the ccache's. $KJLAB_CCACHE=0 turns it off.
 """
 
 from __future__ import annotations
@@ -28,11 +28,16 @@ def available() -> bool:
     return os.environ.get("KJLAB_CCACHE", "1") != "0" and shutil.which("ccache") is not None
 
 
+def store() -> Path:
+    """$KJLAB_CCACHE_DIR (e.g. on a disk of its own), else <cache root>/ccache."""
+    return Path(os.environ.get("KJLAB_CCACHE_DIR") or cache_root() / "ccache")
+
+
 def make_args(stats_log: Path, ccache_dir: Path | None = None) -> tuple[list[str], dict[str, str]]:
     """(make variables, environment) for a kernel build through ccache, whose per-build
     results go to `stats_log`."""
     env = dict(os.environ,
-               CCACHE_DIR=str(ccache_dir or cache_root() / "ccache"),
+               CCACHE_DIR=str(ccache_dir or store()),
                CCACHE_BASEDIR=str(cache_root()),
                CCACHE_NOHASHDIR="1",
                CCACHE_MAXSIZE=MAX_SIZE,
