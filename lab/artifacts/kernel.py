@@ -1,7 +1,8 @@
 """Kernels from Debian's linux-source packages: fetch, unpack, patch, configure, build.
 
 The artifact (bzImage, .config, build log) is cached under a hash of the source version,
-the patches, the config fragments, the arch and the compiler version.
+the patches' diffs (not their commit messages: see hash_patch), the config fragments, the
+arch and the compiler version.
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ def resolve_fragment(name: str) -> Path:
 
 
 def resolve_patch(name: str, series: str = "") -> Path:
-    """A patch by name; guests/kernel/patches/<series>/<name> (e.g. 7.2/) overrides the
-    generic one for kernels whose code moved under the patch's context."""
+    """A patch by name; guests/kernel/patches/<series>/<name> (e.g. 6.12/) overrides the
+    generic one (the form sent upstream, against the newest kernel) with a backport for
+    kernels whose code differs under the patch's context."""
     if os.path.isabs(name):
         path = Path(name)
     else:
@@ -78,6 +80,21 @@ def resolve_patch(name: str, series: str = "") -> Path:
         choices = sorted(p.name for p in PATCHES_DIR.glob("*.patch"))
         raise UserError(f"unknown kernel patch {name!r}; available: {', '.join(choices)}")
     return path
+
+
+def hash_patch(path: Path) -> str:
+    """The hash of what a patch changes: its diff, from the first ``diff --git`` (or
+    ``--- ``) line on, without a ``git format-patch`` signature (``-- `` and git's version).
+    The commit message, the notes below its ``---`` and the sender's sign-off are left out,
+    so editing them does not rebuild kernels; a changed hunk, context line or index line does."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.startswith((b"diff --git ", b"--- "))), 0)
+    body = lines[start:]
+    for i in range(len(body) - 1, -1, -1):
+        if body[i].rstrip(b"\r\n") == b"-- ":
+            body = body[:i]
+            break
+    return hashlib.sha256(b"".join(body)).hexdigest()
 
 
 def kernel_series(tree: Path) -> str:
@@ -254,7 +271,7 @@ def build_kernel(spec: KernelSpec, log_path: Path | None = None) -> Kernel:
         "version": version,
         "arch": spec.arch,
         "fragments": {f.name: hash_file(f) for f in fragments},
-        "patches": [(str(p.relative_to(PATCHES_DIR)) if p.is_relative_to(PATCHES_DIR) else p.name, hash_file(p))
+        "patches": [(str(p.relative_to(PATCHES_DIR)) if p.is_relative_to(PATCHES_DIR) else p.name, hash_patch(p))
                     for p in patches],
         "compiler": compiler_version(),
     }
