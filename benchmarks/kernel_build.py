@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lab.artifacts import ccache  # noqa: E402
-from lab.artifacts.kernel import KernelSpec, _build, resolve_fragment, resolve_patch, source_tree  # noqa: E402
+from lab.artifacts.kernel import KernelSpec, _build, kernel_series, resolve_fragment, resolve_patch, source_tree  # noqa: E402
 from lab.cache import cache_root  # noqa: E402
 
 PATCH_0001 = "0001-x86-kexec-32-reload-gdt-before-restore-processor-state.patch"
@@ -63,7 +63,7 @@ def main() -> int:
         return 1
     tree, version = source_tree(KernelSpec(args.source, "i386", (), ()), None)
     base = [resolve_fragment("kexec-jump-i386")]
-    patch = resolve_patch(PATCH_0001)
+    patch = resolve_patch(PATCH_0001, kernel_series(tree))
     (cache_root() / "tmp").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kjlab-bench-build-", dir=cache_root() / "tmp") as tmp:
         work = Path(tmp)
