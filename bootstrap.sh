@@ -8,6 +8,7 @@ cd "$(dirname "$0")"
 PACKAGES=(
   qemu-system-x86 e2fsprogs cpio xz-utils gzip patch gdb ccache
   make gcc libc6-dev bc flex bison libelf-dev libssl-dev
+  kexec-tools
   python3 python3-venv python3-pip git ca-certificates chromium
 )
 SUDO=""
