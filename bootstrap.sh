@@ -20,6 +20,9 @@ for p in "${PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
+  # kexec-tools is here for its host tool vmcore-dmesg (kernel logs read from guest
+  # memory); it must not take over this machine's own reboots.
+  echo "kexec-tools kexec-tools/load_kexec boolean false" | $SUDO debconf-set-selections
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 elif [ ! -d /var/lib/apt/lists ] || [ -z "$(ls /var/lib/apt/lists/*_Packages 2>/dev/null | head -n 1)" ]; then
