@@ -13,9 +13,11 @@ kexec-tools' `vmcore-dmesg` decode it:
 2. VMCOREINFO names the ring buffer (`SYMBOL(prb)`) and the layout of its structures
    (OFFSET/SIZE lines), so the pages the log lives on are found without knowing the
    kernel version: the `prb` pointer, the ring buffer, its descriptors, infos and text;
-3. those pages and the note are written to a small ELF core (PT_NOTE + PT_LOADs with
+3. those pages, the note and its pointer are written to a small ELF core (PT_NOTE + PT_LOADs with
    both the virtual and the physical address) that vmcore-dmesg reads as it reads a
-   /proc/vmcore. The file stays in the run directory: `vmcore-dmesg FILE` re-reads it.
+   /proc/vmcore. The file stays in the run directory: `vmcore-dmesg FILE` re-reads it,
+   and so does this module (its PT_LOADs carry physical addresses too), which is how
+   the tests hold a real recorded log in 10 KB (tests/data/memory-logs).
 
 Why this way rather than QEMU's `-device vmcoreinfo`: that needs the guest's fw_cfg
 driver (CONFIG_FW_CFG_SYSFS, not in the lab's kernels: adding it rebuilds every kernel),
@@ -55,6 +57,13 @@ VMCORE_DMESG = "vmcore-dmesg"
 class Vmcoreinfo:
     note: bytes  # the whole ELF note (header, name, text), as vmcore-dmesg wants it
     fields: dict[str, str]  # KEY=value lines: OSRELEASE, SYMBOL(prb), OFFSET(...), ...
+    pointer: int = 0  # where the kernel keeps the note's address (vmcoreinfo_note)
+    address: int = 0  # where the note is
+
+    def pages(self) -> list[Range]:
+        """The pages of the pointer and of the note: with them a file of the log's pages
+        is a dump this module reads again."""
+        return _pages_of([(self.pointer, 4), (self.address, len(self.note))]) if self.pointer else []
 
     def number(self, key: str) -> int:
         """A SYMBOL (hex) or OFFSET/SIZE/LENGTH/NUMBER (decimal) value."""
@@ -117,7 +126,7 @@ def find_vmcoreinfo(img: PhysImage, symbols: SymbolMap) -> Vmcoreinfo:
         raise KernelLogUnreadable(f"no VMCOREINFO note at {note_at:#x} (vmcoreinfo_note points elsewhere)")
     text = head[name_end:name_end + descsz].decode(errors="replace")
     fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    info = Vmcoreinfo(head[:name_end + ((descsz + 3) & ~3)], fields)
+    info = Vmcoreinfo(head[:name_end + ((descsz + 3) & ~3)], fields, where, note_at)
     prb = symbols.address_of("prb")
     if "OSRELEASE" not in fields or (prb is not None and info.number("SYMBOL(prb)") != prb):
         raise KernelLogUnreadable("the VMCOREINFO in memory is not of this System.map's kernel")
@@ -201,7 +210,7 @@ def read_kernel_log(snapshot: Path, system_maps: Sequence[Path], out: Path) -> M
         for path in dict.fromkeys(system_maps):
             try:
                 info = find_vmcoreinfo(img, SymbolMap.load(path))
-                write_log_elf(img, info, printk_ranges(img, info), out)
+                write_log_elf(img, info, [*printk_ranges(img, info), *info.pages()], out)
             except (KernelLogUnreadable, OSError) as e:
                 problems.append(f"{path.parent.name}/{path.name}: {e}")
                 continue
