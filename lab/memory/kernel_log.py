@@ -26,6 +26,14 @@ A's. The System.map names the kernel explicitly, and a map that does not fit the
 is caught (the note's SYMBOL(prb) must be the map's prb). Why vmcore-dmesg rather than a
 ring-buffer walker of our own: the record format is the kernel's business and changes
 (6.10 added last_finalized_seq); kexec-tools follows it, driven by the same VMCOREINFO.
+
+Which kernel a dump shows is read from the log itself (`kjlab.role=` on its command
+line), not assumed. A and B/C of one build share their addresses, so the map fits
+whichever kernel's image sits at them: B's while B runs, and - measured - C's in the
+hibernate flow's return snapshot (taken at A's jump-back entry): there A's own kernel
+pages are still where kexec swapped them before the jump, and A's relocate code swaps
+them back only after that instruction. So A's buffer is read from a dump taken once A
+has run again (a resume that then hangs), and the return snapshot yields C's log.
 """
 
 from __future__ import annotations
