@@ -201,9 +201,10 @@ def write_log_elf(img: PhysImage, info: Vmcoreinfo, ranges: Sequence[Range], out
 
 def vmcore_dmesg(elf: Path, timeout: float = 60) -> str:
     """kexec-tools' vmcore-dmesg on an ELF core: the kernel log, one record a line."""
-    if shutil.which(VMCORE_DMESG) is None and not Path("/usr/sbin", VMCORE_DMESG).is_file():
+    # /usr/sbin is not on an ordinary user's PATH on Debian
+    tool = shutil.which(VMCORE_DMESG) or shutil.which(VMCORE_DMESG, path="/usr/sbin:/sbin")
+    if tool is None:
         raise KernelLogUnreadable(f"{VMCORE_DMESG} is not installed (Debian package kexec-tools; see bootstrap.sh)")
-    tool = shutil.which(VMCORE_DMESG) or str(Path("/usr/sbin", VMCORE_DMESG))
     try:
         return run([tool, str(elf)], timeout=timeout)
     except CommandFailed as e:
