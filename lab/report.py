@@ -218,6 +218,21 @@ class SnapshotView:
 
 
 @dataclass
+class KernelLogView:
+    """A kernel log read from a memory snapshot (lab.memory.kernel_log), shown whole."""
+
+    anchor: str
+    title: str  # "kernel A (6.1.192)"
+    source: str  # "read from memory: snapshot-silent-verify-A.elf, after verify-A stopped answering"
+    step_anchor: str | None
+    text: str | None  # None: the text file is missing, see note
+    lines: int
+    note: str
+    text_link: LinkView
+    pages_link: LinkView
+
+
+@dataclass
 class ReportView:
     page_title: str
     run_id: str
@@ -246,6 +261,7 @@ class ReportView:
     artifacts: list[LinkView]
     logs: list[LinkView]
     memory: "MemoryView | None" = None
+    kernel_logs: list[KernelLogView] = field(default_factory=list)
     palette: tuple[Colour, ...] = PALETTE
     generated: str = ""
 
@@ -868,6 +884,35 @@ def _log_links(run_dir: Path) -> list[LinkView]:
     return links
 
 
+def kernel_log_views(run_dir: Path, logs: list[dict[str, Any]], step_anchors: dict[str, str]) -> list[KernelLogView]:
+    """The report's section of kernel logs read from memory: each whole, cleaned of control
+    characters (the template escapes the rest: guest text is never markup)."""
+    views = []
+    for i, entry in enumerate(logs):
+        kernel, release = str(entry.get("kernel") or ""), str(entry.get("release") or "")
+        title = (f"kernel {kernel}" if kernel else "a kernel") + (f" ({release})" if release else "")
+        step = str(entry.get("step") or "")
+        source = f"read from memory: {entry.get('snapshot', '?')}" + (f", when the guest stopped answering in {step}"
+                                                                         if step else "")
+        text_rel, pages_rel = str(entry.get("text", "")), str(entry.get("pages", ""))
+        text: str | None = None
+        note = ""
+        try:
+            text = clean_text((run_dir / text_rel).read_text(errors="replace")).rstrip("\n") if text_rel else None
+        except OSError as e:
+            note = f"{text_rel} cannot be read: {e.strerror or e}"
+        if text is None and not note:
+            note = "no text file recorded"
+        views.append(KernelLogView(
+            anchor=f"kernel-log-{i}", title=title, source=source, step_anchor=step_anchors.get(step),
+            text=text, lines=len(text.split("\n")) if text else 0, note=note,
+            text_link=_link(run_dir, "log as text", text_rel) if text_rel else LinkView("log as text", "", None, "missing"),
+            pages_link=(_link(run_dir, "its pages (ELF for vmcore-dmesg)", pages_rel) if pages_rel
+                        else LinkView("its pages", "", None, "missing")),
+        ))
+    return views
+
+
 def build_view(run_dir: Path) -> ReportView:
     """The view model of a run directory (reads results.json and the console logs)."""
     run_dir = Path(run_dir)
@@ -1007,6 +1052,7 @@ def build_view(run_dir: Path) -> ReportView:
         artifacts=artifacts,
         logs=log_links,
         memory=mem,
+        kernel_logs=kernel_log_views(run_dir, result.kernel_logs, {s.name: a for s, a in zip(result.steps, anchors)}),
         generated=format_time(time.time()),
     )
 

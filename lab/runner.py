@@ -97,7 +97,8 @@ def prepare_artifacts(sc: Scenario, run_dir: Path, rec: Recorder) -> FlowArtifac
             rec.note("kernel A", f"{kernel_a.release} {kernel_a.image} (cached: {kernel_a.provenance['cached']})")
         rec.note("initramfs", f"base {base.path}\nA {initrd_a.path}")
     return FlowArtifacts(kernel=kernel.image, kernel_a=kernel_a.image, initrd_a=initrd_a.path,
-                         initrd_c=base.path, disk=disk, system_map=kernel_a.image.parent / "System.map")
+                         initrd_c=base.path, disk=disk, system_map=kernel_a.image.parent / "System.map",
+                         system_map_bc=kernel.image.parent / "System.map")
 
 
 def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,

@@ -582,3 +582,53 @@ def test_provenance_records_the_commit_and_the_kernel_tree(tmp_path: Path) -> No
     assert sc.kernel_tree is None
     tree = with_kernel_tree(sc, tmp_path).kernel_tree
     assert tree == tmp_path.resolve()
+
+
+def add_memory_log(run_dir: Path, text: str) -> None:
+    """A kernel log read from memory, as lab.flows.base.Recorder.kernel_log records it."""
+    from lab.results import load
+
+    result = load(run_dir)
+    (run_dir / "kernel-log-silent-jump.txt").write_text(text)
+    (run_dir / "kernel-log-silent-jump.elf").write_bytes(b"\x7fELF")
+    result.kernel_logs.append({"name": "silent-jump", "kernel": "A", "release": "6.1.192",
+                               "snapshot": "snapshot-silent-jump.elf", "text": "kernel-log-silent-jump.txt",
+                               "pages": "kernel-log-silent-jump.elf", "lines": text.count("\n"), "step": "jump"})
+    save(result, run_dir)
+
+
+def test_a_kernel_log_read_from_memory_is_shown_whole_and_marked(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    lines = [f"[    0.{i:06d}] boot line {i}" for i in range(300)]
+    lines += ["[    6.055406] Kernel panic - not syncing: " + SCRIPT, "[    6.055406] \x07bell\x1b[31m red"]
+    add_memory_log(tmp_path, "\n".join(lines) + "\n")
+    html = render_report(tmp_path).read_text()
+    assert "Kernel logs read from memory" in html and "read from memory" in html
+    assert "boot line 0<" not in html and "boot line 0\n" in html and "boot line 299" in html  # whole, not an excerpt
+    # guest text is text: escaped, controls shown as U+FFFD, no escape sequences
+    assert "<script" not in html.lower() and "not syncing: &lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "\x07" not in html and "\x1b" not in html and "\ufffdbell" in html
+    page = parse(html)
+    for href in page.hrefs:
+        if href.startswith("#"):
+            assert href[1:] in page.ids  # the link to the step it was read in
+        else:
+            assert (tmp_path / unquote(href)).is_file(), href
+    assert "kernel-log-silent-jump.txt" in page.hrefs and "kernel-log-silent-jump.elf" in page.hrefs
+    (view,) = build_view(tmp_path).kernel_logs
+    assert view.title == "kernel A (6.1.192)" and view.lines == 302 and view.step_anchor and view.step_anchor.endswith("-jump")
+
+
+def test_a_missing_memory_log_file_still_renders(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    add_memory_log(tmp_path, "x\n")
+    (tmp_path / "kernel-log-silent-jump.txt").unlink()
+    html = render_report(tmp_path).read_text()
+    assert "kernel-log-silent-jump.txt cannot be read" in html and "missing" in html
+    (view,) = build_view(tmp_path).kernel_logs
+    assert view.text is None and view.text_link.href is None
+
+
+def test_a_run_without_memory_logs_has_no_such_section(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    assert "Kernel logs read from memory" not in render_report(tmp_path).read_text()

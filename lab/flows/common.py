@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import pexpect
 
-from ..errors import ConsoleEOF, ConsoleTimeout
+from ..errors import ConsoleEOF, ConsoleTimeout, GuestError, KernelLogUnreadable
+from ..memory.kernel_log import MemoryLog, read_kernel_log
 from ..memory.checks import Finding, SentinelPlan, check_resume, memory_view, run_token, sentinel_ranges
 from ..memory.image import PhysImage
 from ..qemu_cmdline import BootFiles
@@ -31,7 +32,9 @@ from ..guest import GuestFactory, GuestVM
 from ..symbols import SymbolMap
 from ..vm import QemuVM
 from ..verdict import Verdict
-from .base import FlowStop, Recorder, host_io_error, step_console_text, stop_for_console_failure
+from .base import (
+    FlowStop, Recorder, host_io_error, judge_with_memory_log, step_console_text, stop_for_console_failure,
+)
 
 if TYPE_CHECKING:
     from ..scenario import Scenario
@@ -45,6 +48,7 @@ DEFAULT_TIMEOUTS = {
     "save": 600.0,
     "jump": 120.0,
     "power-off": 60.0,
+    "after-resume": 60.0,  # flow.after_resume_command (a test option that may kill A on purpose)
 }
 READY_RE = r"KJLAB-READY role={role}\b"
 PROOF_CHECKS = ("proof-file", "counter")  # what guests/rootfs/bin/kj-proof-check must report
@@ -58,6 +62,7 @@ class FlowArtifacts:
     initrd_c: Path
     disk: Path
     system_map: Path | None = None  # of the kernel that runs as A, for symbols in evidence
+    system_map_bc: Path | None = None  # of kernels B and C (the same file unless A is built apart)
 
 
 # Called with kernel A's live machine once A is back and its checks held (the pytest
@@ -87,6 +92,9 @@ class FlowContext:
         self.return_snapshot: Path | None = None  # A's memory when it got control back
         self.image_crc32 = 0  # of the image as the host read it after B saved it (zlib's CRC-32)
         self.symbols = SymbolMap.load(art.system_map) if art.system_map and art.system_map.is_file() else None
+        # The kernels that may be in a guest's memory, A's first (lab.memory.kernel_log)
+        self.system_maps = [p for p in dict.fromkeys((art.system_map, art.system_map_bc)) if p and p.is_file()]
+        self.silent_dumps = 0
         self.plan = SentinelPlan(run_token(rec.result.run_id), seed=0x5EED, pages=scenario.flow.sentinel_pages)
         self.proof_seed = self.plan.token % 0xFFFFFFFF + 1  # kj-proof's stream: per run, never 0
         rec.memory("sentinel_plan", {"token": f"0x{self.plan.token:016x}", "seed": self.plan.seed,
@@ -136,7 +144,7 @@ class FlowContext:
         try:
             result = self.rec.run(vm.console, command, self.timeouts[timeout_key])
         except (ConsoleTimeout, ConsoleEOF) as e:
-            raise stop_for_console_failure(vm, e, self.text(vm)) from None
+            raise self.console_stop(vm, e) from None
         if result.status != 0:
             io_error = host_io_error(vm)
             if io_error is not None:
@@ -144,6 +152,46 @@ class FlowContext:
             evidence = kexec_error_lines(result.output) or result.output.splitlines()[-15:]
             raise FlowStop(verdict, f"`{command}` exited {result.status}", evidence)
         return result.output
+
+    def console_stop(self, vm: GuestVM, err: Exception) -> FlowStop:
+        """The verdict for a console that timed out or closed (lab.flows.base); a guest that
+        is still there but stopped answering (HANG) has its memory dumped and its kernel's
+        log read from it: a kernel that died with its console suspended or silenced
+        leaves its panic there, not on the serial line."""
+        stop = stop_for_console_failure(vm, err, self.text(vm))
+        if stop.verdict is not Verdict.HANG or not vm.running():
+            return stop
+        mlog = self.memory_log_of_silent_guest(vm)
+        return judge_with_memory_log(stop, mlog, self.jumps_out) if mlog else stop
+
+    def memory_log_of_silent_guest(self, vm: GuestVM) -> MemoryLog | None:
+        """Stop the guest, dump its memory and read the kernel log from it; None (and a
+        note saying why) when that cannot be done. The guest stays stopped: it is done."""
+        self.silent_dumps += 1
+        step = self.rec.current.name if self.rec.current else "run"
+        name = f"silent-{step}" + (f"-{self.silent_dumps}" if self.silent_dumps > 1 else "")
+        try:
+            vm.monitor.cmd("stop")
+            snapshot = self.dump_memory(vm, name, "the guest stopped answering: QMP stop; dump-guest-memory")
+        except (GuestError, OSError) as e:
+            self.rec.note("memory of the silent guest: not dumped", str(e))
+            return None
+        return self.kernel_log_from(snapshot, name)
+
+    def kernel_log_from(self, snapshot: Path, name: str) -> MemoryLog | None:
+        """The log of the kernel in `snapshot`, recorded (text and pages) for the report."""
+        t0 = time.monotonic()
+        try:
+            mlog = read_kernel_log(snapshot, self.system_maps, self.run_dir / f"kernel-log-{name}.elf")
+        except (KernelLogUnreadable, OSError) as e:
+            self.rec.note(f"kernel log from {snapshot.name}: not read", str(e), None, time.monotonic() - t0)
+            return None
+        text_path = self.run_dir / f"kernel-log-{name}.txt"
+        text_path.write_text(mlog.text)
+        self.rec.kernel_log(name, mlog, text_path)
+        self.rec.note(f"vmcore-dmesg {mlog.pages.name} (the log's pages of {snapshot.name})",
+                      "\n".join(mlog.lines[-5:]), 0, time.monotonic() - t0)
+        return mlog
 
     def wait_ready(self, vm: GuestVM, role: str) -> None:
         self.expect_or_stop(vm, READY_RE.format(role=role), f"kernel {role}'s init", "boot")
@@ -154,7 +202,7 @@ class FlowContext:
         try:
             idx = vm.console.expect([pattern, PANIC_RE.pattern], self.timeouts[timeout_key], what)
         except (ConsoleTimeout, ConsoleEOF) as e:
-            raise stop_for_console_failure(vm, e, self.text(vm)) from None
+            raise self.console_stop(vm, e) from None
         if idx == 1:
             try:  # let the panic finish printing before judging
                 vm.console.expect([r"end Kernel panic", pexpect.EOF, pexpect.TIMEOUT], 3, "end of panic")
@@ -366,7 +414,10 @@ class FlowContext:
         lockup or RCU stall in A's log after the jump is KERNEL_WARNING, an oops PANIC."""
         with self.rec.step(step, "Check A's state and the kernel log of this resume", "-", vm):
             if self.sc.flow.after_resume_command:  # test option: make A misbehave first
-                self.rec.run(vm.console, self.sc.flow.after_resume_command, self.timeouts["command"])
+                try:
+                    self.rec.run(vm.console, self.sc.flow.after_resume_command, self.timeouts["after-resume"])
+                except (ConsoleTimeout, ConsoleEOF) as e:
+                    raise self.console_stop(vm, e) from None
             checks, trouble = self.a_checks(vm, disk)
             self.rec.checks(checks)
             oops, trace = trouble
@@ -404,7 +455,7 @@ class FlowContext:
                 if vm.running():
                     self.rec.run(vm.console, "dmesg -n 7", timeout)
         except (ConsoleTimeout, ConsoleEOF) as e:
-            raise stop_for_console_failure(vm, e, self.text(vm)) from None
+            raise self.console_stop(vm, e) from None
         reported = {name: (ok, detail) for name, ok, detail in parse_checks(proof)}
         checks = [Check(name, *reported.get(name, (False, f"kj-proof-check did not report it: {proof[-300:]!r}")))
                   for name in PROOF_CHECKS]
@@ -488,7 +539,7 @@ class FlowContext:
             try:
                 vm.console.expect([pexpect.EOF], self.timeouts["power-off"], "QEMU exit")
             except ConsoleTimeout as e:
-                raise stop_for_console_failure(vm, e, self.text(vm)) from None
+                raise self.console_stop(vm, e) from None
             exit_info = vm.wait_exit(self.timeouts["power-off"])
             if exit_info.triple_fault:
-                raise stop_for_console_failure(vm, ConsoleEOF("power-off", vm.console.last_lines()), self.text(vm))
+                raise self.console_stop(vm, ConsoleEOF("power-off", vm.console.last_lines())) from None
