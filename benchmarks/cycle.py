@@ -65,11 +65,11 @@ def lab_share(res: RunResult) -> dict[str, float]:
 # (what, the old way, the new way): shell commands on the resumed A; {image} is the saved image
 SIDE_BY_SIDE = (
     ("A's proof file: make it (4 MiB)",
-     "dd if=/dev/urandom of=/tmp/bench bs=1024 count=4096 2>/dev/null && sha256sum /tmp/bench > /tmp/bench.sha256",
-     "kj-proof fill /tmp/bench 4096 0x1234"),
+     "dd if=/dev/urandom of=/tmp/bench-old bs=1024 count=4096 2>/dev/null && sha256sum /tmp/bench-old > /tmp/bench.sha256",
+     "kj-proof fill /tmp/bench-new 4096 0x1234"),
     ("A's proof file: check it",
      "sha256sum -c /tmp/bench.sha256",
-     "kj-proof check /tmp/bench 4096 0x1234"),
+     "kj-proof check /tmp/bench-new 4096 0x1234"),
     ("C's check of the image ({size} MB)", "md5sum {image}", "kj-proof crc32 {image}"),
 )
 
@@ -93,7 +93,7 @@ def side_by_side(vm: GuestVM, rec: Recorder, sc: Scenario, rows: list[tuple[str,
             old_s.append(timed(old.format(image="/mnt/dump.elf")))
             new_s.append(timed(new.format(image="/mnt/dump.elf")))
         rows.append((what.format(size=int(size) // 10**6), min(old_s), min(new_s)))
-    rec.run(vm.console, "rm -f /tmp/bench /tmp/bench.sha256; umount /mnt", 30)
+    rec.run(vm.console, "rm -f /tmp/bench-old /tmp/bench-new /tmp/bench.sha256; umount /mnt", 30)
     snap = rec.run_dir / "bench-snapshot.elf"
     full: list[float] = []
     only_a: list[float] = []
