@@ -73,7 +73,7 @@ class Verdict(StrEnum):
 
     @property
     def css(self) -> str:
-        """The report's colour class (see lab.report.PALETTE)."""
+        """The report's colour class (see lab.report.colours.PALETTE)."""
         if self.kind is Kind.FAILURE:
             return "xpass" if self is Verdict.XPASS else "fail"
         return {Kind.PASS: "pass", Kind.EXPECTED: "xfail", Kind.LAB_ERROR: "error",
