@@ -237,6 +237,12 @@ def cell_return(store: ArtifactStore, night: str, slug: str, done: dict[str, Any
 # -- on this host (the client) ------------------------------------------------------------
 
 
+def tls_security(ca_file: str, cert: str, key: str) -> Security:
+    """TLS to the scheduler: the CA that signed the cluster's certificates, this client's
+    certificate and key; plain TCP refused."""
+    return Security(tls_ca_file=ca_file, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
+
+
 @dataclass
 class DaskExecutor:
     scheduler: str  # tcp://host:8786, tls://host:8786
