@@ -64,8 +64,9 @@ def _wait(predicate, seconds: float, what: str) -> None:  # type: ignore[no-unty
 
 
 @contextmanager
-def local_cluster(root: Path, workers: int = 2, vm: int = 2) -> Iterator[Cluster]:
-    """A scheduler and `workers` worker processes, each `vm` VM slots; all ended after."""
+def local_cluster(root: Path, workers: int = 2, vm: int = 2, own_caches: bool = True) -> Iterator[Cluster]:
+    """A scheduler and `workers` worker processes, each `vm` VM slots; all ended after.
+    `own_caches`: each worker its own kjlab cache (else they share this process's)."""
     root.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     sched_file = root / "scheduler.json"
@@ -82,7 +83,7 @@ def local_cluster(root: Path, workers: int = 2, vm: int = 2) -> Iterator[Cluster
         named = {}
         for i in range(1, workers + 1):
             name = f"w{i}"
-            wenv = dict(env, KJLAB_CACHE=str(root / f"cache-{name}"))
+            wenv = dict(env, KJLAB_CACHE=str(root / f"cache-{name}")) if own_caches else env
             with open(root / f"{name}.log", "wb") as out:
                 proc = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--name", name,
                                          "--nthreads", str(vm), "--resources", f"vm={vm}", "--no-nanny",
