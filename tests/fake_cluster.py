@@ -64,9 +64,12 @@ def _wait(predicate, seconds: float, what: str) -> None:  # type: ignore[no-unty
 
 
 @contextmanager
-def local_cluster(root: Path, workers: int = 2, vm: int = 2, own_caches: bool = True) -> Iterator[Cluster]:
+def local_cluster(root: Path, workers: int = 2, vm: int = 2, own_caches: bool = True,
+                  tls: tuple[str, str, str] | None = None) -> Iterator[Cluster]:
     """A scheduler and `workers` worker processes, each `vm` VM slots; all ended after.
-    `own_caches`: each worker its own kjlab cache (else they share this process's)."""
+    `own_caches`: each worker its own kjlab cache (else they share this process's).
+    `tls`: (CA file, certificate, key) for every member; the cluster speaks only TLS."""
+    tls_args = [] if tls is None else ["--tls-ca-file", tls[0], "--tls-cert", tls[1], "--tls-key", tls[2]]
     root.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     sched_file = root / "scheduler.json"
@@ -74,7 +77,8 @@ def local_cluster(root: Path, workers: int = 2, vm: int = 2, own_caches: bool = 
     try:
         with open(root / "scheduler.log", "wb") as out:
             sched = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                                      "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file)],
+                                      "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file),
+                                      *(["--protocol", "tls", *tls_args] if tls else [])],
                                      stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         procs.append(sched)
         _wait(lambda: sched_file.is_file() and sched_file.stat().st_size > 0, 60, "the scheduler did not start")
@@ -87,13 +91,16 @@ def local_cluster(root: Path, workers: int = 2, vm: int = 2, own_caches: bool = 
             with open(root / f"{name}.log", "wb") as out:
                 proc = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--name", name,
                                          "--nthreads", str(vm), "--resources", f"vm={vm}", "--no-nanny",
-                                         "--no-dashboard", "--local-directory", str(root / f"{name}-dir")],
+                                         "--no-dashboard", "--local-directory", str(root / f"{name}-dir"),
+                                         *tls_args],
                                         stdout=out, stderr=subprocess.STDOUT, env=wenv, start_new_session=True)
             procs.append(proc)
             named[name] = proc
         from distributed import Client
 
-        with Client(address, timeout="30s") as client:
+        from lab.executors.dask import tls_security
+
+        with Client(address, timeout="30s", security=tls_security(*tls) if tls else None) as client:
             client.wait_for_workers(workers, timeout=120)
         yield Cluster(address, sched, named, root)
     finally:

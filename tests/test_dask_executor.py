@@ -6,7 +6,10 @@ cluster and fetched from the store, a worker killed mid-cell, a night resumed.""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from lab.history import History, NightStatus
 from lab.matrix import load_matrix
 from lab.nightly import run_night
 from lab.verdict import Verdict
-from tests.fake_cluster import FakeCellArgv, NeedsExtra, local_cluster
+from tests.fake_cluster import ROOT, FakeCellArgv, NeedsExtra, local_cluster
 from tests.test_matrix_run import MAKEFILE, MERGE, write_matrix
 
 COUNTED = ("\techo built >> {counter}\n"
@@ -154,3 +157,61 @@ def test_a_resumed_night_runs_only_what_did_not_finish(tmp_path: Path) -> None:
         (n,) = h.nights("fake")
         assert n.status == NightStatus.COMPLETED
         assert len(h.cells(n.id)) == 3
+
+
+def make_certificates(d: Path) -> tuple[str, str, str]:
+    """A CA and one certificate it signed for 127.0.0.1 (scheduler, workers and client)."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=kjlab test CA",
+            "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"))
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(d / "node.key"),
+            "-out", str(d / "node.csr"))
+    (d / "ext.cnf").write_text("subjectAltName = IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", str(d / "node.csr"), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"),
+            "-CAcreateserial", "-days", "2", "-extfile", str(d / "ext.cnf"), "-out", str(d / "node.pem"))
+    return str(d / "ca.pem"), str(d / "node.pem"), str(d / "node.key")
+
+
+def test_a_night_over_tls_through_the_command_line(tmp_path: Path) -> None:
+    """kjlab nightly --executor dask with --tls-*: the cluster speaks only TLS."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make certificates")
+    tls = make_certificates(tmp_path)
+    matrix = write_matrix(tmp_path, {"k": "debian:linux-source-6.1"}, ["pc-virtio", "pc-ide"])
+    ids = [c.id for c in load_matrix(matrix).cells]
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    driver = DRIVER.format(root=str(ROOT), modes={ids[0]: "pass", ids[1]: "panic"}, markers=str(markers))
+    with local_cluster(tmp_path / "cluster", workers=1, tls=tls) as cluster:
+        assert cluster.address.startswith("tls://")
+        argv = ["nightly", str(matrix), "--executor", "dask", "--scheduler", cluster.address,
+                "--store", f"file://{tmp_path / 'store'}", "--runs-dir", str(tmp_path / "runs"),
+                "--history", str(tmp_path / "h.sqlite"), "--tls-ca-file", tls[0], "--tls-cert", tls[1],
+                "--tls-key", tls[2]]
+        proc = subprocess.run([sys.executable, "-c", driver, *argv], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        plain = subprocess.run([sys.executable, "-c", driver, *argv[:-6]], capture_output=True, text=True,
+                               timeout=300)
+        assert plain.returncode != 0  # no certificate, no night
+    with History(tmp_path / "h.sqlite") as h:
+        night = h.nights("fake")[0]
+        assert {c: r.verdict for c, r in h.cells(night.id).items()} == {ids[0]: "PASS", ids[1]: "PANIC"}
+
+
+# The CLI with fake cells and no builds: the Dask executor's defaults replaced before main() runs.
+DRIVER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {root!r})
+import lab.executors.dask as d
+from tests.fake_cluster import FakeCellArgv
+from lab.cli import main
+_init = d.DaskExecutor.__init__
+def init(self, *a, **kw):
+    _init(self, *a, **kw)
+    self.cell_argv, self.build_kernels, self.build_base = FakeCellArgv({modes!r}, {markers!r}), False, False
+d.DaskExecutor.__init__ = init
+sys.exit(main(sys.argv[1:]))
+"""
