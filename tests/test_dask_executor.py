@@ -215,3 +215,38 @@ def init(self, *a, **kw):
 d.DaskExecutor.__init__ = init
 sys.exit(main(sys.argv[1:]))
 """
+
+
+def test_a_lost_scheduler_stops_the_night_and_resume_carries_it_on(tmp_path: Path) -> None:
+    matrix = write_matrix(tmp_path, {"k": "debian:linux-source-6.1"}, ["pc-virtio", "pc-ide", "pc-scsi"])
+    a, b, c = (cell.id for cell in load_matrix(matrix).cells)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    common = ["--store", f"file://{tmp_path / 'store'}", "--runs-dir", str(tmp_path / "runs"),
+              "--history", str(tmp_path / "h.sqlite")]
+    with local_cluster(tmp_path / "cluster-1", workers=1, vm=1) as cluster:  # one at a time: a, then b
+        first = subprocess.Popen([sys.executable, "-c", DRIVER.format(root=str(ROOT), markers=str(markers),
+                                  modes={a: "pass", b: "slow", c: "slow"}),
+                                  "nightly", str(matrix), "--executor", "dask", "--scheduler", cluster.address,
+                                  *common], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wait_for_line(markers / "k_i386_pc-ide_hibernate_none.starts", 1, 120)  # a is done, b runs
+        cluster.scheduler.kill()
+        out = first.communicate(timeout=120)[0]
+    assert first.returncode == 125, out[-3000:]
+    assert "lost the Dask scheduler" in out and "--resume" in out
+    with History(tmp_path / "h.sqlite") as h:
+        (n,) = h.nights("fake")
+        assert n.status == NightStatus.FAILED
+        before = {cid: r.verdict for cid, r in h.cells(n.id).items()}
+    assert b not in before and before and set(before.values()) == {"PASS"}  # b was running when it was lost
+    again = {cid: "panic" if cid in before else "pass" for cid in (a, b, c)}  # a cell run twice would show
+    with local_cluster(tmp_path / "cluster-2", workers=1) as cluster:  # the scheduler again (a new one)
+        second = subprocess.run([sys.executable, "-c", DRIVER.format(root=str(ROOT), markers=str(markers),
+                                 modes=again),
+                                 "nightly", str(matrix), "--executor", "dask", "--scheduler", cluster.address,
+                                 "--resume", *common], capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    with History(tmp_path / "h.sqlite") as h:
+        (n,) = h.nights("fake")  # the same night, carried on
+        assert n.status == NightStatus.COMPLETED
+        assert {cid: r.verdict for cid, r in h.cells(n.id).items()} == {a: "PASS", b: "PASS", c: "PASS"}

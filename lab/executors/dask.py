@@ -43,6 +43,7 @@ from typing import Any
 
 import tomli_w
 from distributed import Client, Future, Security, WorkerPlugin, get_worker, wait
+from distributed.client import FuturesCancelledError
 from distributed.worker import Worker
 
 from ..artifact_store import ArtifactStore
@@ -237,6 +238,10 @@ def cell_return(store: ArtifactStore, night: str, slug: str, done: dict[str, Any
 # -- on this host (the client) ------------------------------------------------------------
 
 
+class SchedulerLost(InfraError):
+    """The connection to the scheduler was lost mid-night: the night fails, resumable."""
+
+
 def tls_security(ca_file: str, cert: str, key: str) -> Security:
     """TLS to the scheduler: the CA that signed the cluster's certificates, this client's
     certificate and key; plain TCP refused."""
@@ -382,15 +387,25 @@ class _Night:
                 finished = wait(list(pending), timeout=POLL_SECONDS * 5, return_when="FIRST_COMPLETED").done
             except TimeoutError:
                 finished = set()
+            except FuturesCancelledError as e:  # none of ours (_strand removes its own): the scheduler went away
+                raise self._lost(str(e).splitlines()[-2:]) from e
             for fut in finished:
                 cell = pending.pop(fut)
                 self._done(self._collect(fut, cell))
             if pending:
                 self._strand(pending, stranded)
 
+    def _lost(self, why: list[str]) -> SchedulerLost:
+        return SchedulerLost(f"lost the Dask scheduler at {self.ex.scheduler} ({' '.join(why)}): the night stops "
+                             "here; carry it on with `kjlab nightly ... --resume` once the scheduler is back "
+                             "(finished cells are not run again)")
+
     def _strand(self, pending: dict[Future[CellReturn], Cell], stranded: dict[str, float]) -> None:
         """A cell whose capable workers have all left is ERROR after no_worker_grace."""
-        live = [set(r) for r in self._resources().values()]
+        try:
+            live = [set(r) for r in self._resources().values()]
+        except OSError as e:
+            raise self._lost([str(e)]) from e
         now = time.monotonic()
         for fut, cell in list(pending.items()):
             needs = {"vm", *(PREFIX + n for n in self.ex.needs(cell))}
@@ -407,6 +422,8 @@ class _Night:
                 self._done(CellOutcome(cell, None, None, 0.0, self._log_path(cell), not_run=reason))
 
     def _collect(self, fut: Future[CellReturn], cell: Cell) -> CellOutcome:
+        if fut.status == "cancelled":  # not by this night (_strand removes its own): the scheduler went away
+            raise self._lost([f"cell {cell.id} cancelled"])
         if fut.status != "finished":
             try:
                 exc: BaseException | None = fut.exception()
