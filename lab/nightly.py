@@ -3,7 +3,9 @@ compare with the previous night, and write the summary page (a grid of kernels x
 machines per flow, coloured by verdict, linking every cell's report, with durations and
 each cell's trend over the last nights) and the CI exports (JUnit XML, KCIDB JSON).
 
-Each cell goes into the history as it ends. A night stopped by SIGINT/SIGTERM (during the
+The cells run on an executor (lab.executors: this machine, or the workers of a Dask
+cluster); whichever ran them, each cell goes into the history as it ends, and a night
+that did not complete can be resumed (its recorded cells are not run again). A night stopped by SIGINT/SIGTERM (during the
 builds or the cells) still writes its summary and exports for what ran, records the
 cells that were running as INTERRUPTED, and is marked interrupted in the history."""
 
