@@ -46,7 +46,7 @@ def main() -> None:
                 night = run_night(matrix, d / f"runs-{n}", record=False,
                                   executor=DaskExecutor(cluster.address, f"file://{d / 'store'}"))
                 wall = time.monotonic() - t0
-            verdicts = sorted(r.verdict for r in night.records.values())
+            verdicts = sorted(str(r.verdict) for r in night.records.values())
             print(f"{n} worker(s), 1 VM slot each: {len(night.records)} cells in {wall:.0f} s = "
                   f"{len(night.records) / wall * 3600:.0f} cells/hour; verdicts {verdicts}", flush=True)
 
