@@ -23,7 +23,7 @@ from typing import Any
 from .cell import cell_id
 from .errors import UserError
 from .executors import Build, Executor
-from .executors.local import LocalExecutor, _kjlab_run_argv, _prebuild
+from .executors.local import LocalExecutor, kjlab_run_argv_late, prebuild_late
 from .history import CellRecord, Comparison, History, NightStatus, compare
 from .matrix import Matrix
 from .matrix_run import GRACE_SECONDS, CellArgv, CellOutcome, write_cell_files
@@ -75,7 +75,7 @@ def run_night(matrix: Matrix, runs_root: Path, *, record: bool, history_path: Pa
     matrix that did not complete carries on: its recorded cells (but INTERRUPTED ones)
     are kept, not run again, and the rest run into the same night directory."""
     if executor is None:
-        executor = LocalExecutor(parallel or matrix.parallel, build or _prebuild, cell_argv or _kjlab_run_argv, grace)
+        executor = LocalExecutor(parallel or matrix.parallel, build or prebuild_late, cell_argv or kjlab_run_argv_late, grace)
     t0 = time.monotonic()
     history = History(history_path) if record else None
     resumed = history.unfinished_night(matrix.name) if history and resume else None

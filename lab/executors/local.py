@@ -16,19 +16,19 @@ from . import Build
 log = logging.getLogger(__name__)
 
 
-def _prebuild(files: dict[str, Path], log_path: Path) -> dict[str, str]:
+def prebuild_late(files: dict[str, Path], log_path: Path) -> dict[str, str]:
     return matrix_run.prebuild(files, log_path)  # looked up at call time: tests replace it
 
 
-def _kjlab_run_argv(cell: Cell, scenario_file: Path, cell_runs: Path, keep: str) -> list[str]:
+def kjlab_run_argv_late(cell: Cell, scenario_file: Path, cell_runs: Path, keep: str) -> list[str]:
     return matrix_run.kjlab_run_argv(cell, scenario_file, cell_runs, keep)
 
 
 @dataclass
 class LocalExecutor:
     parallel: int
-    build: Build = field(default=_prebuild)
-    cell_argv: CellArgv = field(default=_kjlab_run_argv)
+    build: Build = field(default=prebuild_late)
+    cell_argv: CellArgv = field(default=kjlab_run_argv_late)
     grace: float = GRACE_SECONDS
 
     @property
