@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PACKAGES=(
-  qemu-system-x86 e2fsprogs cpio xz-utils gzip patch gdb
+  qemu-system-x86 e2fsprogs cpio xz-utils gzip patch gdb ccache
   make gcc libc6-dev bc flex bison libelf-dev libssl-dev
+  kexec-tools
   python3 python3-venv python3-pip git ca-certificates chromium
 )
 SUDO=""
@@ -19,6 +20,9 @@ for p in "${PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
+  # kexec-tools is here for its host tool vmcore-dmesg (kernel logs read from guest
+  # memory); it must not take over this machine's own reboots.
+  echo "kexec-tools kexec-tools/load_kexec boolean false" | $SUDO debconf-set-selections
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 elif [ ! -d /var/lib/apt/lists ] || [ -z "$(ls /var/lib/apt/lists/*_Packages 2>/dev/null | head -n 1)" ]; then

@@ -7,19 +7,22 @@ Exit codes fit `git bisect run`: 0 good (PASS), 1 bad (any failure verdict),
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import rich.progress
 from rich.console import Console
 from rich.logging import RichHandler
 
-from . import SCENARIOS_DIR
+from . import SCENARIOS_DIR, progress
 from .errors import KjlabError, UserError
 if TYPE_CHECKING:
     from .executors.dask import DaskExecutor
 from .machines import machine_fragments, machines
+from .matrix import Matrix
 from .quirks import QUIRKS
 from .results import Step
 from .verdict import EXIT_CANNOT_TEST, EXIT_FAIL, EXIT_INTERRUPTED, EXIT_PASS, EXIT_USAGE, exit_code
@@ -46,11 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         handlers=[_log_handler()],
     )
     if not args.verbose:  # the long stages (downloads, builds) say what they are doing
-        for name in ("lab.artifacts", "lab.debian_archive"):
+        for name in ("lab.artifacts", "lab.debian_archive", "lab.progress"):
             logging.getLogger(name).setLevel(logging.INFO)
     logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)  # connect retries and EOFs: lab.monitor reports
     try:
-        return int(args.func(args))
+        with progress.showing(_Bars()) if TERMINAL else contextlib.nullcontext():
+            return int(args.func(args))
     except UserError as e:
         out.print(f"[bold red]error:[/] {e}", markup=True)
         return EXIT_USAGE
@@ -64,6 +68,33 @@ def main(argv: list[str] | None = None) -> int:
         trace = _save_traceback(e)
         out.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (traceback in {trace})", markup=True)
         return EXIT_CANNOT_TEST
+
+
+class _Bars:
+    """Progress on a terminal: a rich bar per task, with the estimate of its end."""
+
+    def __init__(self) -> None:
+        self.bars: rich.progress.Progress | None = None
+        self.tasks: dict[str, rich.progress.TaskID] = {}
+
+    def __call__(self, p: progress.Progress) -> None:
+        if self.bars is None:
+            self.bars = rich.progress.Progress(
+                rich.progress.TextColumn("{task.description}"), rich.progress.BarColumn(),
+                rich.progress.MofNCompleteColumn(), rich.progress.TextColumn("{task.fields[unit]}"),
+                rich.progress.TextColumn("{task.fields[eta]}"), console=out, transient=True)
+            self.bars.start()
+        if p.task not in self.tasks:
+            self.tasks[p.task] = self.bars.add_task(p.task, total=p.total, unit=p.unit, eta="")
+        eta = p.eta
+        self.bars.update(self.tasks[p.task], completed=p.done, total=p.total,
+                         eta=f"ETA {progress.duration(eta)}" if eta is not None else "")
+        if p.finished:
+            self.bars.remove_task(self.tasks.pop(p.task))
+            if not self.tasks:
+                self.bars.stop()
+                self.bars = None
+            out.print(p.line())
 
 
 def _save_traceback(e: BaseException) -> Path:
@@ -198,15 +229,19 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     else:
         out.print(f"[bold]matrix[/] {matrix.name}: {len(matrix.cells)} cells on the Dask cluster at {args.scheduler} "
                   f"(store {executor.store})", markup=True)
-    done = 0
+    cells = progress.Tracker(f"matrix {matrix.name}", len(matrix.cells), "cells",
+                             _expected_seconds(matrix, args.parallel or matrix.parallel,
+                                               getattr(args, "history", None)))
 
     def cell_done(rec: CellRecord) -> None:
-        nonlocal done
-        done += 1
         colour = "green" if rec.good else "red"
         reason = rec.reason.splitlines()[0] if rec.reason else ""
-        out.print(f"  ({done}/{len(matrix.cells)}) [{colour}]{rec.verdict:<13}[/] {rec.cell}  {rec.seconds:5.1f} s"
-                  + (f"  {reason}" if colour == "red" else ""), markup=True)
+        cells.advance()
+        eta = cells.snapshot().eta
+        out.print(f"  ({cells.done}/{len(matrix.cells)}) [{colour}]{rec.verdict:<13}[/] {rec.cell}  {rec.seconds:5.1f} s"
+                  + (f"  {reason}" if colour == "red" else "")
+                  + (f"  (about {progress.duration(eta)} to go)" if eta and cells.done < len(matrix.cells) else ""),
+                  markup=True)
 
     # SIGTERM as Ctrl-C: while the cells run, lab.matrix_run turns both into a clean stop
     # (running cells ended and recorded INTERRUPTED, summary and exports written)
@@ -214,6 +249,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         night = run_night(matrix, args.runs_dir or DEFAULT_RUNS_DIR, record=args.record,
                           history_path=getattr(args, "history", None), parallel=args.parallel, on_done=cell_done,
                           keep=args.keep, executor=executor, resume=getattr(args, "resume", False))
+    cells.finish()
     bad = [r for r in night.records.values() if not r.good]
     out.print(f"{len(night.records) - len(bad)}/{len(night.records)} cells good; "
               f"{night.cells_per_hour:.0f} cells/hour over {night.wall_seconds:.0f} s")
@@ -252,6 +288,21 @@ def _executor(args: argparse.Namespace) -> DaskExecutor | None:
             raise UserError("TLS needs all of --tls-ca-file, --tls-cert and --tls-key")
         security = tls_security(*tls)
     return DaskExecutor(args.scheduler, args.store or f"file://{cache_root() / 'store'}", security=security)
+
+
+def _expected_seconds(matrix: Matrix, parallel: int, history_path: Path | None) -> float | None:
+    """The night's duration as the history knows its cells (a cell never run: the median cell)."""
+    from .history import History, default_path
+
+    path = history_path or default_path()
+    if not path.is_file():
+        return None
+    with History(path) as history:
+        typical = history.typical_seconds([c.id for c in matrix.cells])
+    if not typical:
+        return None
+    usual = sorted(typical.values())[len(typical) // 2]
+    return sum(typical.get(c.id, usual) for c in matrix.cells) / max(1, parallel)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

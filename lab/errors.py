@@ -66,6 +66,11 @@ class GuestError(InfraError):
     """Talking to a guest failed in a way that is not a verdict by itself."""
 
 
+class KernelLogUnreadable(GuestError):
+    """A kernel's log could not be read from a memory snapshot (lab.memory.kernel_log):
+    what was missing. The verdict stands without it."""
+
+
 class ConsoleTimeout(GuestError):
     def __init__(self, waiting_for: str, seconds: float, last_lines: str) -> None:
         self.waiting_for, self.seconds, self.last_lines = waiting_for, seconds, last_lines

@@ -261,96 +261,106 @@ def kcidb_json(cells: Sequence[CellRecord], origin: str = "kjlab", run_dirs: Run
         kernel = prov.get("kernel") or {}
         run_key = (run_name or (res.run_id if res is not None else None) or (run_dir.name if run_dir else None)
                    or time.strftime("export-%Y%m%d-%H%M%S"))  # a cell that never got a run directory
-
-        # checkout: the kernel source version
-        if kernel.get("source_version"):
-            source, version = str(kernel.get("source", "")), str(kernel["source_version"])
-            checkout_id = f"{origin}:checkout-{_hash(source, version)}"
-        else:  # the build failed before the source was known: the matrix's kernel label
-            source, version = "", ""
-            checkout_id = f"{origin}:checkout-{_hash('kernel', rec.kernel)}"
-        if checkout_id not in checkouts:
-            checkouts[checkout_id] = _prune({
-                "id": checkout_id, "origin": origin,
-                "tree_name": "debian" if source.startswith("debian:") else None,
-                "git_commit_name": _t(version[4:]) if version.startswith("git:") else None,
-                "comment": _t(f"{source} {version}" if version else f"kernel {rec.kernel} (source unknown)"),
-                "valid": True if version else None,
-                "misc": _prune({"kernel": rec.kernel, "source": source or None, "source_version": version or None}),
-            })
-
-        # build: the kernel build, content-addressed by its cache key
-        if kernel.get("cache_key"):
-            build_id = f"{origin}:build-{kernel['cache_key']}"
-            build_status = "PASS"
-        else:
-            build_id = f"{origin}:build-unbuilt-{_hash(run_key, rec.cell)}"
-            build_status = "MISS" if Verdict.parse(rec.verdict) is Verdict.INTERRUPTED else "ERROR"
-        if build_id not in builds:
-            config_url = urls.url(run_dir, "kernel.config")
-            builds[build_id] = _prune({
-                "id": build_id, "checkout_id": checkout_id, "origin": origin,
-                "architecture": _ARCH_BAD.sub("_", str(kernel.get("arch") or rec.arch).lower()),
-                "compiler": _t(kernel["compiler"]) if kernel.get("compiler") else None,
-                "config_name": _t("+".join(kernel.get("fragments") or [])) or None,
-                "config_url": config_url,
-                "comment": _t(f"Linux {kernel.get('release') or rec.kernel} {rec.arch}, patch set {rec.patchset}"),
-                "status": build_status,
-                "misc": _prune({
-                    "patchset": rec.patchset, "patches": kernel.get("patches"), "fragments": kernel.get("fragments"),
-                    "release": kernel.get("release"), "cache_key": kernel.get("cache_key"),
-                    "config_sha256": kernel.get("config_sha256"), "cached": kernel.get("cached"),
-                }),
-            })
-
-        # test: the cell
-        status = kcidb_status(rec.verdict)
-        misc = _prune({
-            "cell": rec.cell, "verdict": rec.verdict, "observed_verdict": rec.observed or rec.verdict,
-            "expected_verdict": rec.expected, "reason": rec.reason or None, "failed_step": rec.failed_step or None,
-            "machine": rec.machine, "flow": rec.flow, "patchset": rec.patchset,
-            "scenario": res.scenario if res is not None else None,
-            "run_id": res.run_id if res is not None else None,
-            "run_dir": str(run_dir) if run_dir else None, "report": rec.report or None,
-            "kernel_a_build": (prov.get("kernel_a") or {}).get("cache_key"),
-        })
-        if rec.verdict in (Verdict.XFAIL, Verdict.XPASS):
-            misc["known_bug"] = _prune({
-                "shows": rec.verdict == Verdict.XFAIL, "expected_verdict": rec.expected, "observed_verdict": rec.observed,
-                "signature_matched": res.signature_matched if res is not None else None,
-            })
-        excerpt = _details(rec, res) if outcome(rec.verdict) != "pass" else None
-        log_url = None
-        output_files: list[dict[str, str]] = []
-        if run_dir is not None and urls.base_url:
-            main = _main_log(run_dir, res)
-            for name, url in urls.run_files(run_dir):
-                if name == main and log_url is None:
-                    log_url = url
-                else:
-                    output_files.append({"name": name, "url": url})
-        environment = _prune({
-            "comment": _t(f"QEMU machine {rec.machine}"),
-            "misc": _prune({"machine": rec.machine, **{k: prov.get(k) for k in ("accelerator", "qemu", "host")}}),
-        })
-        tests.append(_prune({
-            "id": f"{origin}:{run_key}/{rec.cell}", "build_id": build_id, "origin": origin,
-            "path": f"kexec_jump.{_slug(rec.flow)}",
-            "environment": environment,
-            "comment": _t(f"{rec.cell}: {rec.verdict}" + (f" - {rec.reason}" if rec.reason else "")),
-            "status": status,
-            "start_time": _iso(res.started) if res is not None else None,
-            "duration": rec.seconds,
-            "log_url": log_url,
-            "log_excerpt": _t(excerpt)[:LOG_EXCERPT_MAX] if excerpt else None,
-            "output_files": output_files,
-            "misc": misc,
-        }))
+        checkout = _kcidb_checkout(rec, kernel, origin)
+        checkouts.setdefault(checkout["id"], checkout)
+        build = _kcidb_build(rec, kernel, checkout["id"], origin, run_key, urls.url(run_dir, "kernel.config"))
+        builds.setdefault(build["id"], build)
+        tests.append(_kcidb_test(rec, res, prov, build["id"], origin, run_key, run_dir, urls))
 
     data = {"version": dict(KCIDB_VERSION), "checkouts": list(checkouts.values()),
             "builds": list(builds.values()), "tests": tests}
     clean: dict[str, Any] = _no_nul(data)
     return clean
+
+
+def _kcidb_checkout(rec: CellRecord, kernel: dict[str, Any], origin: str) -> dict[str, Any]:
+    """The kernel source version (or, when the build failed before it was known, the
+    matrix's kernel label)."""
+    if kernel.get("source_version"):
+        source, version = str(kernel.get("source", "")), str(kernel["source_version"])
+        checkout_id = f"{origin}:checkout-{_hash(source, version)}"
+    else:
+        source, version = "", ""
+        checkout_id = f"{origin}:checkout-{_hash('kernel', rec.kernel)}"
+    return _prune({
+        "id": checkout_id, "origin": origin,
+        "tree_name": "debian" if source.startswith("debian:") else None,
+        "git_commit_name": _t(version[4:]) if version.startswith("git:") else None,
+        "comment": _t(f"{source} {version}" if version else f"kernel {rec.kernel} (source unknown)"),
+        "valid": True if version else None,
+        "misc": _prune({"kernel": rec.kernel, "source": source or None, "source_version": version or None}),
+    })
+
+
+def _kcidb_build(rec: CellRecord, kernel: dict[str, Any], checkout_id: str, origin: str, run_key: str,
+                 config_url: str | None) -> dict[str, Any]:
+    """The kernel build, content-addressed by its cache key."""
+    if kernel.get("cache_key"):
+        build_id = f"{origin}:build-{kernel['cache_key']}"
+        build_status = "PASS"
+    else:
+        build_id = f"{origin}:build-unbuilt-{_hash(run_key, rec.cell)}"
+        build_status = "MISS" if Verdict.parse(rec.verdict) is Verdict.INTERRUPTED else "ERROR"
+    return _prune({
+        "id": build_id, "checkout_id": checkout_id, "origin": origin,
+        "architecture": _ARCH_BAD.sub("_", str(kernel.get("arch") or rec.arch).lower()),
+        "compiler": _t(kernel["compiler"]) if kernel.get("compiler") else None,
+        "config_name": _t("+".join(kernel.get("fragments") or [])) or None,
+        "config_url": config_url,
+        "comment": _t(f"Linux {kernel.get('release') or rec.kernel} {rec.arch}, patch set {rec.patchset}"),
+        "status": build_status,
+        "misc": _prune({
+            "patchset": rec.patchset, "patches": kernel.get("patches"), "fragments": kernel.get("fragments"),
+            "release": kernel.get("release"), "cache_key": kernel.get("cache_key"),
+            "config_sha256": kernel.get("config_sha256"), "cached": kernel.get("cached"),
+        }),
+    })
+
+
+def _kcidb_test(rec: CellRecord, res: RunResult | None, prov: dict[str, Any], build_id: str, origin: str,
+                run_key: str, run_dir: Path | None, urls: _Urls) -> dict[str, Any]:
+    """The cell as a KCIDB test: its verdict, its log and output files."""
+    misc = _prune({
+        "cell": rec.cell, "verdict": rec.verdict, "observed_verdict": rec.observed or rec.verdict,
+        "expected_verdict": rec.expected, "reason": rec.reason or None, "failed_step": rec.failed_step or None,
+        "machine": rec.machine, "flow": rec.flow, "patchset": rec.patchset,
+        "scenario": res.scenario if res is not None else None,
+        "run_id": res.run_id if res is not None else None,
+        "run_dir": str(run_dir) if run_dir else None, "report": rec.report or None,
+        "kernel_a_build": (prov.get("kernel_a") or {}).get("cache_key"),
+    })
+    if rec.verdict in (Verdict.XFAIL, Verdict.XPASS):
+        misc["known_bug"] = _prune({
+            "shows": rec.verdict == Verdict.XFAIL, "expected_verdict": rec.expected, "observed_verdict": rec.observed,
+            "signature_matched": res.signature_matched if res is not None else None,
+        })
+    excerpt = _details(rec, res) if outcome(rec.verdict) != "pass" else None
+    log_url = None
+    output_files: list[dict[str, str]] = []
+    if run_dir is not None and urls.base_url:
+        main = _main_log(run_dir, res)
+        for name, url in urls.run_files(run_dir):
+            if name == main and log_url is None:
+                log_url = url
+            else:
+                output_files.append({"name": name, "url": url})
+    environment = _prune({
+        "comment": _t(f"QEMU machine {rec.machine}"),
+        "misc": _prune({"machine": rec.machine, **{k: prov.get(k) for k in ("accelerator", "qemu", "host")}}),
+    })
+    return _prune({
+        "id": f"{origin}:{run_key}/{rec.cell}", "build_id": build_id, "origin": origin,
+        "path": f"kexec_jump.{_slug(rec.flow)}",
+        "environment": environment,
+        "comment": _t(f"{rec.cell}: {rec.verdict}" + (f" - {rec.reason}" if rec.reason else "")),
+        "status": kcidb_status(rec.verdict),
+        "start_time": _iso(res.started) if res is not None else None,
+        "duration": rec.seconds,
+        "log_url": log_url,
+        "log_excerpt": _t(excerpt)[:LOG_EXCERPT_MAX] if excerpt else None,
+        "output_files": output_files,
+        "misc": misc,
+    })
 
 
 # -- files --------------------------------------------------------------------------------

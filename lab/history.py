@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -375,6 +376,16 @@ class History:
             (matrix, last, cell),
         ).fetchall()
         return [(r[0], r[1]) for r in rows]
+
+    def typical_seconds(self, cells: list[str], last: int = 5) -> dict[str, float]:
+        """The median duration of each cell over its last `last` records (cells never run: absent)."""
+        typical: dict[str, float] = {}
+        for cell in cells:
+            rows = self._db.execute("SELECT seconds FROM cells WHERE cell = ? ORDER BY night_id DESC LIMIT ?",
+                                    (cell, last)).fetchall()
+            if rows:
+                typical[cell] = statistics.median(r[0] for r in rows)
+        return typical
 
     def compare_with_previous(self, night_id: int) -> Comparison:
         """The night against the previous finished night of its matrix (all new when none)."""

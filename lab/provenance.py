@@ -22,11 +22,13 @@ def host_provenance(qemu_binary: str) -> dict[str, str]:
         "host": f"{platform.node()} {platform.system()} {platform.release()} {platform.machine()}",
         "python": platform.python_version(),
         "kjlab_commit": _kjlab_version(),
+        "kjlab_root": str(REPO_ROOT),  # scenario paths below it are shown relative in the report
     }
 
 
 def _kjlab_version() -> str:
-    """The checkout's commit, or the installed package's version (a wheel has no git)."""
+    """The checkout's commit (`git describe --always --dirty`: "<commit>-dirty" when the
+    checkout had uncommitted changes), or the installed package's version (a wheel has no git)."""
     if (REPO_ROOT / ".git").exists():
         return _first_line(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty", "--abbrev=12"])
     from importlib.metadata import PackageNotFoundError, version

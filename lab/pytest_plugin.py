@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from . import SCENARIOS_DIR
 from .flows.base import Recorder
 from .results import RunResult
 from .scenario import Scenario, load_scenario
-from .vm import QemuVM
+from .guest import GuestVM
 
 if TYPE_CHECKING:
     from .runner import RunOutcome
@@ -42,7 +42,7 @@ HANDOVER_TIMEOUT = 3600.0  # a cold run builds kernels first
 class Guest:
     """Commands on the resumed kernel A, each recorded in the run (step user-checks)."""
 
-    vm: QemuVM
+    vm: GuestVM
     rec: Recorder
     timeout: float = 60.0
 
@@ -89,7 +89,7 @@ def kjlab_resumed(request: pytest.FixtureRequest, kjlab_scenario: Scenario) -> I
     outcome: list[RunOutcome] = []
     failure: list[BaseException] = []
 
-    def on_resumed(vm: QemuVM, rec: Recorder) -> None:
+    def on_resumed(vm: GuestVM, rec: Recorder) -> None:
         handed.update(vm=vm, rec=rec)
         ready.set()
         done.wait()  # the test runs its commands now; the flow goes on when it is done
@@ -114,8 +114,7 @@ def kjlab_resumed(request: pytest.FixtureRequest, kjlab_scenario: Scenario) -> I
         pytest.fail(f"kernel A did not come back, so there is nothing to test: {reason}\n{where}")
     rec = handed["rec"]
     assert isinstance(rec, Recorder)
-    vm = handed["vm"]
-    assert isinstance(vm, QemuVM)
+    vm = cast(GuestVM, handed["vm"])  # what on_resumed was handed
     snapshots = {str(s["name"]): rec.run_dir / str(s["path"]) for s in rec.result.snapshots}
     request.node.add_report_section("call", "kjlab", f"run directory: {rec.run_dir}")
     try:

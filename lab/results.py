@@ -73,6 +73,8 @@ class RunResult:
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> path relative to the run dir
     snapshots: list[dict[str, Any]] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)  # lab.memory findings and the memory map
+    # Kernel logs read from memory snapshots (lab.memory.kernel_log), for guests that went silent
+    kernel_logs: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

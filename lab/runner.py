@@ -97,7 +97,8 @@ def prepare_artifacts(sc: Scenario, run_dir: Path, rec: Recorder) -> FlowArtifac
             rec.note("kernel A", f"{kernel_a.release} {kernel_a.image} (cached: {kernel_a.provenance['cached']})")
         rec.note("initramfs", f"base {base.path}\nA {initrd_a.path}")
     return FlowArtifacts(kernel=kernel.image, kernel_a=kernel_a.image, initrd_a=initrd_a.path,
-                         initrd_c=base.path, disk=disk, system_map=kernel_a.image.parent / "System.map")
+                         initrd_c=base.path, disk=disk, system_map=kernel_a.image.parent / "System.map",
+                         system_map_bc=kernel.image.parent / "System.map")
 
 
 def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
@@ -115,6 +116,8 @@ def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
         provenance={**host_provenance(QEMU_BINARY[sc.machine.arch]), "accelerator": accel.accel,
                     "accelerator_reason": accel.reason, "machine": vars(sc.machine).copy()},
     )
+    if sc.kernel_tree is not None:  # how the run was asked for: the report's reproduce block
+        result.provenance["kernel_tree"] = str(sc.kernel_tree)
     rec = Recorder(result, run_dir, on_step)
     sock_dir = Path(tempfile.mkdtemp(prefix="kjlab-"))  # mode 0700: sockets stay private
     log.info("run %s in %s (accelerator %s: %s)", run_id, run_dir, accel.accel, accel.reason)
@@ -125,22 +128,18 @@ def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
                 art = prepare_artifacts(sc, run_dir, rec)
                 flow = FLOWS[sc.flow.name](sc, art, run_dir, sock_dir, rec, accel.accel)
                 flow.on_resumed = on_resumed
-                flow.run()
-                _finish(result, Verdict.PASS, flow.pass_reason)
-            except FlowStop as stop:
-                # Instruction pointers in the evidence get their function names (System.map).
-                symbols = flow.symbols if flow is not None else None
-                _finish(result, stop.verdict, stop.reason, symbolize(stop.evidence, symbols))
             except KeyboardInterrupt as e:
                 _finish(result, Verdict.INTERRUPTED, f"interrupted ({e or 'SIGINT'}); partial results")
                 raise
             except Exception as e:  # a KjlabError, or a bug of the lab: a record, never a bare traceback
                 _finish(result, *_lab_failure(e, run_dir))
+            if flow is not None:
+                run_flow(flow)
     finally:
         shutil.rmtree(sock_dir, ignore_errors=True)
         if result.ended is None:  # an exception the lab does not handle (SystemExit): still leave a record
             _finish(result, Verdict.ERROR, "the run ended without a verdict")
-        _judge(result, sc, run_dir)
+        judge(result, sc, run_dir)
         if keep == "failed" and result.verdict.good:
             _drop_bulk(rec, run_dir, "after a good run (--keep failed)")
         if result.verdict is Verdict.HOST_IO_ERROR:  # the record and the report come first
@@ -157,6 +156,23 @@ def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
                 log.error("results.json of %s cannot be written even so: %s", run_dir, again)
         report = _render(run_dir)
     return RunOutcome(result, run_dir, report)
+
+
+def run_flow(flow: FlowContext) -> None:
+    """Run a flow and write its verdict into its record: PASS, the verdict a FlowStop
+    carries, or a lab error (ERROR, HOST_IO_ERROR). An interrupt is recorded and passed on."""
+    result, run_dir = flow.rec.result, flow.run_dir
+    try:
+        flow.run()
+        _finish(result, Verdict.PASS, flow.pass_reason)
+    except FlowStop as stop:
+        # Instruction pointers in the evidence get their function names (System.map).
+        _finish(result, stop.verdict, stop.reason, symbolize(stop.evidence, flow.symbols))
+    except KeyboardInterrupt as e:
+        _finish(result, Verdict.INTERRUPTED, f"interrupted ({e or 'SIGINT'}); partial results")
+        raise
+    except Exception as e:  # a KjlabError, or a bug of the lab: a record, never a bare traceback
+        _finish(result, *_lab_failure(e, run_dir))
 
 
 HOST_IO_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
@@ -214,7 +230,7 @@ def _drop_bulk(rec: Recorder, run_dir: Path, why: str) -> None:
     log.info("%s: good run, %d MiB of snapshots and disk image dropped", run_dir.name, freed >> 20)
 
 
-def _judge(result: RunResult, sc: Scenario, run_dir: Path) -> None:
+def judge(result: RunResult, sc: Scenario, run_dir: Path) -> None:
     """Apply the scenario's expectation: XFAIL / XPASS for known bugs."""
     texts = step_texts(run_dir, result, result.failed_step) if result.failed_step else []
     final, matched, note = apply_expectation(result.verdict, sc.expect.verdict, sc.expect.signature,

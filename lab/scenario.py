@@ -92,6 +92,7 @@ class Scenario:
     flow: FlowParams
     quirks: dict[str, bool]
     expect: Expectation
+    kernel_tree: Path | None = None  # `kjlab run --kernel-tree`: the kernel comes from this tree
 
 
 def read_toml(path: Path, kind: str) -> dict[str, Any]:
@@ -340,4 +341,5 @@ def with_kernel_tree(sc: Scenario, tree: Path) -> Scenario:
     """The scenario with its kernel built from a local tree (git bisect run)."""
     from dataclasses import replace
 
-    return replace(sc, kernel=replace(sc.kernel, source=f"tree:{tree.resolve()}"))
+    tree = tree.resolve()
+    return replace(sc, kernel=replace(sc.kernel, source=f"tree:{tree}"), kernel_tree=tree)

@@ -49,6 +49,13 @@ class SymbolMap:
         off = address - self.addresses[k]
         return f"{self.names[k]}+{off:#x}" if off else self.names[k]
 
+    def address_of(self, name: str) -> int | None:
+        """The address of the symbol `name` (the first, if the map lists it twice)."""
+        try:
+            return self.addresses[self.names.index(name)]
+        except ValueError:
+            return None
+
     def lookup_physical(self, phys: int) -> str | None:
         """What a physical address of the i386 kernel's direct map holds, by symbol."""
         return self.lookup(phys + PAGE_OFFSET_I386)

@@ -14,6 +14,7 @@ from typing import Any
 
 from .console import Console, tail_of_file
 from .errors import GuestError
+from .gdbstub import GdbStub
 from .lifetime import die_with_parent
 from .machines import MachineSpec
 from .monitor import Monitor
@@ -31,6 +32,8 @@ class VMExit:
 
 
 class QemuVM:
+    """The real guest machine (lab.guest.GuestVM): one QEMU process."""
+
     def __init__(self, name: str, spec: MachineSpec, files: BootFiles, accel: str, run_dir: Path) -> None:
         self.name, self.spec, self.files, self.accel = name, spec, files, accel
         self.argv = qemu_argv(spec, files, accel)
@@ -73,10 +76,22 @@ class QemuVM:
         return self._console
 
     @property
+    def has_console(self) -> bool:
+        return self._console is not None
+
+    @property
     def monitor(self) -> Monitor:
         if self._monitor is None:
             raise GuestError(f"{self.name}: no QMP monitor (QEMU not started)")
         return self._monitor
+
+    @property
+    def has_monitor(self) -> bool:
+        return self._monitor is not None
+
+    def debugger(self, log_path: Path) -> GdbStub | None:
+        """GDB on this QEMU's gdbstub (lab.gdbstub), if it has one."""
+        return GdbStub(self.files.gdb_socket, log_path) if self.files.gdb_socket else None
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from lab import SCENARIOS_DIR
+from lab.memory.image import PhysImage
 
 pytestmark = pytest.mark.e2e
 
@@ -48,8 +49,9 @@ def test_default_scenario_passes(tmp_path):
     assert checks and all(checks.values())
     assert {"proof-file", "counter", "resume-log", "kernel-log-clean", "cpus-online", "kernel-is-A",
             "disk-after-resume", "no-panic"} <= set(checks)
-    for snap in res["snapshots"]:
-        assert (run_dir / snap["path"]).stat().st_size > 200 << 20  # the guest's RAM
+    for snap in res["snapshots"]:  # A's RAM (mem=120M of the machine's 256 MiB) and no more
+        with PhysImage.open(run_dir / snap["path"]) as img:
+            assert img.present_ranges() == [(0, 120 << 20)], snap["name"]
     assert {s["name"] for s in res["snapshots"]} == {"A-departure", "B-booted", "A-return"}
     # The exact proof: every page the image holds outside low memory and B's window is
     # the same at departure, in B, on the disk and at return.
@@ -161,3 +163,28 @@ def test_an_smp_machine_has_every_cpu_online_after_the_resume(tmp_path):
     (cpus,) = [c for c in res["checks"] if c["name"] == "cpus-online"]
     assert cpus["ok"] and cpus["detail"].startswith("2 of the machine's 2 CPUs")
     assert res["memory"]["round_trip"]["proven"]
+
+
+def test_a_kernel_that_dies_silently_after_the_resume_is_a_panic_read_from_memory(tmp_path):
+    """A silences its console (log level 0) and panics right after the jump back: nothing
+    reaches the serial line, the guest stops answering; the lab dumps its memory and the
+    verdict's evidence is A's panic from A's own log, read from that dump."""
+    code, res, run_dir = kjlab_run("checks/silent-panic-after-resume.toml", tmp_path)
+    assert res["observed_verdict"] == "PANIC", (res["reason"], res["evidence"])
+    assert res["verdict"] == "XFAIL" and res["failed_step"] == "verify-A" and code == 0
+    assert "died with nothing on the console" in res["reason"]
+    # The console never showed the panic: it can only have come from memory.
+    console = (run_dir / "console-A-B.log").read_text(errors="replace")
+    assert "Kernel panic" not in console and "dumptest" not in console
+    evidence = res["evidence"]
+    assert evidence[0] == "-- kernel A's log, read from memory (snapshot-silent-verify-A.elf) --"
+    assert "Kernel panic - not syncing: dumptest" in evidence[1]
+    assert any("lkdtm_PANIC" in line for line in evidence)
+    (klog,) = res["kernel_logs"]
+    assert klog["kernel"] == "A" and klog["step"] == "verify-A" and klog["snapshot"] == "snapshot-silent-verify-A.elf"
+    text = (run_dir / klog["text"]).read_text()
+    assert "kjlab: jump-out 1" in text and "Restarting tasks ... done." in text and "dumptest" in text
+    assert (run_dir / klog["pages"]).stat().st_size < 2 << 20  # the log's pages, not the RAM
+    report = (run_dir / "report.html").read_text()
+    assert "read from memory" in report and "lkdtm_PANIC" in report
+    assert not qemu_processes_for(run_dir)

@@ -40,8 +40,10 @@ def test_local_tree_and_bad_sources(tmp_path):
 
 def test_series_specific_patch_overrides_the_generic_one():
     name = "0001-x86-kexec-32-reload-gdt-before-restore-processor-state.patch"
-    assert resolve_patch(name, "7.2").parent.name == "7.2"
-    assert resolve_patch(name, "6.1").parent.name == "patches"
+    assert resolve_patch(name, "7.2").parent.name == "patches"  # the upstream form
+    assert resolve_patch(name, "6.12").parent.name == "6.12"  # the backport
+    assert resolve_patch(name, "6.1").parent.name == "6.1"  # a link to 6.12's: one copy
+    assert resolve_patch(name, "6.1").resolve() == resolve_patch(name, "6.12").resolve()
     with pytest.raises(UserError, match="available: 0001"):
         resolve_patch("9999-nothing.patch", "6.1")
 

@@ -10,9 +10,12 @@ kj-physcall.elf in physical mode, and jump B -> A with kj-jump-back.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
+import struct
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
@@ -83,7 +86,7 @@ def test_sentinel_page_layout_by_hand() -> None:
 
 @needs_gcc
 def test_build_gives_static_i386_elfs(progs: dict[str, Path]) -> None:
-    assert set(progs) == {"bin/kj-jump-back", "bin/kj-sentinel", "boot/kj-physcall.elf"}
+    assert set(progs) == {"bin/kj-jump-back", "bin/kj-sentinel", "bin/kj-proof", "boot/kj-physcall.elf"}
     for name, path in progs.items():
         with open(path, "rb") as f:
             elf = ELFFile(f)
@@ -121,6 +124,68 @@ def test_check_elf_refuses_wrong_files(progs: dict[str, Path], tmp_path: Path) -
     text.write_text("#!/bin/sh\n")
     with pytest.raises(BuildError, match="not a readable ELF"):
         check_elf(text, sentinel)
+
+
+# -- kj-proof on the host ----------------------------------------------------------------------
+
+
+def _xorshift32_stream(seed: int, kib: int) -> bytes:
+    """kj-proof's stream, written out the slow obvious way."""
+    x, words = seed, []
+    for _ in range(kib * 256):
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        words.append(x)
+    return struct.pack(f"<{len(words)}I", *words)
+
+
+def _proof(runnable: dict[str, Path], *args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([runnable["bin/kj-proof"], *map(str, args)], capture_output=True, text=True, timeout=30)
+
+
+def test_kj_proof_fill_writes_the_seeded_stream(runnable: dict[str, Path], tmp_path: Path) -> None:
+    path = tmp_path / "proof"
+    out = _proof(runnable, "fill", path, 300, "0xdeadbeef")  # crosses a 256 KiB chunk
+    assert out.returncode == 0 and out.stdout == f"proof {path} 300 KiB from seed 0xdeadbeef\n"
+    assert path.read_bytes() == _xorshift32_stream(0xDEADBEEF, 300)
+
+
+def test_kj_proof_check_is_exact(runnable: dict[str, Path], tmp_path: Path) -> None:
+    path = tmp_path / "proof"
+    _proof(runnable, "fill", path, 300, 7)
+    assert _proof(runnable, "check", path, 300, 7).stdout == "CHECK proof-file ok 300 KiB from seed 0x00000007\n"
+    data = bytearray(path.read_bytes())
+    data[0x41001] ^= 0x10  # one bit, in the second chunk
+    data[0x41005] ^= 0x01
+    path.write_bytes(data)
+    assert _proof(runnable, "check", path, 300, 7).stdout == (
+        "CHECK proof-file bad 300 KiB from seed 0x00000007, 2 words differ, the first at offset 0x00041000\n")
+    path.write_bytes(data[:1000])
+    assert "the length differs at offset 0x000003e8" in _proof(runnable, "check", path, 300, 7).stdout
+    assert "bad" in _proof(runnable, "check", path, 300, 8).stdout  # another run's seed
+    path.unlink()
+    assert _proof(runnable, "check", path, 300, 7).stdout.startswith("CHECK proof-file bad cannot open")
+
+
+def test_kj_proof_crc32_is_zlibs(runnable: dict[str, Path], tmp_path: Path) -> None:
+    from lab.image_tools import crc32_file
+
+    path = tmp_path / "image"
+    for size in (0, 1, 7, 8, 9, 300_001, (1 << 20) + 13):
+        path.write_bytes(os.urandom(size))
+        out = _proof(runnable, "crc32", path)
+        assert out.returncode == 0
+        assert out.stdout == f"crc32 {zlib.crc32(path.read_bytes()):#010x} bytes {size:#x}\n", size
+        assert crc32_file(path) == zlib.crc32(path.read_bytes())
+
+
+def test_kj_proof_refuses_bad_arguments(runnable: dict[str, Path], tmp_path: Path) -> None:
+    for args in ((), ("fill", tmp_path / "p", 0, 7), ("fill", tmp_path / "p", 4, 0), ("mix", tmp_path / "p", 4, 7),
+                 ("crc32", tmp_path / "missing")):
+        out = _proof(runnable, *args)
+        assert out.returncode == (1 if args and args[0] == "crc32" else 2), args
+        assert out.stderr.startswith("kj-proof: "), args
 
 
 # -- kj-sentinel on the host -----------------------------------------------------------------

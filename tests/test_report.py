@@ -328,3 +328,307 @@ def test_excerpt_and_durations(tmp_path: Path) -> None:
     assert format_duration(125) == "2 min 05 s"
     assert format_duration(3725) == "1 h 02 min"
     assert format_duration(None) == "—"
+
+
+# -- dates, evidence anchors, the reproduce block (issue 13) -----------------------------
+
+RUNS = Path(__file__).parent / "data" / "runs"
+
+
+class EvidencePage(Page):
+    """Page, plus the evidence lines with their links and every id in order (duplicates too)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.evidence: list[tuple[str | None, str]] = []  # (href, text) per line
+        self.all_ids: list[str] = []
+        self.titles: list[str] = []
+        self._in_evidence = False
+        self._href: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        super().handle_starttag(tag, attrs)
+        a = dict(attrs)
+        if a.get("id"):
+            self.all_ids.append(a["id"] or "")
+        if a.get("title"):
+            self.titles.append(a["title"] or "")
+        if tag == "pre" and "evidence" in (a.get("class") or "").split():
+            self._in_evidence = True
+            self.evidence = [(None, "")]
+        if self._in_evidence and tag == "a":
+            self._href = a.get("href")
+
+    def handle_endtag(self, tag: str) -> None:
+        super().handle_endtag(tag)
+        if tag == "pre":
+            self._in_evidence = False
+        if tag == "a":
+            self._href = None
+
+    def handle_data(self, data: str) -> None:
+        super().handle_data(data)
+        if not self._in_evidence:
+            return
+        for i, part in enumerate(data.split("\n")):
+            if i:
+                self.evidence.append((None, ""))
+            if part:
+                href, text = self.evidence[-1]
+                self.evidence[-1] = (href or self._href, text + part)
+
+
+def parse_evidence(html: str) -> EvidencePage:
+    p = EvidencePage()
+    p.feed(html)
+    p.close()
+    return p
+
+
+def saved_run(tmp_path: Path, name: str) -> Path:
+    import shutil
+
+    run_dir = tmp_path / name
+    shutil.copytree(RUNS / name, run_dir)
+    return run_dir
+
+
+def test_triple_fault_evidence_links_to_its_console_lines(tmp_path: Path) -> None:
+    """The real triple-fault run: each console line of the evidence links to that line of
+    console-C-A.log, in the failed step's excerpt or the step before it; the cpu_reset
+    lines, the QMP event and the later step link to their own sections."""
+    import re
+
+    from lab.evidence import clean
+    from lab.results import load
+
+    run_dir = saved_run(tmp_path, "i386-triple-fault-resume")
+    result = load(run_dir)
+    page = parse_evidence(render_report(run_dir).read_text())
+    assert len(page.all_ids) == len(set(page.all_ids)), "duplicate ids"
+    assert [text for _, text in page.evidence] == [clean(e) for e in result.evidence]
+
+    log_lines = [clean(x) for x in (run_dir / "console-C-A.log").read_bytes().decode(errors="replace").split("\n")]
+    links = dict(zip(result.evidence, (href for href, _ in page.evidence)))
+    console_evidence = result.evidence[1:9]  # between "-- last console lines --" and "-- QEMU -d cpu_reset --"
+    assert console_evidence[-1].endswith("kexec_core: Starting new kernel")
+    numbers = []
+    for line in console_evidence:
+        href = links[line]
+        assert href is not None and (m := re.fullmatch(r"#console-C-A-L(\d+)", href)), (line, href)
+        n = int(m.group(1))
+        assert log_lines[n - 1] == line  # the very line, 1-based
+        assert href[1:] in page.ids  # and the target is on the page
+        numbers.append(n)
+    assert numbers == list(range(numbers[0], numbers[0] + 8))  # the log's last 8 lines, in order
+    assert numbers[-1] == len(log_lines) - 1  # the last line of the log (it ends with a newline)
+
+    # the failed step's own line is anchored in the failed step's excerpt
+    jump_back = next(k for k in page.consoles if k.endswith("-jump-back"))
+    assert "kexec_core: Starting new kernel" in page.consoles[jump_back]
+    view = build_view(run_dir)
+    [failed] = [s for s in view.steps if s.name == "jump-back"]
+    assert f"console-C-A-L{numbers[-1]}" in [r.id for r in failed.excerpt.rows]
+    assert all(r.evidence for r in failed.excerpt.rows if r.id == f"console-C-A-L{numbers[-1]}")
+
+    # the steps holding linked lines are open (a link into a closed <details> shows nothing)
+    assert {i.split("-", 2)[2] for i in page.open_steps} == {"jump-back", "load-image"}
+    tf = [e for e in result.evidence if e.strip() == "Triple fault"]
+    assert links[tf[0]] == "#log-cpu-reset-C-A-log" and "log-cpu-reset-C-A-log" in page.ids
+    qmp = [e for e in result.evidence if e.startswith("QMP event")]
+    assert links[qmp[0]] == "#log-qmp-log" and "log-qmp-log" in page.ids
+    later = result.evidence[-1]
+    assert later.startswith("-- then, at check-round-trip") and links[later] == "#" + next(
+        s.anchor for s in view.steps if s.name == "check-round-trip")
+    for href, _ in page.evidence:
+        if href:
+            assert href[1:] in page.ids
+
+
+def test_evidence_prefers_the_failed_steps_slice(tmp_path: Path) -> None:
+    """A line seen in an earlier step and again in the failed step links to the failed step's."""
+    make_run(tmp_path)
+    log = tmp_path / "console-A-B.log"
+    # "kexec line 050" again inside the failed step (jump), then the panic
+    data = log.read_bytes().replace(STEP3, b"kexec line 050\r\n" + STEP3)
+    log.write_bytes(data)
+    from lab.results import load
+
+    result = load(tmp_path)
+    result.steps[2].console_end += len(b"kexec line 050\r\n")
+    result.evidence = ["kexec line 010", "not in any log", "-- last console lines --", "kexec line 050",
+                       "Starting new kernel", "Kernel panic - not syncing: STEP3-PANIC"]
+    save(result, tmp_path)
+    view = build_view(tmp_path)
+    lines = data.decode().replace("\r", "").split("\n")
+    hrefs = {e.text: e.href for e in view.evidence}
+    panic_no = lines.index("Kernel panic - not syncing: STEP3-PANIC") + 1
+    assert hrefs["Kernel panic - not syncing: STEP3-PANIC"] == f"#console-A-B-L{panic_no}"
+    assert hrefs["kexec line 050"] == f"#console-A-B-L{panic_no - 2}"  # the failed step's copy, not load_b's
+    assert lines.index("kexec line 050") + 1 < panic_no - 2  # (load_b's copy is earlier)
+    # an earlier line outside the 60 shown of its step: the excerpt grows to show it
+    early = lines.index("kexec line 010") + 1
+    assert hrefs["kexec line 010"] == f"#console-A-B-L{early}"
+    [load_b] = [s for s in view.steps if s.name == "load_b"]
+    assert f"console-A-B-L{early}" in [r.id for r in load_b.excerpt.rows]
+    assert hrefs["not in any log"] is None and hrefs["-- last console lines --"] is None
+    page = parse_evidence(render_report(tmp_path).read_text())
+    assert len(page.all_ids) == len(set(page.all_ids))
+    for href in page.hrefs:
+        if href.startswith("#"):
+            assert href[1:] in page.ids
+
+
+def test_times_are_dates(tmp_path: Path, monkeypatch: "pytest.MonkeyPatch") -> None:
+    import time
+
+    from lab.report import format_time
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        assert format_time(T0) == "2024-05-01 12:40:00+02:00"  # local time, ISO 8601 with the offset
+        make_run(tmp_path)
+        from lab.results import load
+
+        result = load(tmp_path)
+        result.snapshots[0]["taken"] = T0 + 30.5
+        save(result, tmp_path)
+        html = render_report(tmp_path).read_text()
+        page = parse_evidence(html)
+        assert "2024-05-01 12:40:00+02:00" in html  # started
+        assert "2024-05-01 12:41:00+02:00" in html  # ended
+        assert "2024-05-01 12:40:30+02:00" in html  # the snapshot's time
+        assert "e+09" not in html and "1714560030.5" not in html.replace("epoch 1714560030.5", "")
+        assert "epoch 1714560030.5" in page.titles  # the raw value stays in a title
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    for name in ("i386-triple-fault-resume", "i386-hibernate-pass"):
+        html = render_report(saved_run(tmp_path, name)).read_text()
+        assert "e+09" not in html and "1.79" not in html.replace("epoch 1.79", "")
+
+
+def test_reproduce_block_of_a_saved_run(tmp_path: Path) -> None:
+    import shlex
+
+    from lab.cli import _parser
+
+    view = build_view(saved_run(tmp_path, "i386-triple-fault-resume"))
+    r = view.reproduce
+    assert r.command == "kjlab run /work/main/scenarios/bugs/i386-triple-fault-resume.toml"
+    assert r.one_liner == ("git checkout 7f6ec6043cfc && ./bootstrap.sh && "
+                           ".venv/bin/kjlab run scenarios/bugs/i386-triple-fault-resume.toml")
+    assert "\n" not in r.one_liner
+    args = _parser().parse_args(shlex.split(r.command)[1:])
+    assert args.func.__name__ == "cmd_run" and str(args.scenario) == view.scenario_path and args.kernel_tree is None
+    facts = dict(r.facts)
+    assert facts["kjlab"] == "7f6ec6043cfc + uncommitted changes"
+    assert facts["kernel"] == "debian:linux-source-6.1 6.1.192-3 (release 6.1.192)"
+    assert facts["kernel patches"] == "none" and facts["kernel fragments"] == "kexec-jump-i386.config"
+    assert facts["QEMU"].startswith("QEMU emulator version 7.2")
+    assert any("uncommitted changes" in n for n in r.notes)
+    html = render_report(view_dir := tmp_path / "i386-triple-fault-resume").read_text()
+    assert 'id="reproduce"' in html and "git checkout 7f6ec6043cfc &amp;&amp; ./bootstrap.sh" in html
+    assert view_dir.is_dir()
+
+
+def test_reproduce_block_with_a_kernel_tree_and_old_runs(tmp_path: Path) -> None:
+    import shlex
+
+    from lab.cli import _parser
+    from lab.report import reproduce_view
+
+    root = tmp_path / "kj lab"
+    result = RunResult(run_id="r", scenario="s", scenario_path=str(root / "scenarios" / "i386-hibernate.toml"),
+                       flow="hibernate", started=T0, provenance={
+                           "kjlab_commit": "abcdef012345", "kjlab_root": str(root), "kernel_tree": "/src/linux it",
+                           "qemu": "QEMU emulator version 8.2.2",
+                           "kernel": {"source": "tree:/src/linux it", "source_version": "6.9.0-rc1", "release": "6.9.0",
+                                      "fragments": ["a.config", "b.config"], "patches": ["fix/one.patch"]}})
+    r = reproduce_view(result)
+    assert shlex.split(r.command) == ["kjlab", "run", str(root / "scenarios/i386-hibernate.toml"),
+                                      "--kernel-tree", "/src/linux it"]
+    args = _parser().parse_args(shlex.split(r.command)[1:])
+    assert str(args.kernel_tree) == "/src/linux it"
+    assert r.one_liner == ("git checkout abcdef012345 && ./bootstrap.sh && "
+                           ".venv/bin/kjlab run scenarios/i386-hibernate.toml --kernel-tree '/src/linux it'")
+    facts = dict(r.facts)
+    assert facts["kernel patches"] == "fix/one.patch" and facts["kernel tree"] == "/src/linux it"
+    assert facts["kjlab"] == "abcdef012345" and not r.notes
+
+    # a run from before the commit was recorded; a matrix cell's scenario
+    old = RunResult(run_id="r", scenario="s", scenario_path="/runs/night-1/cells/hib-6-1.toml", flow="hibernate",
+                    started=T0)
+    r = reproduce_view(old)
+    assert r.commit == "unknown" and dict(r.facts)["kjlab"] == "unknown" and dict(r.facts)["QEMU"] == "unknown"
+    assert r.one_liner == "./bootstrap.sh && .venv/bin/kjlab run /runs/night-1/cells/hib-6-1.toml"
+    assert any("not recorded" in n for n in r.notes) and any("matrix cell" in n for n in r.notes)
+    # from an installed wheel
+    wheel = RunResult(run_id="r", scenario="s", scenario_path="/x/s.toml", flow="hibernate", started=T0,
+                      provenance={"kjlab_commit": "kjlab 0.1.0 (installed)"})
+    assert reproduce_view(wheel).one_liner == "pip install kjlab==0.1.0 && kjlab run /x/s.toml"
+
+
+def test_provenance_records_the_commit_and_the_kernel_tree(tmp_path: Path) -> None:
+    from lab import REPO_ROOT
+    from lab.provenance import host_provenance
+    from lab.scenario import load_scenario, with_kernel_tree
+
+    prov = host_provenance("/nonexistent/qemu")
+    assert prov["qemu"] == "unknown" and prov["kjlab_root"] == str(REPO_ROOT)
+    assert prov["kjlab_commit"] != "unknown"  # a checkout: its commit (git describe), "-dirty" if changed
+    sc = load_scenario(REPO_ROOT / "scenarios" / "i386-hibernate.toml")
+    assert sc.kernel_tree is None
+    tree = with_kernel_tree(sc, tmp_path).kernel_tree
+    assert tree == tmp_path.resolve()
+
+
+def add_memory_log(run_dir: Path, text: str) -> None:
+    """A kernel log read from memory, as lab.flows.base.Recorder.kernel_log records it."""
+    from lab.results import load
+
+    result = load(run_dir)
+    (run_dir / "kernel-log-silent-jump.txt").write_text(text)
+    (run_dir / "kernel-log-silent-jump.elf").write_bytes(b"\x7fELF")
+    result.kernel_logs.append({"name": "silent-jump", "kernel": "A", "release": "6.1.192",
+                               "snapshot": "snapshot-silent-jump.elf", "text": "kernel-log-silent-jump.txt",
+                               "pages": "kernel-log-silent-jump.elf", "lines": text.count("\n"), "step": "jump"})
+    save(result, run_dir)
+
+
+def test_a_kernel_log_read_from_memory_is_shown_whole_and_marked(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    lines = [f"[    0.{i:06d}] boot line {i}" for i in range(300)]
+    lines += ["[    6.055406] Kernel panic - not syncing: " + SCRIPT, "[    6.055406] \x07bell\x1b[31m red"]
+    add_memory_log(tmp_path, "\n".join(lines) + "\n")
+    html = render_report(tmp_path).read_text()
+    assert "Kernel logs read from memory" in html and "read from memory" in html
+    assert "boot line 0<" not in html and "boot line 0\n" in html and "boot line 299" in html  # whole, not an excerpt
+    # guest text is text: escaped, controls shown as U+FFFD, no escape sequences
+    assert "<script" not in html.lower() and "not syncing: &lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "\x07" not in html and "\x1b" not in html and "\ufffdbell" in html
+    page = parse(html)
+    for href in page.hrefs:
+        if href.startswith("#"):
+            assert href[1:] in page.ids  # the link to the step it was read in
+        else:
+            assert (tmp_path / unquote(href)).is_file(), href
+    assert "kernel-log-silent-jump.txt" in page.hrefs and "kernel-log-silent-jump.elf" in page.hrefs
+    (view,) = build_view(tmp_path).kernel_logs
+    assert view.title == "kernel A (6.1.192)" and view.lines == 302 and view.step_anchor and view.step_anchor.endswith("-jump")
+
+
+def test_a_missing_memory_log_file_still_renders(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    add_memory_log(tmp_path, "x\n")
+    (tmp_path / "kernel-log-silent-jump.txt").unlink()
+    html = render_report(tmp_path).read_text()
+    assert "kernel-log-silent-jump.txt cannot be read" in html and "missing" in html
+    (view,) = build_view(tmp_path).kernel_logs
+    assert view.text is None and view.text_link.href is None
+
+
+def test_a_run_without_memory_logs_has_no_such_section(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    assert "Kernel logs read from memory" not in render_report(tmp_path).read_text()

@@ -1,12 +1,14 @@
 """Kernels from Debian's linux-source packages: fetch, unpack, patch, configure, build.
 
 The artifact (bzImage, .config, build log) is cached under a hash of the source version,
-the patches, the config fragments, the arch and the compiler version.
+the patches' diffs (not their commit messages: see hash_patch), the config fragments, the
+arch and the compiler version.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -21,6 +23,8 @@ from ..cache import cache_root, cached_dir, hash_file, hash_inputs
 from ..errors import BuildError, CommandFailed, CommandTimeout, UserError
 from ..kconfig import verify_config
 from ..proc import run
+from ..progress import Tracker
+from . import ccache
 from ..debian_archive import APT_CACHE_TIMEOUT, APT_TIMEOUT, DPKG_TIMEOUT, check_spec, check_suite
 
 log = logging.getLogger(__name__)
@@ -64,8 +68,9 @@ def resolve_fragment(name: str) -> Path:
 
 
 def resolve_patch(name: str, series: str = "") -> Path:
-    """A patch by name; guests/kernel/patches/<series>/<name> (e.g. 7.2/) overrides the
-    generic one for kernels whose code moved under the patch's context."""
+    """A patch by name; guests/kernel/patches/<series>/<name> (e.g. 6.12/) overrides the
+    generic one (the form sent upstream, against the newest kernel) with a backport for
+    kernels whose code differs under the patch's context."""
     if os.path.isabs(name):
         path = Path(name)
     else:
@@ -75,6 +80,21 @@ def resolve_patch(name: str, series: str = "") -> Path:
         choices = sorted(p.name for p in PATCHES_DIR.glob("*.patch"))
         raise UserError(f"unknown kernel patch {name!r}; available: {', '.join(choices)}")
     return path
+
+
+def hash_patch(path: Path) -> str:
+    """The hash of what a patch changes: its diff, from the first ``diff --git`` (or
+    ``--- ``) line on, without a ``git format-patch`` signature (``-- `` and git's version).
+    The commit message, the notes below its ``---`` and the sender's sign-off are left out,
+    so editing them does not rebuild kernels; a changed hunk, context line or index line does."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.startswith((b"diff --git ", b"--- "))), 0)
+    body = lines[start:]
+    for i in range(len(body) - 1, -1, -1):
+        if body[i].rstrip(b"\r\n") == b"-- ":
+            body = body[:i]
+            break
+    return hashlib.sha256(b"".join(body)).hexdigest()
 
 
 def kernel_series(tree: Path) -> str:
@@ -251,12 +271,15 @@ def build_kernel(spec: KernelSpec, log_path: Path | None = None) -> Kernel:
         "version": version,
         "arch": spec.arch,
         "fragments": {f.name: hash_file(f) for f in fragments},
-        "patches": [(str(p.relative_to(PATCHES_DIR)) if p.is_relative_to(PATCHES_DIR) else p.name, hash_file(p))
+        "patches": [(str(p.relative_to(PATCHES_DIR)) if p.is_relative_to(PATCHES_DIR) else p.name, hash_patch(p))
                     for p in patches],
         "compiler": compiler_version(),
     }
     key = hash_inputs(inputs)
-    out, cached = cached_dir("kernel", key, lambda tmp: _build_keeping_log(tree, spec.arch, fragments, patches, tmp, key))
+    what = BuildWhat(f"kernel build {version} {spec.arch}",
+                     f"{spec.source}@{version} {spec.arch} {','.join(f.name for f in fragments)}")
+    out, cached = cached_dir("kernel", key,
+                             lambda tmp: _build_keeping_log(tree, spec.arch, fragments, patches, tmp, key, what))
     release = (out / "release").read_text().strip()
     provenance = {
         "source": spec.source,
@@ -270,14 +293,23 @@ def build_kernel(spec: KernelSpec, log_path: Path | None = None) -> Kernel:
         "cache_key": key,
         "cached": cached,
     }
+    if (out / "ccache").is_file():
+        provenance["ccache"] = (out / "ccache").read_text().strip()
     return Kernel(out / "bzImage", out / "config", out / "build.log", release, key, provenance)
 
 
-def _build_keeping_log(tree: Path, arch: str, fragments: list[Path], patches: list[Path], out: Path, key: str) -> None:
+@dataclass(frozen=True)
+class BuildWhat:
+    title: str  # for progress: "kernel build 6.1.192 i386"
+    estimate_key: str  # builds of the same source, arch and fragments compile about as many objects
+
+
+def _build_keeping_log(tree: Path, arch: str, fragments: list[Path], patches: list[Path], out: Path, key: str,
+                       what: BuildWhat) -> None:
     """_build, and when it fails the build log survives the staging directory, and the
     error lines (not just the last lines of a parallel make) are in the message."""
     try:
-        _build(tree, arch, fragments, patches, out)
+        _build(tree, arch, fragments, patches, out, what)
     except CommandFailed as e:
         kept = cache_root() / "failed-builds" / f"kernel-{key}.log"
         kept.parent.mkdir(parents=True, exist_ok=True)
@@ -301,7 +333,8 @@ def failure_lines(log_text: str, limit: int = 15) -> list[str]:
     return lines[starts[-1] + 1:][:limit] if starts else lines[-limit:]
 
 
-def _build(pristine: Path, arch: str, fragments: list[Path], patches: list[Path], out: Path) -> None:
+def _build(pristine: Path, arch: str, fragments: list[Path], patches: list[Path], out: Path,
+           what: BuildWhat | None = None, use_ccache: bool | None = None) -> None:
     work = out.parent / (out.name + ".work")
     shutil.rmtree(work, ignore_errors=True)
     build_log = out / "build.log"
@@ -317,8 +350,22 @@ def _build(pristine: Path, arch: str, fragments: list[Path], patches: list[Path]
         run([*make, "olddefconfig"], log_path=build_log, timeout=CONFIG_TIMEOUT)
         verify_config(fragments, obj / ".config")
         jobs = os.cpu_count() or 1
-        log.info("building kernel with %d jobs (log: %s)", jobs, build_log)
-        run([*make, f"-j{jobs}", "bzImage"], log_path=build_log, on_line=_BuildProgress(), timeout=BUILD_TIMEOUT)
+        what = what or BuildWhat(f"kernel build {arch}", "")
+        progress = _BuildProgress(Tracker(what.title, _estimates().get(what.estimate_key), "objects"))
+        compiler: list[str] = []
+        env: dict[str, str] | None = None
+        stats_log = work / "ccache-stats.log"
+        if ccache.available() if use_ccache is None else use_ccache:
+            compiler, env = ccache.make_args(stats_log)
+        log.info("building kernel with %d jobs%s (log: %s)", jobs, " through ccache" if compiler else "", build_log)
+        run([*make, *compiler, f"-j{jobs}", "bzImage"], log_path=build_log, env=env, on_line=progress,
+            timeout=BUILD_TIMEOUT)
+        progress.tracker.finish()
+        _save_estimate(what.estimate_key, progress.tracker.done)
+        if compiler:
+            summary = ccache.stats(stats_log).summary()
+            log.info("%s: %s", what.title, summary)
+            (out / "ccache").write_text(summary + "\n")
         shutil.copy2(obj / "arch/x86/boot/bzImage", out / "bzImage")
         shutil.copy2(obj / ".config", out / "config")
         shutil.copy2(obj / "System.map", out / "System.map")
@@ -359,15 +406,40 @@ def _patched_files(patch: Path) -> list[str]:
 
 
 class _BuildProgress:
-    """Summarises kbuild's output: a log line every 250 compiled objects."""
+    """Counts kbuild's compiled objects for the progress of the build."""
 
-    def __init__(self) -> None:
-        self.objects = 0
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
 
     def __call__(self, line: str) -> None:
         if line.lstrip().startswith(("CC ", "AS ", "LD ", "AR ")):
-            self.objects += 1
-            if self.objects % 250 == 0:
-                log.info("kernel build: %d objects so far", self.objects)
-        elif "bzImage is ready" in line:
-            log.info("kernel build: bzImage ready after %d objects", self.objects)
+            self.tracker.advance()
+
+
+def _estimates_path() -> Path:
+    return cache_root() / "kernel" / "objects.json"
+
+
+def _estimates() -> dict[str, int]:
+    """Objects the last build of each (source, arch, fragments) compiled: the next one's estimate."""
+    try:
+        data = json.loads(_estimates_path().read_text())
+        return {str(k): int(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_estimate(key: str, objects: int) -> None:
+    if not key or objects <= 0:
+        return
+    data = _estimates()
+    data[key] = objects
+    path = _estimates_path()
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        tmp.replace(path)  # atomic: a concurrent build loses at most its own estimate
+    except OSError as e:  # an estimate is a nicety: a full disk must not fail the build for it
+        log.debug("could not save the build estimate: %s", e)
+        tmp.unlink(missing_ok=True)

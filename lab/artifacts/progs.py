@@ -7,6 +7,7 @@ any i386 kernel (and on the x86_64 host, for tests):
 
 - bin/kj-jump-back: kexec_load of a jump-back image in kernel B (kexec-tools quirk 7)
 - bin/kj-sentinel: sentinel pages in a tmpfs file or in a process (lab/memory/sentinels.py)
+- bin/kj-proof: A's proof file (fill, exact check) and the CRC-32 C takes of the image
 - boot/kj-physcall.elf: a physical-mode program for `kexec --load-preserve-context
   --args-none`, one PT_LOAD at physical PHYSCALL_BASE (the seed 003 use of kexec jump)
 
@@ -58,6 +59,7 @@ class Prog:
 PROGS = (
     Prog("bin/kj-jump-back", "kj-jump-back.c", C_FLAGS),
     Prog("bin/kj-sentinel", "kj-sentinel.c", C_FLAGS),
+    Prog("bin/kj-proof", "kj-proof.c", (*C_FLAGS, "-O2")),  # -O2 after -Os: its loops are the cost
     Prog("boot/kj-physcall.elf", "kj-physcall.S", PHYSCALL_FLAGS, load_address=PHYSCALL_BASE),
 )
 

@@ -14,9 +14,10 @@ from .. import results as res
 from ..console import CommandResult, Console
 from ..errors import ConsoleEOF, ConsoleTimeout
 from ..results import Check, Command, RunResult, Step
-from ..evidence import kexec_error_lines, panic_lines, triple_fault_evidence
+from ..evidence import OOPS_RE, kexec_error_lines, log_since_jump, panic_lines, triple_fault_evidence
+from ..memory.kernel_log import MemoryLog
 from ..verdict import Verdict
-from ..vm import QemuVM
+from ..guest import GuestVM
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +36,15 @@ class Recorder:
     def __init__(self, result: RunResult, run_dir: Path, on_step: Callable[[Step], None] | None = None) -> None:
         self.result, self.run_dir, self.on_step = result, run_dir, on_step
         self.current: Step | None = None
-        self.current_vm: QemuVM | None = None
+        self.current_vm: GuestVM | None = None
 
     def save(self) -> None:
         res.save(self.result, self.run_dir)
 
     @contextmanager
-    def step(self, name: str, title: str, seed_step: str, vm: QemuVM | None) -> Iterator[Step]:
+    def step(self, name: str, title: str, seed_step: str, vm: GuestVM | None) -> Iterator[Step]:
         step = Step(name=name, title=title, seed_step=seed_step, vm=vm.name if vm else "", started=time.time())
-        if vm and vm._console:
+        if vm and vm.has_console:
             step.console_start = step.console_end = vm.console.offset()
         if vm:
             step.cpu_reset_start = step.cpu_reset_end = _size(vm.files.cpu_reset_log)
@@ -68,7 +69,7 @@ class Recorder:
             raise
         finally:
             step.ended = time.time()
-            if vm and vm._console:
+            if vm and vm.has_console:
                 step.console_end = vm.console.offset()
             if vm:
                 step.cpu_reset_end = _size(vm.files.cpu_reset_log)
@@ -111,6 +112,18 @@ class Recorder:
         self.result.snapshots.append({"name": name, "path": path.name, "bytes": path.stat().st_size, "vm": vm,
                                       "taken": time.time()})
 
+    def kernel_log(self, name: str, mlog: MemoryLog, text: Path) -> None:
+        """A kernel log read from a memory snapshot: its text file and the small ELF of its
+        pages stay in the run directory (the snapshot itself may be dropped later)."""
+        self.result.kernel_logs.append({
+            "name": name, "kernel": mlog.role, "release": mlog.release, "snapshot": mlog.snapshot.name,
+            "text": text.name, "pages": mlog.pages.name, "system_map": str(mlog.system_map),
+            "lines": len(mlog.lines), "step": self.current.name if self.current else "", "taken": time.time(),
+        })
+        self.artifact(f"kernel log {name} (read from memory)", text)
+        self.artifact(f"kernel log pages {name} (ELF for vmcore-dmesg)", mlog.pages)
+        self.save()
+
     def snapshot_deleted(self, name: str, why: str) -> None:
         for snap in self.result.snapshots:
             if snap["name"] == name:
@@ -126,10 +139,10 @@ class Recorder:
         self.save()
 
 
-def host_io_error(vm: QemuVM) -> FlowStop | None:
+def host_io_error(vm: GuestVM) -> FlowStop | None:
     """QEMU's BLOCK_IO_ERROR events: the host could not read or write the disk image
     (a full host disk): a lab error naming the file, not a verdict on the kernel."""
-    if vm._monitor is None:
+    if not vm.has_monitor:
         return None
     events = vm.monitor.events_named("BLOCK_IO_ERROR")
     if not events:
@@ -140,7 +153,7 @@ def host_io_error(vm: QemuVM) -> FlowStop | None:
                     [f"QMP event BLOCK_IO_ERROR {e.get('data')}" for e in events[:5]])
 
 
-def stop_for_console_failure(vm: QemuVM, err: Exception, step_text: str) -> FlowStop:
+def stop_for_console_failure(vm: GuestVM, err: Exception, step_text: str) -> FlowStop:
     """What a console timeout or EOF means, judged from the console and QEMU's logs."""
     io_error = host_io_error(vm)
     if io_error is not None:
@@ -167,7 +180,43 @@ def stop_for_console_failure(vm: QemuVM, err: Exception, step_text: str) -> Flow
                     [*errors, "-- last console lines --", *err.last_lines.splitlines()])
 
 
-def step_console_text(vm: QemuVM, step: Step) -> str:
+MEMORY_LOG_TAIL = 20  # lines of a log read from memory quoted in the evidence (the report has it all)
+FROM_MEMORY = "read from memory"  # in the evidence's heading of such lines
+
+
+def oops_trace(lines: list[str], context_after: int = 30) -> list[str]:
+    """The first oops or panic in a kernel log and what follows it, up to the end of its
+    trace (or of the panic), or []."""
+    for i, line in enumerate(lines):
+        if OOPS_RE.search(line):
+            trace = [line]
+            for later in lines[i + 1:i + 1 + context_after]:
+                trace.append(later)
+                if "---[ end trace" in later or "---[ end Kernel panic" in later:
+                    break
+            return trace
+    return []
+
+
+def judge_with_memory_log(stop: FlowStop, mlog: MemoryLog, jumps_out: int) -> FlowStop:
+    """A guest stopped answering (`stop`, a HANG) and its kernel log was read from memory:
+    an oops or a panic there (for kernel A: after its latest jump out) makes the verdict
+    PANIC with that trace as evidence; otherwise the verdict stands and the log's last
+    lines join the evidence. Either way the console's evidence follows."""
+    lines = mlog.lines
+    since = log_since_jump("\n".join(lines), jumps_out) if mlog.role == "A" and jumps_out else None
+    trace = oops_trace(since if since is not None else lines)
+    where = f"{mlog.kernel}'s log, {FROM_MEMORY} ({mlog.snapshot.name})"
+    if trace:
+        return FlowStop(Verdict.PANIC, f"{mlog.kernel} died with nothing on the console: {trace[0].strip()} "
+                        f"(its log {FROM_MEMORY}); then no answer ({stop.reason})",
+                        [f"-- {where} --", *trace, "-- the console --", *stop.evidence])
+    tail = lines[-MEMORY_LOG_TAIL:]
+    return FlowStop(stop.verdict, stop.reason,
+                    [*stop.evidence, f"-- last {len(tail)} lines of {where} --", *tail])
+
+
+def step_console_text(vm: GuestVM, step: Step) -> str:
     try:
         with open(vm.console_log, "rb") as f:
             f.seek(step.console_start)

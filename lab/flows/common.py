@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import pexpect
 
-from ..errors import ConsoleEOF, ConsoleTimeout
+from ..errors import ConsoleEOF, ConsoleTimeout, GuestError, KernelLogUnreadable
+from ..memory.kernel_log import MemoryLog, read_kernel_log
 from ..memory.checks import Finding, SentinelPlan, check_resume, memory_view, run_token, sentinel_ranges
 from ..memory.image import PhysImage
 from ..qemu_cmdline import BootFiles
@@ -26,11 +27,14 @@ from ..evidence import (
     parse_checks, restarted,
 )
 from .. import kexec_commands as commands
-from ..gdbstub import GdbError, GdbStub
+from ..gdbstub import GdbError
+from ..guest import GuestFactory, GuestVM
 from ..symbols import SymbolMap
 from ..vm import QemuVM
 from ..verdict import Verdict
-from .base import FlowStop, Recorder, host_io_error, step_console_text, stop_for_console_failure
+from .base import (
+    FlowStop, Recorder, host_io_error, judge_with_memory_log, step_console_text, stop_for_console_failure,
+)
 
 if TYPE_CHECKING:
     from ..scenario import Scenario
@@ -44,6 +48,7 @@ DEFAULT_TIMEOUTS = {
     "save": 600.0,
     "jump": 120.0,
     "power-off": 60.0,
+    "after-resume": 60.0,  # flow.after_resume_command (a test option that may kill A on purpose)
 }
 READY_RE = r"KJLAB-READY role={role}\b"
 PROOF_CHECKS = ("proof-file", "counter")  # what guests/rootfs/bin/kj-proof-check must report
@@ -57,11 +62,12 @@ class FlowArtifacts:
     initrd_c: Path
     disk: Path
     system_map: Path | None = None  # of the kernel that runs as A, for symbols in evidence
+    system_map_bc: Path | None = None  # of kernels B and C (the same file unless A is built apart)
 
 
 # Called with kernel A's live machine once A is back and its checks held (the pytest
 # plugin's tests run there); the run goes on when it returns.
-ResumedHook = Callable[["QemuVM", Recorder], None]
+ResumedHook = Callable[[GuestVM, Recorder], None]
 
 
 class FlowContext:
@@ -73,8 +79,10 @@ class FlowContext:
     pass_reason = "kernel A resumed and every check held"
 
     def __init__(self, scenario: Scenario, art: FlowArtifacts, run_dir: Path, sock_dir: Path,
-                 rec: Recorder, accel: str) -> None:
+                 rec: Recorder, accel: str, guests: GuestFactory = QemuVM) -> None:
+        """guests: how the flow makes its machines (QEMU; a test gives a replay of a recorded run)."""
         self.sc, self.art, self.run_dir, self.sock_dir, self.rec, self.accel = scenario, art, run_dir, sock_dir, rec, accel
+        self.guests = guests
         self.quirks = scenario.quirks
         self.timeouts = {**DEFAULT_TIMEOUTS, **scenario.flow.timeouts}
         self.disk_dev = scenario.machine.guest_disk
@@ -82,31 +90,40 @@ class FlowContext:
         self.b_entry_address: int | None = None  # where the jump into B starts (kexec -d)
         self.return_entry: int | None = None  # A's jump-back entry, as C's kexec -d loaded it
         self.return_snapshot: Path | None = None  # A's memory when it got control back
-        self.image_md5 = ""  # of the image as the host read it after B saved it
+        self.image_crc32 = 0  # of the image as the host read it after B saved it (zlib's CRC-32)
         self.symbols = SymbolMap.load(art.system_map) if art.system_map and art.system_map.is_file() else None
+        # The kernels that may be in a guest's memory, A's first (lab.memory.kernel_log)
+        self.system_maps = [p for p in dict.fromkeys((art.system_map, art.system_map_bc)) if p and p.is_file()]
+        self.silent_dumps = 0
         self.plan = SentinelPlan(run_token(rec.result.run_id), seed=0x5EED, pages=scenario.flow.sentinel_pages)
+        self.proof_seed = self.plan.token % 0xFFFFFFFF + 1  # kj-proof's stream: per run, never 0
         rec.memory("sentinel_plan", {"token": f"0x{self.plan.token:016x}", "seed": self.plan.seed,
                                      "pages_per_region": self.plan.pages})
 
     def run(self) -> None:
         raise NotImplementedError
 
+    @property
+    def proof_args(self) -> str:
+        """kj-proof-setup's and kj-proof-check's arguments: the proof file's size and seed."""
+        return f"{self.sc.flow.proof_kib} {self.proof_seed:#x}"
+
     # -- machines -------------------------------------------------------------------------
 
-    def vm(self, name: str, append: str, initrd: Path, kernel: Path | None = None, memory_mib: int | None = None) -> QemuVM:
+    def vm(self, name: str, append: str, initrd: Path, kernel: Path | None = None, memory_mib: int | None = None) -> GuestVM:
         files = BootFiles(
             kernel=kernel or self.art.kernel, initrd=initrd, append=append, disk=self.art.disk,
             serial_socket=self.sock_dir / f"serial-{name}.sock", qmp_socket=self.sock_dir / f"qmp-{name}.sock",
             cpu_reset_log=self.run_dir / f"cpu-reset-{name}.log", gdb_socket=self.sock_dir / f"gdb-{name}.sock",
         )
         spec = self.sc.machine if memory_mib is None else self.sc.machine.with_overrides(memory_mib=memory_mib)
-        vm = QemuVM(name, spec, files, self.accel, self.run_dir)
+        vm = self.guests(name, spec, files, self.accel, self.run_dir)
         for label, path in ((f"console {name}", vm.console_log), (f"QEMU log {name}", vm.stderr_log),
                             (f"cpu_reset log {name}", files.cpu_reset_log), ("QMP log", vm.qmp_log)):
             self.rec.artifact(label, path)
         return vm
 
-    def vm_a(self) -> QemuVM:
+    def vm_a(self) -> GuestVM:
         flow = self.sc.flow
         append = "console=ttyS0 loglevel=7 kjlab.role=A"
         append += f" mem={flow.a_mem}" if flow.a_mem else ""
@@ -118,16 +135,16 @@ class FlowContext:
 
     # -- console helpers ------------------------------------------------------------------
 
-    def text(self, vm: QemuVM) -> str:
+    def text(self, vm: GuestVM) -> str:
         assert self.rec.current is not None
         return step_console_text(vm, self.rec.current)
 
-    def run_ok(self, vm: QemuVM, command: str, timeout_key: str = "command", verdict: Verdict = Verdict.KEXEC_ERROR) -> str:
+    def run_ok(self, vm: GuestVM, command: str, timeout_key: str = "command", verdict: Verdict = Verdict.KEXEC_ERROR) -> str:
         """Run a command that must succeed; a failure ends the flow with its output as evidence."""
         try:
             result = self.rec.run(vm.console, command, self.timeouts[timeout_key])
         except (ConsoleTimeout, ConsoleEOF) as e:
-            raise stop_for_console_failure(vm, e, self.text(vm)) from None
+            raise self.console_stop(vm, e) from None
         if result.status != 0:
             io_error = host_io_error(vm)
             if io_error is not None:
@@ -136,16 +153,56 @@ class FlowContext:
             raise FlowStop(verdict, f"`{command}` exited {result.status}", evidence)
         return result.output
 
-    def wait_ready(self, vm: QemuVM, role: str) -> None:
+    def console_stop(self, vm: GuestVM, err: Exception) -> FlowStop:
+        """The verdict for a console that timed out or closed (lab.flows.base); a guest that
+        is still there but stopped answering (HANG) has its memory dumped and its kernel's
+        log read from it: a kernel that died with its console suspended or silenced
+        leaves its panic there, not on the serial line."""
+        stop = stop_for_console_failure(vm, err, self.text(vm))
+        if stop.verdict is not Verdict.HANG or not vm.running():
+            return stop
+        mlog = self.memory_log_of_silent_guest(vm)
+        return judge_with_memory_log(stop, mlog, self.jumps_out) if mlog else stop
+
+    def memory_log_of_silent_guest(self, vm: GuestVM) -> MemoryLog | None:
+        """Stop the guest, dump its memory and read the kernel log from it; None (and a
+        note saying why) when that cannot be done. The guest stays stopped: it is done."""
+        self.silent_dumps += 1
+        step = self.rec.current.name if self.rec.current else "run"
+        name = f"silent-{step}" + (f"-{self.silent_dumps}" if self.silent_dumps > 1 else "")
+        try:
+            vm.monitor.cmd("stop")
+            snapshot = self.dump_memory(vm, name, "the guest stopped answering: QMP stop; dump-guest-memory")
+        except (GuestError, OSError) as e:
+            self.rec.note("memory of the silent guest: not dumped", str(e))
+            return None
+        return self.kernel_log_from(snapshot, name)
+
+    def kernel_log_from(self, snapshot: Path, name: str) -> MemoryLog | None:
+        """The log of the kernel in `snapshot`, recorded (text and pages) for the report."""
+        t0 = time.monotonic()
+        try:
+            mlog = read_kernel_log(snapshot, self.system_maps, self.run_dir / f"kernel-log-{name}.elf")
+        except (KernelLogUnreadable, OSError) as e:
+            self.rec.note(f"kernel log from {snapshot.name}: not read", str(e), None, time.monotonic() - t0)
+            return None
+        text_path = self.run_dir / f"kernel-log-{name}.txt"
+        text_path.write_text(mlog.text)
+        self.rec.kernel_log(name, mlog, text_path)
+        self.rec.note(f"vmcore-dmesg {mlog.pages.name} (the log's pages of {snapshot.name})",
+                      "\n".join(mlog.lines[-5:]), 0, time.monotonic() - t0)
+        return mlog
+
+    def wait_ready(self, vm: GuestVM, role: str) -> None:
         self.expect_or_stop(vm, READY_RE.format(role=role), f"kernel {role}'s init", "boot")
         self.run_ok(vm, "uname -r; cat /proc/cmdline", verdict=Verdict.HANG)
 
-    def expect_or_stop(self, vm: QemuVM, pattern: str, what: str, timeout_key: str) -> None:
+    def expect_or_stop(self, vm: GuestVM, pattern: str, what: str, timeout_key: str) -> None:
         """Wait for `pattern`; a panic, a triple fault or a hang on the way ends the flow."""
         try:
             idx = vm.console.expect([pattern, PANIC_RE.pattern], self.timeouts[timeout_key], what)
         except (ConsoleTimeout, ConsoleEOF) as e:
-            raise stop_for_console_failure(vm, e, self.text(vm)) from None
+            raise self.console_stop(vm, e) from None
         if idx == 1:
             try:  # let the panic finish printing before judging
                 vm.console.expect([r"end Kernel panic", pexpect.EOF, pexpect.TIMEOUT], 3, "end of panic")
@@ -153,14 +210,14 @@ class FlowContext:
                 pass
             raise FlowStop(Verdict.PANIC, f"kernel panic while waiting for {what}", panic_lines(self.text(vm)))
 
-    def wait_marker(self, vm: QemuVM, marker: str, what: str, timeout_key: str = "jump") -> int:
+    def wait_marker(self, vm: GuestVM, marker: str, what: str, timeout_key: str = "jump") -> int:
         """Wait for a command's end marker; returns its exit status."""
         self.expect_or_stop(vm, marker, what, timeout_key)
         found = re.search(r":(\d+)>", vm.console.match_text)
         assert found, "the marker pattern always holds the status"
         return int(found.group(1))
 
-    def jump_returned(self, vm: QemuVM, marker: str, who: str) -> None:
+    def jump_returned(self, vm: GuestVM, marker: str, who: str) -> None:
         """`who`'s shell printed the marker of the `kexec -e` it ran before it was left."""
         status = self.wait_marker(vm, marker, f"{who}'s shell returning from its kexec -e")
         self.rec.note(f"({who}'s shell) kexec -e returned", vm.console.match_text, status)
@@ -168,7 +225,7 @@ class FlowContext:
             raise FlowStop(Verdict.KEXEC_ERROR, f"kexec -e in {who} returned {status} after the jump back",
                            kexec_error_lines(self.text(vm)) or [vm.console.match_text])
 
-    def snapshot(self, vm: QemuVM, name: str, title: str) -> Path:
+    def snapshot(self, vm: GuestVM, name: str, title: str) -> Path:
         with self.rec.step(f"snapshot-{name}", title, "-", vm):
             vm.monitor.cmd("stop")
             try:
@@ -176,25 +233,31 @@ class FlowContext:
             finally:
                 vm.monitor.cmd("cont")
 
-    def dump_memory(self, vm: QemuVM, name: str, how: str) -> Path:
-        """QMP dump-guest-memory of a stopped guest into snapshot-<name>.elf."""
+    def dump_memory(self, vm: GuestVM, name: str, how: str) -> Path:
+        """QMP dump-guest-memory of a stopped guest into snapshot-<name>.elf: A's RAM only
+        (mem=), as everything the lab proves lies there; RAM above it is neither A's nor
+        read, and leaving it out halves a 120-of-256 MiB dump."""
         path = self.run_dir / f"snapshot-{name}.elf"
         t0 = time.monotonic()
-        vm.monitor.cmd("dump-guest-memory", timeout=300, paging=False, protocol=f"file:{path}")
+        only_a: dict[str, int] = {}
+        if self.a_ram_end() < self.sc.machine.memory_mib << 20:
+            only_a = {"begin": 0, "length": self.a_ram_end()}
+        vm.monitor.cmd("dump-guest-memory", timeout=300, paging=False, protocol=f"file:{path}", **only_a)
         self.rec.note(f"{how}: file:{path.name}", f"{path.stat().st_size} bytes", 0, time.monotonic() - t0)
         self.rec.snapshot(name, path, vm.name)
         return path
 
     # -- the exact moments of a jump (GDB on QEMU's gdbstub) ----------------------------------
 
-    def jump_capturing(self, vm: QemuVM, entry: int | None, name: str, send: Callable[[], str]) -> tuple[str, Path | None]:
+    def jump_capturing(self, vm: GuestVM, entry: int | None, name: str, send: Callable[[], str]) -> tuple[str, Path | None]:
         """Send a jump (`send` returns the console marker) with the guest set to stop at
         `entry`, the first instruction the jump runs, and snapshot the memory there, before
         the kernel jumped into runs. Returns (marker, snapshot or None if not reached)."""
-        if entry is None or vm.files.gdb_socket is None:
-            self.rec.note(f"{name}: no entry address from kexec -d, moment not captured")
+        gdb = vm.debugger(self.run_dir / f"gdb-{vm.name}.log") if entry is not None else None
+        if entry is None or gdb is None:
+            why = "no entry address from kexec -d" if entry is None else "no gdbstub"
+            self.rec.note(f"{name}: {why}, moment not captured")
             return send(), None
-        gdb = GdbStub(vm.files.gdb_socket, self.run_dir / f"gdb-{vm.name}.log")
         self.rec.artifact(f"GDB log {vm.name}", gdb.log_path)
         t0 = time.monotonic()
         try:
@@ -223,7 +286,7 @@ class FlowContext:
             self.rec.note("GDB: delete the breakpoint, detach", "", 0, time.monotonic() - t0)
         return marker, path
 
-    def a_jump_out(self, vm: QemuVM) -> str:
+    def a_jump_out(self, vm: GuestVM) -> str:
         """A writes the jump's mark into its kernel log, then runs kexec -e; returns the
         marker A's shell prints when it is back."""
         self.jumps_out += 1
@@ -234,12 +297,12 @@ class FlowContext:
 
     # -- kernel A ---------------------------------------------------------------------------
 
-    def boot_a(self, vm: QemuVM) -> None:
+    def boot_a(self, vm: GuestVM) -> None:
         with self.rec.step("boot-A", "Boot kernel A", "4", vm):
             self.wait_ready(vm, "A")
             self.check_cpus(vm)
         with self.rec.step("prepare-A", "Give A state that must survive (proof file, counter, sentinel pages)", "-", vm):
-            self.run_ok(vm, f"kj-proof-setup {self.sc.flow.proof_kib}", verdict=Verdict.CHECK_FAILED)
+            self.run_ok(vm, f"kj-proof-setup {self.proof_args}", verdict=Verdict.CHECK_FAILED)
             if self.plan.pages:
                 n, token, seed = self.plan.pages, f"0x{self.plan.token:x}", self.plan.seed
                 self.run_ok(vm, f"kj-sentinel file /tmp/sentinel {n} {token} {seed}", verdict=Verdict.CHECK_FAILED)
@@ -278,7 +341,7 @@ class FlowContext:
         self.rec.note("sentinel check", finding.data.get("sentinel_summary", "no sentinel pages planned"))
         return finding
 
-    def check_cpus(self, vm: QemuVM) -> None:
+    def check_cpus(self, vm: GuestVM) -> None:
         """Every CPU of the machine is online in A: an SMP cell that silently runs on one
         CPU would test nothing of SMP."""
         out = self.run_ok(vm, "grep -c ^processor /proc/cpuinfo", verdict=Verdict.CHECK_FAILED)
@@ -287,7 +350,7 @@ class FlowContext:
             raise FlowStop(Verdict.CHECK_FAILED, f"the machine has {self.sc.machine.smp} CPUs, kernel A brought up {online}",
                            [out.strip()])
 
-    def load_b(self, vm: QemuVM) -> None:
+    def load_b(self, vm: GuestVM) -> None:
         with self.rec.step("load-B", "Load kernel B with kexec --load-preserve-context", "5", vm):
             if self.quirks["crash-note"]:
                 self.run_ok(vm, "kj-crash-note")
@@ -296,7 +359,7 @@ class FlowContext:
             self.with_iomem_filter(vm, lambda: output.append(self.run_ok(vm, command, "load")), window=True)
             self.b_entry_address = kexec_load_entry("".join(output))
 
-    def with_iomem_filter(self, vm: QemuVM, action: Callable[[], object], window: bool = False) -> None:
+    def with_iomem_filter(self, vm: GuestVM, action: Callable[[], object], window: bool = False) -> None:
         if not self.quirks["iomem-filter"]:
             action()
             return
@@ -309,16 +372,16 @@ class FlowContext:
             if vm.running():
                 self.rec.run(vm.console, "kj-iomem-filter off", self.timeouts["command"])
 
-    def jump_to_b(self, vm: QemuVM, step: str = "jump-to-B", first: bool = True) -> str:
+    def jump_to_b(self, vm: GuestVM, step: str = "jump-to-B", first: bool = True) -> str:
         """kexec -e in A; returns the marker A's shell prints when A is back."""
         marker, _ = self._jump_to_b(vm, step, first, capture=False)
         return marker
 
-    def jump_to_b_captured(self, vm: QemuVM) -> tuple[str, Path | None]:
+    def jump_to_b_captured(self, vm: GuestVM) -> tuple[str, Path | None]:
         """kexec -e in A, the guest stopped at B's entry for the departure snapshot."""
         return self._jump_to_b(vm, "jump-to-B", True, capture=True)
 
-    def _jump_to_b(self, vm: QemuVM, step: str, first: bool, capture: bool) -> tuple[str, Path | None]:
+    def _jump_to_b(self, vm: GuestVM, step: str, first: bool, capture: bool) -> tuple[str, Path | None]:
         departure = None
         with self.rec.step(step, "kexec -e: jump to kernel B", "6", vm):
             # Interrupts logged while B boots: a fault on the way (e.g. an offline CPU woken
@@ -335,7 +398,7 @@ class FlowContext:
                 self.check_b_confined(vm)
         return marker, departure
 
-    def check_b_confined(self, vm: QemuVM) -> None:
+    def check_b_confined(self, vm: GuestVM) -> None:
         """B must see only its window; with all of RAM it overwrites A (facts, item 3)."""
         lo, hi = self.sc.flow.b_window
         out = self.run_ok(vm, "grep MemTotal /proc/meminfo", verdict=Verdict.HANG)
@@ -345,13 +408,16 @@ class FlowContext:
             raise FlowStop(Verdict.CHECK_FAILED, f"kernel B sees {int(m.group(1)) >> 10} MiB of RAM, more than its "
                            f"{window_kib >> 10} MiB window: it can overwrite A", [out.strip()])
 
-    def verify_a(self, vm: QemuVM, step: str = "verify-A", disk: bool = True) -> list[Check]:
+    def verify_a(self, vm: GuestVM, step: str = "verify-A", disk: bool = True) -> list[Check]:
         """After A is back: its state, its CPUs and the kernel log of this resume. Every
         named check must report; one that is missing or unreadable fails. A WARNING, BUG,
         lockup or RCU stall in A's log after the jump is KERNEL_WARNING, an oops PANIC."""
         with self.rec.step(step, "Check A's state and the kernel log of this resume", "-", vm):
             if self.sc.flow.after_resume_command:  # test option: make A misbehave first
-                self.rec.run(vm.console, self.sc.flow.after_resume_command, self.timeouts["command"])
+                try:
+                    self.rec.run(vm.console, self.sc.flow.after_resume_command, self.timeouts["after-resume"])
+                except (ConsoleTimeout, ConsoleEOF) as e:
+                    raise self.console_stop(vm, e) from None
             checks, trouble = self.a_checks(vm, disk)
             self.rec.checks(checks)
             oops, trace = trouble
@@ -364,14 +430,14 @@ class FlowContext:
                                [f"{c.name}: {c.detail}" for c in bad])
         return checks
 
-    def hand_over(self, vm: QemuVM) -> None:
+    def hand_over(self, vm: GuestVM) -> None:
         """Give the resumed A to the caller's own checks (on_resumed), in a step of its own."""
         if self.on_resumed is None:
             return
         with self.rec.step("user-checks", "The caller's own checks on the resumed kernel A", "-", vm):
             self.on_resumed(vm, self.rec)
 
-    def a_checks(self, vm: QemuVM, disk: bool) -> tuple[list[Check], tuple[bool, list[str]]]:
+    def a_checks(self, vm: GuestVM, disk: bool) -> tuple[list[Check], tuple[bool, list[str]]]:
         """A's checks, read with the kernel's console messages held back (dmesg -n 1), so
         no printk can split a line of the lab's command channel; the kernel log itself is
         read from dmesg, where nothing is lost."""
@@ -381,7 +447,7 @@ class FlowContext:
             try:
                 disk_res = (self.rec.run(vm.console, f"kj-mount-disk {self.disk_dev} && ls /mnt && umount /mnt", timeout)
                             if disk else None)
-                proof = self.rec.run(vm.console, "kj-proof-check", timeout).output
+                proof = self.rec.run(vm.console, f"kj-proof-check {self.proof_args}", timeout).output
                 cmdline = self.rec.run(vm.console, "cat /proc/cmdline", timeout).output
                 cpus = self.rec.run(vm.console, "grep -c ^processor /proc/cpuinfo", timeout).output
                 dmesg = self.rec.run(vm.console, "dmesg", timeout).output
@@ -389,7 +455,7 @@ class FlowContext:
                 if vm.running():
                     self.rec.run(vm.console, "dmesg -n 7", timeout)
         except (ConsoleTimeout, ConsoleEOF) as e:
-            raise stop_for_console_failure(vm, e, self.text(vm)) from None
+            raise self.console_stop(vm, e) from None
         reported = {name: (ok, detail) for name, ok, detail in parse_checks(proof)}
         checks = [Check(name, *reported.get(name, (False, f"kj-proof-check did not report it: {proof[-300:]!r}")))
                   for name in PROOF_CHECKS]
@@ -418,7 +484,7 @@ class FlowContext:
 
     # -- kernel B ---------------------------------------------------------------------------
 
-    def b_entry(self, vm: QemuVM) -> str:
+    def b_entry(self, vm: GuestVM) -> str:
         from ..evidence import jump_back_entry
 
         cmdline = self.run_ok(vm, "cat /proc/cmdline", verdict=Verdict.HANG)
@@ -427,7 +493,7 @@ class FlowContext:
             raise FlowStop(Verdict.KEXEC_ERROR, "B's command line has no kexec_jump_back_entry=", [cmdline])
         return entry
 
-    def b_jump_back(self, vm: QemuVM, entry: str, a_marker: str, step: str = "jump-back") -> str:
+    def b_jump_back(self, vm: GuestVM, entry: str, a_marker: str, step: str = "jump-back") -> str:
         """B loads the jump-back entry with kj-jump-back (kexec-tools' helper fails today,
         facts item 7) and jumps; A's shell returns. Returns B's marker (B's shell prints it
         if A ever jumps back into B)."""
@@ -440,7 +506,7 @@ class FlowContext:
         return b_marker
 
     @contextlib.contextmanager
-    def interrupt_logging(self, vm: QemuVM) -> Iterator[None]:
+    def interrupt_logging(self, vm: GuestVM) -> Iterator[None]:
         """Log interrupts too while a kernel is re-entered: a triple fault then shows its
         #GP/#DF with the registers (GDT=...) in the cpu_reset log. Off again afterwards."""
         vm.monitor.hmp("log cpu_reset,int")
@@ -451,7 +517,7 @@ class FlowContext:
             if vm.running():
                 vm.monitor.hmp("log cpu_reset")
 
-    def save_image_b(self, vm: QemuVM, name: str = "dump.elf", step: str = "save-image") -> str:
+    def save_image_b(self, vm: GuestVM, name: str = "dump.elf", step: str = "save-image") -> str:
         """Step 7: B saves A's memory from /proc/vmcore (and the jump-back entry) to the disk."""
         with self.rec.step(step, f"Save A's memory image from /proc/vmcore to the disk ({name})", "7", vm):
             entry = self.b_entry(vm)
@@ -466,14 +532,14 @@ class FlowContext:
                         verdict=Verdict.CHECK_FAILED)
         return entry
 
-    def power_off(self, vm: QemuVM) -> None:
+    def power_off(self, vm: GuestVM) -> None:
         with self.rec.step("power-off", "Shut down (reboot -f; QEMU exits with -no-reboot)", "7", vm):
             vm.console.send_line("reboot -f")
             self.rec.note("reboot -f")
             try:
                 vm.console.expect([pexpect.EOF], self.timeouts["power-off"], "QEMU exit")
             except ConsoleTimeout as e:
-                raise stop_for_console_failure(vm, e, self.text(vm)) from None
+                raise self.console_stop(vm, e) from None
             exit_info = vm.wait_exit(self.timeouts["power-off"])
             if exit_info.triple_fault:
-                raise stop_for_console_failure(vm, ConsoleEOF("power-off", vm.console.last_lines()), self.text(vm))
+                raise self.console_stop(vm, ConsoleEOF("power-off", vm.console.last_lines())) from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..vm import QemuVM
+from ..guest import GuestVM
 from .common import FlowContext
 
 
@@ -26,7 +26,7 @@ class JumpRoundtripFlow(FlowContext):
             after = self.snapshot(vm, "A-resumed", "Memory snapshot of A after the round trip")
         self.check_memory(before, after)
 
-    def b_entry_step(self, vm: QemuVM) -> str:
+    def b_entry_step(self, vm: GuestVM) -> str:
         with self.rec.step("entry-B", "Read A's jump-back entry from B's command line", "7", vm):
             return self.b_entry(vm)
 

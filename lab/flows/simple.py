@@ -6,7 +6,7 @@ from __future__ import annotations
 from .. import kexec_commands as commands
 from ..errors import ConsoleEOF, ConsoleTimeout
 from ..verdict import Verdict
-from .base import FlowStop, stop_for_console_failure
+from .base import FlowStop
 from .common import FlowContext
 
 
@@ -57,6 +57,6 @@ class PhysCallFlow(FlowContext):
                     try:
                         vm.console.expect([self.MARKER], self.timeouts["jump"], "the program's marker on COM1")
                     except (ConsoleTimeout, ConsoleEOF) as e:
-                        raise stop_for_console_failure(vm, e, self.text(vm)) from None
+                        raise self.console_stop(vm, e) from None
                     self.jump_returned(vm, marker, "A")
             self.verify_a(vm, disk=True)

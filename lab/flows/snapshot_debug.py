@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..image_tools import read_from_disk
 from ..results import Check
-from ..vm import QemuVM
+from ..guest import GuestVM
 from ..verdict import Verdict
 from .base import FlowStop
 from .common import FlowContext
@@ -45,7 +45,7 @@ class SnapshotDebugFlow(FlowContext):
             self.verify_a(vm, disk=True)
         self.check_images(m1, m2)
 
-    def moment(self, vm: QemuVM, n: int, marker: str) -> None:
+    def moment(self, vm: GuestVM, n: int, marker: str) -> None:
         with self.rec.step(f"moment-{n}", f"A does something: writes marker {n} into a tmpfs file", "-", vm):
             self.run_ok(vm, f"for i in 1 2 3 4 5 6 7 8; do echo {marker}; done > /tmp/moment{n}", verdict=Verdict.CHECK_FAILED)
 
