@@ -32,7 +32,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import lab, qemu.qmp, pexpect, jinja2, elftools, numpy, rich, pytest, tomli_w, kcidb_io, pygdbmi, mypy" 2>/dev/null; then
+if ! .venv/bin/python -c "import lab, qemu.qmp, pexpect, jinja2, elftools, numpy, rich, pytest, tomli_w, kcidb_io, pygdbmi, mypy, distributed, fsspec" 2>/dev/null; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e ".[test]"
 fi

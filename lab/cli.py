@@ -11,6 +11,7 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import rich.progress
 from rich.console import Console
@@ -18,6 +19,8 @@ from rich.logging import RichHandler
 
 from . import SCENARIOS_DIR, progress
 from .errors import KjlabError, UserError
+if TYPE_CHECKING:
+    from .executors.dask import DaskExecutor
 from .machines import machine_fragments, machines
 from .matrix import Matrix
 from .quirks import QUIRKS
@@ -132,9 +135,23 @@ def _parser() -> argparse.ArgumentParser:
         mp.add_argument("--runs-dir", type=Path, default=None, help="where night directories go (default: reports/runs)")
         mp.add_argument("--keep", choices=("all", "failed"), default="failed",
                         help="memory snapshots and disk images: of failed cells only (default; ~1 GiB a cell) or all")
+        mp.add_argument("--executor", choices=("local", "dask"), default="local",
+                        help="where the cells run: this machine (default) or the workers of a Dask cluster")
+        mp.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="with --executor dask: the scheduler, e.g. tcp://host:8786 or tls://host:8786")
+        mp.add_argument("--store", default=None, metavar="URL",
+                        help="with --executor dask: the artifact store every worker reaches, an fsspec URL "
+                             "(file:///shared/kjlab-store, s3://bucket/kjlab; default: file://<cache>/store, "
+                             "which only workers on this machine reach)")
+        mp.add_argument("--tls-ca-file", default=None, help="with a tls:// scheduler: the CA that signed its certificate")
+        mp.add_argument("--tls-cert", default=None, help="with a tls:// scheduler: this client's certificate")
+        mp.add_argument("--tls-key", default=None, help="with a tls:// scheduler: this client's private key")
         if name == "nightly":
             mp.add_argument("--history", type=Path, default=None,
                             help="the SQLite history (default: $KJLAB_HISTORY, else ~/.cache/kjlab/history.sqlite)")
+            mp.add_argument("--resume", action="store_true",
+                            help="carry on the matrix's latest night if it did not complete (its recorded cells "
+                                 "are not run again)")
         mp.set_defaults(func=cmd_matrix, record=(name == "nightly"))
 
     ls = sub.add_parser("list", help="list scenarios, flows, machines and quirks")
@@ -205,8 +222,13 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     matrix = load_matrix(args.matrix)
     if args.parallel is not None and args.parallel < 1:
         raise UserError(f"--parallel {args.parallel}: must be 1 or more")
-    out.print(f"[bold]matrix[/] {matrix.name}: {len(matrix.cells)} cells, "
-              f"{args.parallel or matrix.parallel} at once", markup=True)
+    executor = _executor(args)
+    if executor is None:
+        out.print(f"[bold]matrix[/] {matrix.name}: {len(matrix.cells)} cells, "
+                  f"{args.parallel or matrix.parallel} at once", markup=True)
+    else:
+        out.print(f"[bold]matrix[/] {matrix.name}: {len(matrix.cells)} cells on the Dask cluster at {args.scheduler} "
+                  f"(store {executor.store})", markup=True)
     cells = progress.Tracker(f"matrix {matrix.name}", len(matrix.cells), "cells",
                              _expected_seconds(matrix, args.parallel or matrix.parallel,
                                                getattr(args, "history", None)))
@@ -226,7 +248,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     with sigterm_as_interrupt():
         night = run_night(matrix, args.runs_dir or DEFAULT_RUNS_DIR, record=args.record,
                           history_path=getattr(args, "history", None), parallel=args.parallel, on_done=cell_done,
-                          keep=args.keep)
+                          keep=args.keep, executor=executor, resume=getattr(args, "resume", False))
     cells.finish()
     bad = [r for r in night.records.values() if not r.good]
     out.print(f"{len(night.records) - len(bad)}/{len(night.records)} cells good; "
@@ -244,6 +266,28 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     if args.record:
         return EXIT_FAIL if night.comparison and night.comparison.has_regressions else EXIT_PASS
     return EXIT_PASS if not bad else EXIT_FAIL
+
+
+def _executor(args: argparse.Namespace) -> DaskExecutor | None:
+    """None for the local executor (run_night's default), else the Dask one."""
+    tls = (args.tls_ca_file, args.tls_cert, args.tls_key)
+    if args.executor == "local":
+        if args.scheduler or args.store or any(tls):
+            raise UserError("--scheduler, --store and --tls-* go with --executor dask")
+        return None
+    if not args.scheduler:
+        raise UserError("--executor dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")
+    if args.parallel is not None:
+        raise UserError("--parallel is for --executor local; a Dask worker's VM slots are its --resources vm=N")
+    from .cache import cache_root
+    from .executors.dask import DaskExecutor, tls_security
+
+    security = None
+    if any(tls):
+        if not all(tls):
+            raise UserError("TLS needs all of --tls-ca-file, --tls-cert and --tls-key")
+        security = tls_security(*tls)
+    return DaskExecutor(args.scheduler, args.store or f"file://{cache_root() / 'store'}", security=security)
 
 
 def _expected_seconds(matrix: Matrix, parallel: int, history_path: Path | None) -> float | None:

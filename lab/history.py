@@ -316,7 +316,21 @@ class History:
                        (time.time() if ended is None else ended,
                         None if summary_path is None else str(summary_path), str(status), night_id))
 
+    def reopen_night(self, night_id: int) -> None:
+        """A night resumed (its scheduler or its process restarted): running again."""
+        self._night_row(night_id)
+        with self._transaction() as db:
+            db.execute("UPDATE nights SET ended = NULL, status = ? WHERE id = ?", (str(NightStatus.RUNNING), night_id))
+
     # -- reading --------------------------------------------------------------------------
+
+    def unfinished_night(self, matrix: str) -> Night | None:
+        """The latest night of `matrix` when it did not complete (it is running, was killed,
+        stopped or failed): the one a resumed nightly carries on."""
+        row = self._db.execute("SELECT * FROM nights WHERE matrix = ? ORDER BY id DESC LIMIT 1", (matrix,)).fetchone()
+        if row is None or row["status"] == str(NightStatus.COMPLETED):
+            return None
+        return Night(**dict(row))
 
     def _night_row(self, night_id: int) -> sqlite3.Row:
         row: sqlite3.Row | None = self._db.execute("SELECT * FROM nights WHERE id = ?", (night_id,)).fetchone()

@@ -94,10 +94,7 @@ def prebuild(scenario_files: dict[str, Path], log_path: Path, *, base: bool = Tr
     build (the reason holds the build's error lines), all of them when the base image
     failed. A bad input (UserError) still stops the whole matrix.
     """
-    kernels: dict[str, tuple[KernelSpec, list[str]]] = {}
-    for cid, path in scenario_files.items():
-        spec = kernel_spec(load_scenario(path))
-        kernels.setdefault(repr(spec), (spec, []))[1].append(cid)
+    kernels = kernels_of(scenario_files)
     blocked: dict[str, str] = {}
     for i, (spec, cids) in enumerate(kernels.values(), 1):
         log.info("shared artifacts: kernel %d/%d (%s, patches: %s)", i, len(kernels), spec.source,
@@ -107,18 +104,27 @@ def prebuild(scenario_files: dict[str, Path], log_path: Path, *, base: bool = Tr
         except InfraError as e:
             log.error("kernel %s (patches: %s) did not build; its %d cells are ERROR:\n%s", spec.source,
                       ", ".join(spec.patches) or "none", len(cids), e)
-            blocked.update(dict.fromkeys(cids, _reason("the cell's kernel did not build", e)))
+            blocked.update(dict.fromkeys(cids, build_failure_reason("the cell's kernel did not build", e)))
     if base:
         try:
             build_base("i386", log_path=log_path)
         except InfraError as e:
             log.error("the base initramfs did not build; every cell is ERROR:\n%s", e)
             for cid in scenario_files:
-                blocked.setdefault(cid, _reason("the base initramfs did not build", e))
+                blocked.setdefault(cid, build_failure_reason("the base initramfs did not build", e))
     return blocked
 
 
-def _reason(what: str, e: Exception) -> str:
+def kernels_of(scenario_files: dict[str, Path]) -> dict[str, tuple[KernelSpec, list[str]]]:
+    """The distinct kernels of the cells: {repr(spec): (spec, the ids of the cells that use it)}."""
+    kernels: dict[str, tuple[KernelSpec, list[str]]] = {}
+    for cid, path in scenario_files.items():
+        spec = kernel_spec(load_scenario(path))
+        kernels.setdefault(repr(spec), (spec, []))[1].append(cid)
+    return kernels
+
+
+def build_failure_reason(what: str, e: Exception) -> str:
     text = f"{what}: {e}"
     return text if len(text) <= MAX_REASON else text[:MAX_REASON] + " ..."
 

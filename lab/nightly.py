@@ -3,7 +3,9 @@ compare with the previous night, and write the summary page (a grid of kernels x
 machines per flow, coloured by verdict, linking every cell's report, with durations and
 each cell's trend over the last nights) and the CI exports (JUnit XML, KCIDB JSON).
 
-Each cell goes into the history as it ends. A night stopped by SIGINT/SIGTERM (during the
+The cells run on an executor (lab.executors: this machine, or the workers of a Dask
+cluster); whichever ran them, each cell goes into the history as it ends, and a night
+that did not complete can be resumed (its recorded cells are not run again). A night stopped by SIGINT/SIGTERM (during the
 builds or the cells) still writes its summary and exports for what ran, records the
 cells that were running as INTERRUPTED, and is marked interrupted in the history."""
 
@@ -14,15 +16,17 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import matrix_run
 from .cell import cell_id
+from .errors import UserError
+from .executors import Build, Executor
+from .executors.local import LocalExecutor, kjlab_run_argv_late, prebuild_late
 from .history import CellRecord, Comparison, History, NightStatus, compare
 from .matrix import Matrix
-from .matrix_run import GRACE_SECONDS, CellArgv, CellOutcome, run_cells, write_cell_files
+from .matrix_run import GRACE_SECONDS, CellArgv, CellOutcome, write_cell_files
 from .report import environment, format_duration, verdict_class
 from .verdict import Verdict
 
@@ -60,24 +64,38 @@ def new_night_dir(runs_root: Path, matrix: Matrix, kind: str) -> Path:
     raise AssertionError("unreachable")
 
 
-Build = Callable[[dict[str, Path], Path], dict[str, str]]  # (cell files, build log) -> {cell id: why not run}
-
-
 def run_night(matrix: Matrix, runs_root: Path, *, record: bool, history_path: Path | None = None,
               parallel: int | None = None, on_done: Callable[[CellRecord], None] | None = None,
               keep: str = "failed", build: Build | None = None, cell_argv: CellArgv | None = None,
-              grace: float = GRACE_SECONDS) -> NightOutcome:
+              grace: float = GRACE_SECONDS, executor: Executor | None = None, resume: bool = False) -> NightOutcome:
     """Run every cell; with `record`, keep the night in the history (each cell as it
-    ends) and compare it. `build` and `cell_argv` replace the shared builds
-    (matrix_run.prebuild) and the cell command (`kjlab run`), e.g. with fakes in tests."""
-    build = build or matrix_run.prebuild
-    cell_argv = cell_argv or matrix_run.kjlab_run_argv
-    night_dir = new_night_dir(runs_root, matrix, "nightly" if record else "matrix")
+    ends) and compare it. The cells run on `executor` (default: this machine,
+    lab.executors.local, where `build` and `cell_argv` replace the shared builds and the
+    cell command, e.g. with fakes in tests). With `resume`, the latest night of the
+    matrix that did not complete carries on: its recorded cells (but INTERRUPTED ones)
+    are kept, not run again, and the rest run into the same night directory."""
+    if executor is None:
+        executor = LocalExecutor(parallel or matrix.parallel, build or prebuild_late, cell_argv or kjlab_run_argv_late, grace)
     t0 = time.monotonic()
-    files = write_cell_files(matrix, night_dir)
     history = History(history_path) if record else None
-    night_id = history.start_night(night_dir.name, matrix.name) if history else None
+    resumed = history.unfinished_night(matrix.name) if history and resume else None
     records: dict[str, CellRecord] = {}
+    night_id: int | None = None
+    if history and resumed is not None:
+        night_dir, night_id = runs_root / resumed.name, resumed.id
+        if not night_dir.is_dir():
+            history.close()
+            raise UserError(f"cannot resume night {resumed.name}: no directory {night_dir} (another --runs-dir?)")
+        history.reopen_night(night_id)
+        records = {c: r for c, r in history.cells(night_id).items() if r.verdict != Verdict.INTERRUPTED}
+        log.info("resuming night %s: %d of %d cells recorded already", resumed.name, len(records), len(matrix.cells))
+    else:
+        if resume:
+            log.info("no unfinished night of %s to resume: a new night", matrix.name)
+        night_dir = new_night_dir(runs_root, matrix, "nightly" if record else "matrix")
+        night_id = history.start_night(night_dir.name, matrix.name) if history else None
+    files = write_cell_files(matrix, night_dir)
+    to_run = replace(matrix, cells=[c for c in matrix.cells if c.id not in records])
     status = NightStatus.FAILED  # until the night gets to its end
 
     def cell_done(o: CellOutcome) -> None:
@@ -88,24 +106,15 @@ def run_night(matrix: Matrix, runs_root: Path, *, record: bool, history_path: Pa
             on_done(rec)
 
     try:
-        interrupted = False
-        try:
-            not_run = build(files, night_dir / "build.log")
-        except KeyboardInterrupt:
-            log.warning("interrupted while building the shared artifacts: no cell ran")
-            interrupted = True
-        if not interrupted:
-            cells = run_cells(matrix, files, night_dir, parallel or matrix.parallel, cell_done, keep,
-                              not_run=not_run, cell_argv=cell_argv, grace=grace)
-            interrupted = cells.interrupted
+        cells = executor.run(to_run, {c.id: files[c.id] for c in to_run.cells}, night_dir, cell_done, keep)
+        interrupted = cells.interrupted
         wall = time.monotonic() - t0
         comparison = None
         if history and night_id is not None:
             prev = history.previous_night(matrix.name, night_id)
             comparison = _compare(history.cells(prev) if prev else {}, records, interrupted)
         ended = NightStatus.INTERRUPTED if interrupted else NightStatus.COMPLETED
-        summary = write_night_summary(night_dir, matrix, records, comparison, history, wall,
-                                      parallel or matrix.parallel, ended)
+        summary = write_night_summary(night_dir, matrix, records, comparison, history, wall, executor.slots, ended)
         _exports(night_dir, matrix, records)
         status = ended
     except KeyboardInterrupt:  # a signal while the summary was written (outside the cells)
@@ -117,7 +126,8 @@ def run_night(matrix: Matrix, runs_root: Path, *, record: bool, history_path: Pa
                 summary_path = night_dir / "summary.html"
                 history.finish_night(night_id, summary_path if summary_path.is_file() else None, status=status)
             history.close()
-    rate = len(records) / wall * 3600 if wall else 0.0
+    ran = len(to_run.cells)
+    rate = ran / wall * 3600 if wall else 0.0
     return NightOutcome(night_dir, summary, records, comparison, night_id, rate, wall, interrupted)
 
 

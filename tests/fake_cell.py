@@ -4,7 +4,8 @@ would, without QEMU.
 
     python tests/fake_cell.py MODE SCENARIO_FILE RUNS_DIR MARKER_DIR
 
-MODE: pass | panic | leftover (leaves a `sleep` behind in its process group) |
+MODE: pass | panic | slow (writes MARKER_DIR/<scenario>.starts, a line "pid ppid" per
+start, then passes after SLOW_SECONDS) | leftover (leaves a `sleep` behind in its process group) |
 hang (starts a fake QEMU with lab.lifetime.die_with_parent, as lab.vm will, then waits;
 SIGTERM writes INTERRUPTED and exits 130, as lab.runner does) | stubborn (hang, but it and
 its fake QEMU ignore SIGTERM: only SIGKILL ends them). hang and stubborn write
@@ -28,6 +29,8 @@ from lab.lifetime import die_with_parent
 from lab.results import RunResult, save
 from lab.verdict import Verdict
 
+SLOW_SECONDS = 8.0
+
 
 def main(mode: str, scenario_file: str, runs_dir: str, marker_dir: str) -> None:
     sc = tomllib.loads(Path(scenario_file).read_text())
@@ -48,6 +51,11 @@ def main(mode: str, scenario_file: str, runs_dir: str, marker_dir: str) -> None:
         finish(Verdict.PASS, "kernel A resumed and every check held", 0)
     if mode == "panic":
         finish(Verdict.PANIC, "Kernel panic - not syncing", 1)
+    if mode == "slow":
+        with open(Path(marker_dir) / f"{name}.starts", "a") as f:
+            f.write(f"{os.getpid()} {os.getppid()}\n")
+        time.sleep(SLOW_SECONDS)
+        finish(Verdict.PASS, "kernel A resumed and every check held", 0)
     if mode == "leftover":
         helper = subprocess.Popen(["sleep", "300"])  # forgotten: still in the cell's group
         (run_dir / "leftover.pid").write_text(str(helper.pid))
