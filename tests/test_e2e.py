@@ -163,3 +163,26 @@ def test_an_smp_machine_has_every_cpu_online_after_the_resume(tmp_path):
     (cpus,) = [c for c in res["checks"] if c["name"] == "cpus-online"]
     assert cpus["ok"] and cpus["detail"].startswith("2 of the machine's 2 CPUs")
     assert res["memory"]["round_trip"]["proven"]
+
+
+def test_swsusp_resumes_a_with_every_check(tmp_path):
+    """The kernel's own hibernation on the default scenario's kernel and machine: A writes
+    its image to the swap disk and powers off; the next boot with resume= restores it;
+    A's checks hold as after a kexec jump, and its sentinel pages are back in place."""
+    t0 = time.monotonic()
+    code, res, run_dir = kjlab_run("flows/swsusp.toml", tmp_path)
+    assert res["verdict"] == "PASS", (res["reason"], res["evidence"])
+    assert code == 0
+    names = [s["name"] for s in res["steps"]]
+    assert names == ["artifacts", "swap-disk", "boot-A", "prepare-A", "swap-on", "snapshot-A-before", "hibernate",
+                     "measure-image", "resume", "verify-A", "snapshot-A-resumed", "check-memory"]
+    checks = {c["name"]: c["ok"] for c in res["checks"]}
+    assert {"proof-file", "counter", "resume-log", "kernel-log-clean", "cpus-online", "kernel-is-A",
+            "disk-after-resume", "no-panic"} <= set(checks) and all(checks.values())
+    resume = res["memory"]["resume"]["sentinels_after_resume"]
+    assert resume["ok"] and resume["found_intact"] == {"tmpfs": 1024, "anon": 1024}
+    assert res["memory"]["swsusp_image"]["bytes_on_swap"] > 1 << 20
+    assert "PM: hibernation: hibernation exit" in (run_dir / "console-A-resumed.log").read_text(errors="replace")
+    assert res["provenance"]["kernel"]["fragments"] == ["kexec-jump-i386.config"]  # the default scenario's kernel
+    assert not qemu_processes_for(run_dir)
+    assert time.monotonic() - t0 < 120

@@ -29,6 +29,18 @@ POWER_DOWN = r"reboot: Power down"
 PM_LINE_RE = re.compile(r"PM: .*|hibernation: .*|Swap: .*|swsusp.*", re.IGNORECASE)
 
 
+HIBERNATE = "echo disk > /sys/power/state"
+
+
+def swap_on_command(dev: str) -> str:
+    return f"mkswap {dev} && swapon {dev} && cat /proc/swaps"
+
+
+def mode_command(mode: str) -> str:
+    """/sys/power/disk, and the image size the kernel aims at (its default: 2/5 of RAM)."""
+    return f"echo {mode} > /sys/power/disk && cat /sys/power/disk /sys/power/image_size"
+
+
 def make_swap_disk(path: Path, size_mib: int) -> Path:
     """A sparse raw file: what the guest writes to it is what it costs, so its allocated
     size after the hibernation is the size of the image on the swap device."""
@@ -88,10 +100,8 @@ class SwsuspFlow(FlowContext):
 
     def swap_on(self, vm: GuestVM, mode: str) -> None:
         with self.rec.step("swap-on", f"mkswap and swapon {self.swap_dev}; hibernation mode {mode}", "-", vm):
-            self.run_ok(vm, f"mkswap {self.swap_dev} && swapon {self.swap_dev} && cat /proc/swaps",
-                        verdict=Verdict.CHECK_FAILED)
-            self.run_ok(vm, f"echo {mode} > /sys/power/disk && cat /sys/power/disk /sys/power/image_size",
-                        verdict=Verdict.CHECK_FAILED)
+            self.run_ok(vm, swap_on_command(self.swap_dev), verdict=Verdict.CHECK_FAILED)
+            self.run_ok(vm, mode_command(mode), verdict=Verdict.CHECK_FAILED)
 
     def hibernate(self, vm: GuestVM, mode: str) -> str:
         """`echo disk > /sys/power/state` after the jump mark; the marker A's shell prints
@@ -101,8 +111,8 @@ class SwsuspFlow(FlowContext):
         with self.rec.step("hibernate", title, "-", vm):
             self.jumps_out += 1
             self.run_ok(vm, f"echo '{jump_mark(self.jumps_out)}' > /dev/kmsg", verdict=Verdict.CHECK_FAILED)
-            marker = vm.console.start("echo disk > /sys/power/state")
-            self.rec.note("echo disk > /sys/power/state")
+            marker = vm.console.start(HIBERNATE)
+            self.rec.note(HIBERNATE)
             if mode == "test_resume":
                 self.returned(vm, marker, "A's shell returning from echo disk (test_resume)", "save")
             else:
