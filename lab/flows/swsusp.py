@@ -67,7 +67,9 @@ class SwsuspFlow(FlowContext):
     def run(self) -> None:
         mode = self.sc.flow.swsusp_mode
         swap = self.swap_disk()
-        with self.vm_a("A", swap_disk=swap) as vm:
+        # resume= on every boot, as a distribution sets it: the first boot finds no image
+        # there, and it names the swap device the image is written to.
+        with self.vm_a("A", more_append=f"resume={self.swap_dev}", swap_disk=swap) as vm:
             self.boot_a(vm)
             self.swap_on(vm, mode)
             before = self.snapshot(vm, "A-before", "Memory snapshot of A before it hibernates")
