@@ -58,6 +58,12 @@ def pm_lines(text: str) -> list[str]:
     return [line.strip() for line in clean(text).split("\n") if PM_LINE_RE.search(line)]
 
 
+def failure_lines(text: str) -> list[str]:
+    """Why `echo disk` failed: the kernel's last hibernation messages and the shell's error."""
+    shell = [line.strip() for line in clean(text).split("\n") if "write error" in line]
+    return pm_lines(text)[-12:] + shell
+
+
 class SwsuspFlow(FlowContext):
     name = "swsusp"
     hands_over_resumed_a = True
@@ -127,7 +133,7 @@ class SwsuspFlow(FlowContext):
         self.rec.note("(A's shell) echo disk > /sys/power/state returned", vm.console.match_text, status)
         if status != 0:
             raise FlowStop(Verdict.SAVE_FAILED, f"echo disk > /sys/power/state exited {status}",
-                           pm_lines(self.text(vm))[-15:] or vm.console.last_lines().splitlines())
+                           failure_lines(self.text(vm)) or vm.console.last_lines().splitlines())
 
     def wait_power_off(self, vm: GuestVM, marker: str) -> None:
         """The image written, the kernel powers off: QEMU exits (reboot mode, -no-reboot),
@@ -141,7 +147,7 @@ class SwsuspFlow(FlowContext):
             status = int(re.search(r":(\d+)>", vm.console.match_text).group(1))  # type: ignore[union-attr]
             self.rec.note("(A's shell) echo disk > /sys/power/state returned", vm.console.match_text, status)
             raise FlowStop(Verdict.SAVE_FAILED, f"echo disk > /sys/power/state returned ({status}) without powering off",
-                           pm_lines(self.text(vm))[-15:])
+                           failure_lines(self.text(vm)))
         if idx == 3:
             raise FlowStop(Verdict.PANIC, "kernel panic while A hibernated", panic_lines(self.text(vm)))
         if idx == 1:
