@@ -1,13 +1,14 @@
 """swsusp, the peer: the kernel's own hibernation on the same VM and kernel as kexec jump.
 
-A boots with a swap disk (a second disk); swapon; `echo disk > /sys/power/state` writes
-A's image to swap and powers off (QEMU quits: "reboot: Power down" with no ACPI to cut
-the power, or QEMU exits by -no-reboot in `reboot` mode); a new QEMU boots the same
-kernel with `resume=<swap disk>`, which reads the image and restores A, whose shell
-returns from its `echo disk`. A is then checked as in the kexec-jump flow (proof file,
-counter, sentinel pages, kernel log since the jump mark) and its memory compared with a
-snapshot taken before it hibernated. In `test_resume` mode the kernel writes the image,
-reads it back and restores it at once, with no power cycle.
+A boots with a swap disk (a second disk) and resume= naming it; swapon; `echo disk >
+/sys/power/state` writes A's image to swap and powers off (with no ACPI the kernel halts,
+"reboot: System halted", and QEMU is told to quit; in `reboot` mode QEMU exits by
+-no-reboot); a new QEMU boots the same kernel with the same command line, which finds
+the image on the resume device and restores A, whose shell returns from its `echo disk`.
+A is then checked as in the kexec-jump flow (proof file, counter, sentinel pages, kernel
+log since the jump mark) and its memory compared with a snapshot taken before it
+hibernated. In `test_resume` mode the kernel writes the image, reads it back and
+restores it at once, with no power cycle.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from ..verdict import Verdict
 from .base import FlowStop, stop_for_console_failure
 from .common import READY_RE, FlowContext
 
-POWER_DOWN = r"reboot: Power down"
+# With no ACPI (pc-virtio) the kernel cannot power off: power_down() halts instead.
+POWER_DOWN = r"reboot: (?:Power down|System halted)"
 # What the kernel says of the image it wrote and read (kernel/power/swap.c, snapshot.c).
 PM_LINE_RE = re.compile(r"PM: .*|hibernation: .*|Swap: .*|swsusp.*", re.IGNORECASE)
 
@@ -137,7 +139,8 @@ class SwsuspFlow(FlowContext):
 
     def wait_power_off(self, vm: GuestVM, marker: str) -> None:
         """The image written, the kernel powers off: QEMU exits (reboot mode, -no-reboot),
-        or the kernel says "Power down" and halts (no ACPI): QEMU is told to quit."""
+        or the kernel says "Power down" or, with no ACPI to power off, "System halted" and
+        halts: QEMU is told to quit, as the power button would."""
         try:
             idx = vm.console.expect([pexpect.EOF, POWER_DOWN, marker, PANIC_RE.pattern], self.timeouts["save"],
                                     "the image written and the power off")
@@ -152,7 +155,7 @@ class SwsuspFlow(FlowContext):
             raise FlowStop(Verdict.PANIC, "kernel panic while A hibernated", panic_lines(self.text(vm)))
         if idx == 1:
             vm.monitor.cmd("quit")
-            self.rec.note("QMP quit (the kernel powered down; no ACPI to cut the power)")
+            self.rec.note("QMP quit (the kernel halted or powered down: " + vm.console.match_text.strip() + ")")
         exit_info = vm.wait_exit(self.timeouts["power-off"])
         if exit_info.triple_fault:
             raise stop_for_console_failure(vm, ConsoleEOF("power-off", vm.console.last_lines()), self.text(vm))
