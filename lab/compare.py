@@ -125,7 +125,7 @@ def _kexec_image(steps: dict[str, Step]) -> tuple[int, str, list[str]]:
 
 
 def _swsusp_image(result: RunResult, steps: dict[str, Step]) -> tuple[int, str, list[str]]:
-    on_swap = result.memory.get("swsusp_image", {}).get("bytes_on_swap")
+    on_swap = result.memory.get("swsusp_image", {}).get("image_bytes")
     if on_swap is None:
         raise NotComparable(f"run {result.run_id} has no swsusp image size (a test_resume run has no measure-image step)")
     said = "\n".join(c.output for name in ("hibernate", "resume") for c in steps[name].commands)
@@ -136,7 +136,8 @@ def _swsusp_image(result: RunResult, steps: dict[str, Step]) -> tuple[int, str, 
         kernel_figures.append(f"wrote {format_size(int(m.group(1)) * 1024)} in {float(m.group(2)):.2f} s (the kernel's count)")
     if m := READ_RE.search(said):
         kernel_figures.append(f"read {format_size(int(m.group(1)) * 1024)} in {float(m.group(2)):.2f} s (the kernel's count)")
-    return int(on_swap), "the swap disk's written blocks: the LZO-compressed image and its metadata", kernel_figures
+    return (int(on_swap), "the swap disk's written blocks less mkswap's header and the pages A still had swapped "
+            "out after the resume: the LZO-compressed image and its metadata", kernel_figures)
 
 
 def compare(kexec: RunResult, swsusp: RunResult) -> Comparison:

@@ -181,7 +181,7 @@ def test_swsusp_resumes_a_with_every_check(tmp_path):
             "disk-after-resume", "no-panic"} <= set(checks) and all(checks.values())
     resume = res["memory"]["resume"]["sentinels_after_resume"]
     assert resume["ok"] and resume["found_intact"] == {"tmpfs": 1024, "anon": 1024}
-    assert res["memory"]["swsusp_image"]["bytes_on_swap"] > 1 << 20
+    assert res["memory"]["swsusp_image"]["image_bytes"] > 1 << 20
     assert "PM: hibernation: hibernation exit" in (run_dir / "console-A-resumed.log").read_text(errors="replace")
     assert res["provenance"]["kernel"]["fragments"] == ["kexec-jump-i386.config"]  # the default scenario's kernel
     assert not qemu_processes_for(run_dir)

@@ -32,6 +32,7 @@ PM_LINE_RE = re.compile(r"PM: .*|hibernation: .*|Swap: .*|swsusp.*", re.IGNORECA
 
 
 HIBERNATE = "echo disk > /sys/power/state"
+SWAP_HEADER = 4096  # mkswap's first page: the only block of the swap disk written before the hibernation
 
 
 def swap_on_command(dev: str) -> str:
@@ -184,4 +185,16 @@ class SwsuspFlow(FlowContext):
             self.rec.note("the kernel's resume messages", "\n".join(pm_lines(self.text(vm))))
             if status != 0:
                 raise FlowStop(Verdict.SAVE_FAILED, f"echo disk > /sys/power/state exited {status} after the resume",
-                               pm_lines(self.text(vm))[-15:])
+                               failure_lines(self.text(vm)))
+            self.swap_in_use(vm)
+
+    def swap_in_use(self, vm: GuestVM) -> None:
+        """What A keeps in swap besides the image (pages swapped out to make room for it):
+        the swap disk's written blocks less these and mkswap's header page are the image."""
+        swaps = self.run_ok(vm, "cat /proc/swaps", verdict=Verdict.CHECK_FAILED)
+        m = re.search(rf"^{re.escape(self.swap_dev)}\s+\S+\s+\d+\s+(\d+)", swaps, re.MULTILINE)
+        image = self.rec.result.memory.get("swsusp_image", {})
+        if m and "bytes_on_swap" in image:
+            used = int(m.group(1)) << 10
+            self.rec.memory("swsusp_image", {**image, "swap_used_after_resume": used,
+                                             "image_bytes": image["bytes_on_swap"] - used - SWAP_HEADER})
