@@ -154,6 +154,11 @@ def _parser() -> argparse.ArgumentParser:
                                  "are not run again)")
         mp.set_defaults(func=cmd_matrix, record=(name == "nightly"))
 
+    cp = sub.add_parser("compare", help="kexec-jump hibernation against swsusp: two saved runs side by side (comparison.html)")
+    cp.add_argument("runs", type=Path, nargs=2, metavar="RUN_DIR", help="a hibernate run and a swsusp run (either order)")
+    cp.add_argument("-o", "--output", type=Path, default=None, help="the page (default: comparison.html in the swsusp run)")
+    cp.set_defaults(func=cmd_compare)
+
     ls = sub.add_parser("list", help="list scenarios, flows, machines and quirks")
     ls.set_defaults(func=cmd_list)
     return p
@@ -311,6 +316,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not (args.run_dir / "results.json").is_file():
         raise UserError(f"{args.run_dir}: no results.json (not a run directory)")
     out.print(f"report: {render_report(args.run_dir)}")
+    return EXIT_PASS
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import NotComparable, compare_runs
+
+    for run_dir in args.runs:
+        if not (run_dir / "results.json").is_file():
+            raise UserError(f"{run_dir}: no results.json (not a run directory)")
+    try:
+        cmp, page = compare_runs(args.runs[0], args.runs[1], args.output)
+    except NotComparable as e:
+        raise UserError(str(e)) from None
+    out.print(f"{'':<20} {'kexec jump':>26} {'swsusp':>26} {'ratio':>8}")
+    for row in cmp.rows:
+        out.print(f"{row.label:<20} {row.kexec:>26} {row.swsusp:>26} {row.ratio:>8}")
+    for warning in cmp.warnings:
+        out.print(f"[yellow]warning:[/] {warning}", markup=True)
+    out.print(f"comparison: {page}")
     return EXIT_PASS
 
 

@@ -22,6 +22,8 @@ ACCELS = ("auto", "tcg", "kvm")
 # The block device the guest kernel gives the hibernation disk on each bus.
 GUEST_DISK_DEVICE = {"virtio": "/dev/vda", "ide": "/dev/sda", "ahci": "/dev/sda", "scsi": "/dev/sda",
                      "usb": "/dev/sda", "nvme": "/dev/nvme0n1"}
+# The swap disk of the swsusp flow, the second disk on the bus (lab.qemu_cmdline.SWAP_DEVICES).
+GUEST_SWAP_DEVICE = {"virtio": "/dev/vdb"}
 # Fragments (guests/kernel/configs) per bus; virtio and IDE are in the base fragment.
 BUS_FRAGMENTS = {"virtio": (), "ide": (), "ahci": ("bus-ahci",), "scsi": ("bus-scsi",),
                  "usb": ("bus-usb",), "nvme": ("bus-nvme",)}
@@ -44,6 +46,11 @@ class MachineSpec:
     @property
     def guest_disk(self) -> str:
         return GUEST_DISK_DEVICE[self.disk_bus]
+
+    @property
+    def guest_swap(self) -> str:
+        """The swap disk's device in the guest ("" where the bus has no swap disk yet)."""
+        return GUEST_SWAP_DEVICE.get(self.disk_bus, "")
 
     def with_overrides(self, **values: Any) -> "MachineSpec":
         return replace(self, **values)

@@ -20,6 +20,7 @@ class BootFiles:
     qmp_socket: Path
     cpu_reset_log: Path
     gdb_socket: Path | None = None  # QEMU's gdbstub, for breakpoints at exact moments (lab.gdbstub)
+    swap_disk: Path | None = None  # a second disk, the swap device of the kernel's own hibernation (swsusp)
 
 
 DISK_DEVICES: dict[str, list[str]] = {
@@ -48,6 +49,22 @@ def disk_args(bus: str, disk: Path) -> list[str]:
             *DISK_DEVICES[bus]]
 
 
+# The swap disk, a second disk on the same bus (lab.machines.GUEST_SWAP_DEVICE names it in
+# the guest). Only virtio so far: the other buses' second-disk names are not measured yet.
+SWAP_DEVICES: dict[str, list[str]] = {
+    "virtio": ["-device", "virtio-blk-pci,drive=swap"],
+}
+
+
+def swap_disk_args(bus: str, disk: Path | None) -> list[str]:
+    if disk is None:
+        return []
+    if bus not in SWAP_DEVICES:
+        raise ValueError(f"no swap disk on the {bus!r} bus; buses with one: {', '.join(SWAP_DEVICES)}")
+    return ["-drive", f"file={opt_value(disk)},format=raw,if=none,id=swap,cache=unsafe,werror=report,rerror=report",
+            *SWAP_DEVICES[bus]]
+
+
 def gdb_args(files: BootFiles) -> list[str]:
     if files.gdb_socket is None:
         return []
@@ -72,6 +89,7 @@ def qemu_argv(spec: MachineSpec, files: BootFiles, accel: str) -> list[str]:
         "-initrd", str(files.initrd),
         "-append", files.append,
         *disk_args(spec.disk_bus, files.disk),
+        *swap_disk_args(spec.disk_bus, files.swap_disk),
         "-chardev", f"socket,id=ser0,path={opt_value(files.serial_socket)},server=on,wait=off",
         "-serial", "chardev:ser0",
         "-qmp", f"unix:{opt_value(files.qmp_socket)},server=on,wait=off",

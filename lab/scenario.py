@@ -18,11 +18,14 @@ from .errors import ScenarioError
 from .flows import FLOW_NAMES
 from .flows.common import DEFAULT_TIMEOUTS
 from .verdict import EXPECTABLE, Verdict
-from .machines import DISK_BUSES, MachineSpec, machines, validate
+from .machines import DISK_BUSES, GUEST_SWAP_DEVICE, MachineSpec, machines, validate
 from .quirks import DEFAULT_QUIRKS, QUIRKS
 
 EXPECTABLE_NAMES = tuple(str(v) for v in EXPECTABLE)
 SAVE_METHODS = ("copy", "makedumpfile")
+# /sys/power/disk for the swsusp flow: power off (QEMU quits at "Power down"), reboot
+# (QEMU exits, -no-reboot), or test_resume (the image is read back at once, no power cycle)
+SWSUSP_MODES = ("shutdown", "reboot", "test_resume")
 RECIPES = ("debian", "buildroot")
 # Names become directory names (run directories, matrix cells): no '/', no '..', no
 # spaces or commas, nothing a shell or a path could read as more than one name.
@@ -37,7 +40,7 @@ _SCHEMA: dict[str, set[str]] = {
     "machine": {"name", "memory_mib", "c_memory_mib", "cpu", "smp", "disk_bus", "machine", "accel", "acpi"},
     "flow": {"name", "a_mem", "a_append", "b_window", "save", "dump_level", "cycles", "proof_kib", "timeouts",
              "split_image_segments", "sentinel_pages", "corrupt_image_pages", "a_reserves_window",
-             "tamper_image_at", "after_resume_command", "disk_mib"},
+             "tamper_image_at", "after_resume_command", "disk_mib", "swsusp_mode", "swap_mib"},
     "quirks": set(QUIRKS),
     "expect": {"verdict", "signature", "step", "links"},
 }
@@ -60,6 +63,8 @@ class FlowParams:
     tamper_image_at: int = 0  # test option: flip one byte of the image at this physical address after the host checked it
     after_resume_command: str = ""  # test option: a command A runs right after the jump back, before the checks
     disk_mib: int = 512  # the hibernation disk (ext2); smaller than the image: B cannot save it
+    swsusp_mode: str = "shutdown"  # the swsusp flow's /sys/power/disk (SWSUSP_MODES)
+    swap_mib: int = 256  # the swsusp flow's swap disk (sparse)
     timeouts: dict[str, float] = field(default_factory=dict)
 
 
@@ -126,7 +131,7 @@ def scenario_from_dict(data: dict[str, Any], path: Path, where: str | None = Non
         guest=_guest(where, data.get("guest", {})),
         machine=(machine := _machine(where, data.get("machine", {}))),
         c_memory_mib=_int(where, "machine.c_memory_mib", data.get("machine", {}).get("c_memory_mib", machine.memory_mib), 128, 3584),
-        flow=_flow(where, data.get("flow", {})),
+        flow=_swap_bus(where, _flow(where, data.get("flow", {})), machine),
         quirks=_quirks(where, data.get("quirks", {})),
         expect=_expect(where, data.get("expect", {})),
     )
@@ -291,8 +296,18 @@ def _flow(where: str, f: dict[str, Any]) -> FlowParams:
         tamper_image_at=_int(where, "flow.tamper_image_at", f.get("tamper_image_at", 0), 0, 0xFFFFFFFF),
         after_resume_command=_str(where, "flow.after_resume_command", f.get("after_resume_command", "")),
         disk_mib=_int(where, "flow.disk_mib", f.get("disk_mib", 512), 8, 65536),
+        swsusp_mode=_choice(where, "flow.swsusp_mode", f.get("swsusp_mode", "shutdown"), SWSUSP_MODES),
+        swap_mib=_int(where, "flow.swap_mib", f.get("swap_mib", 256), 16, 65536),
         timeouts=timeouts,
     )
+
+
+def _swap_bus(where: str, flow: FlowParams, machine: MachineSpec) -> FlowParams:
+    """The swsusp flow needs a swap disk, which only some buses have so far."""
+    if flow.name == "swsusp" and not machine.guest_swap:
+        raise ScenarioError(where, "machine.disk_bus", f"the swsusp flow's swap disk is not on {machine.disk_bus!r}; "
+                            f"buses with one: {', '.join(GUEST_SWAP_DEVICE)}")
+    return flow
 
 
 def _bool(where: str, key: str, value: Any) -> bool:

@@ -188,3 +188,24 @@ def test_a_kernel_that_dies_silently_after_the_resume_is_a_panic_read_from_memor
     report = (run_dir / "report.html").read_text()
     assert "read from memory" in report and "lkdtm_PANIC" in report
     assert not qemu_processes_for(run_dir)
+
+
+def test_swsusp_resumes_a_with_every_check(tmp_path):
+    """The kernel's own hibernation on the default scenario's kernel and machine: A writes
+    its image to the swap disk and powers off; the next boot with resume= restores it;
+    A's checks hold as after a kexec jump, and its sentinel pages are back in place."""
+    code, res, run_dir = kjlab_run("flows/swsusp.toml", tmp_path)
+    assert res["verdict"] == "PASS", (res["reason"], res["evidence"])
+    assert code == 0
+    names = [s["name"] for s in res["steps"]]
+    assert names == ["artifacts", "swap-disk", "boot-A", "prepare-A", "swap-on", "snapshot-A-before", "hibernate",
+                     "measure-image", "resume", "verify-A", "snapshot-A-resumed", "check-memory"]
+    checks = {c["name"]: c["ok"] for c in res["checks"]}
+    assert {"proof-file", "counter", "resume-log", "kernel-log-clean", "cpus-online", "kernel-is-A",
+            "disk-after-resume", "no-panic"} <= set(checks) and all(checks.values())
+    resume = res["memory"]["resume"]["sentinels_after_resume"]
+    assert resume["ok"] and resume["found_intact"] == {"tmpfs": 1024, "anon": 1024}
+    assert res["memory"]["swsusp_image"]["image_bytes"] > 1 << 20
+    assert "PM: hibernation: hibernation exit" in (run_dir / "console-A-resumed.log").read_text(errors="replace")
+    assert res["provenance"]["kernel"]["fragments"] == ["kexec-jump-i386.config"]  # the default scenario's kernel
+    assert not qemu_processes_for(run_dir)

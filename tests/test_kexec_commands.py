@@ -11,6 +11,7 @@ import pytest
 
 from lab import SCENARIOS_DIR
 from lab import kexec_commands as commands
+from lab.flows import swsusp
 from lab.scenario import Scenario, load_scenario
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
@@ -25,6 +26,9 @@ def flow_commands(sc: Scenario) -> list[str]:
         return [commands.load_reboot_kernel(q)]
     if f.name == "phys-call":
         return [commands.load_physcall(q)]
+    if f.name == "swsusp":
+        dev = sc.machine.guest_swap
+        return [swsusp.swap_on_command(dev), swsusp.mode_command(f.swsusp_mode), swsusp.HIBERNATE]
     out = [commands.load_b(q, f.b_window)]
     if f.name == "hibernate":
         return out + [commands.save_image(f.save, f.dump_level, "dump.elf"), commands.load_image(q)]

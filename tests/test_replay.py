@@ -31,6 +31,7 @@ REPLAYS = {
     "i386-phys-call-pass": "flows/phys-call.toml",
     "i386-kexec-reboot-pass": "flows/kexec-reboot.toml",
     "i386-snapshot-debug-pass": "flows/snapshot-debug.toml",
+    "i386-swsusp-pass": "flows/swsusp.toml",
     "i386-triple-fault-resume": "bugs/i386-triple-fault-resume.toml",
     "i386-triple-fault-direct-jump-back": "bugs/i386-triple-fault-direct-jump-back.toml",
 }

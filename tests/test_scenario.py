@@ -40,6 +40,8 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[expect]\nverdict = 'MAYBE'\n", "expect.verdict", "TRIPLE_FAULT"),
         ("[bogus]\n", "bogus", "allowed: scenario"),
         ("[machine]\nmemory_mib = 99999\n", "machine.memory_mib", "128 to 3584"),
+        ("[flow]\nname = 'swsusp'\nswsusp_mode = 'suspend'\n", "flow.swsusp_mode", "shutdown, reboot, test_resume"),
+        ("[flow]\nname = 'swsusp'\n[machine]\nname = 'pc-ide'\n", "machine.disk_bus", "buses with one: virtio"),
     ],
 )
 def test_bad_scenarios_name_file_key_and_choices(tmp_path, text, key, allowed):
@@ -54,3 +56,17 @@ def test_missing_and_malformed_files(tmp_path):
         load_scenario(tmp_path / "nope.toml")
     with pytest.raises(ScenarioError, match="not valid TOML"):
         load_scenario(write(tmp_path, "[kernel\n"))
+
+
+def test_the_swsusp_flow_has_a_swap_disk_on_the_machine():
+    from lab.qemu_cmdline import BootFiles, qemu_argv
+
+    sc = load_scenario(SCENARIOS_DIR / "flows" / "swsusp.toml")
+    assert sc.flow.name == "swsusp" and sc.flow.swsusp_mode == "shutdown" and sc.machine.guest_swap == "/dev/vdb"
+    files = BootFiles(kernel=Path("bz"), initrd=Path("rd"), append="x", disk=Path("hib.img"), serial_socket=Path("s"),
+                      qmp_socket=Path("q"), cpu_reset_log=Path("c"), swap_disk=Path("swap,1.img"))
+    argv = qemu_argv(sc.machine, files, "tcg")
+    at = argv.index("file=swap,,1.img,format=raw,if=none,id=swap,cache=unsafe,werror=report,rerror=report")
+    assert argv[at + 1:at + 3] == ["-device", "virtio-blk-pci,drive=swap"]
+    assert argv.index("virtio-blk-pci,drive=hib") < at  # the hibernation disk stays /dev/vda
+    assert not any("id=swap" in a for a in qemu_argv(sc.machine, BootFiles(**{**files.__dict__, "swap_disk": None}), "tcg"))

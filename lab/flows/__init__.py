@@ -10,9 +10,11 @@ from .hibernate import HibernateFlow
 from .roundtrip import CyclesFlow, JumpRoundtripFlow
 from .simple import KexecRebootFlow, PhysCallFlow
 from .snapshot_debug import SnapshotDebugFlow
+from .swsusp import SwsuspFlow
 
 FLOWS: dict[str, type[FlowContext]] = {
     flow.name: flow
-    for flow in (HibernateFlow, JumpRoundtripFlow, CyclesFlow, PhysCallFlow, KexecRebootFlow, SnapshotDebugFlow)
+    for flow in (HibernateFlow, JumpRoundtripFlow, CyclesFlow, PhysCallFlow, KexecRebootFlow, SnapshotDebugFlow,
+                 SwsuspFlow)
 }
 FLOW_NAMES: tuple[str, ...] = tuple(FLOWS)

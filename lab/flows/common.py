@@ -110,11 +110,13 @@ class FlowContext:
 
     # -- machines -------------------------------------------------------------------------
 
-    def vm(self, name: str, append: str, initrd: Path, kernel: Path | None = None, memory_mib: int | None = None) -> GuestVM:
+    def vm(self, name: str, append: str, initrd: Path, kernel: Path | None = None, memory_mib: int | None = None,
+           swap_disk: Path | None = None) -> GuestVM:
         files = BootFiles(
             kernel=kernel or self.art.kernel, initrd=initrd, append=append, disk=self.art.disk,
             serial_socket=self.sock_dir / f"serial-{name}.sock", qmp_socket=self.sock_dir / f"qmp-{name}.sock",
             cpu_reset_log=self.run_dir / f"cpu-reset-{name}.log", gdb_socket=self.sock_dir / f"gdb-{name}.sock",
+            swap_disk=swap_disk,
         )
         spec = self.sc.machine if memory_mib is None else self.sc.machine.with_overrides(memory_mib=memory_mib)
         vm = self.guests(name, spec, files, self.accel, self.run_dir)
@@ -123,7 +125,7 @@ class FlowContext:
             self.rec.artifact(label, path)
         return vm
 
-    def vm_a(self) -> GuestVM:
+    def vm_a(self, name: str = "A-B", more_append: str = "", swap_disk: Path | None = None) -> GuestVM:
         flow = self.sc.flow
         append = "console=ttyS0 loglevel=7 kjlab.role=A"
         append += f" mem={flow.a_mem}" if flow.a_mem else ""
@@ -131,7 +133,8 @@ class FlowContext:
         if flow.a_reserves_window:
             lo, hi = flow.b_window
             append += f" memmap={(hi + 1 - lo) >> 10}K${lo >> 10}K"
-        return self.vm("A-B", append, self.art.initrd_a, kernel=self.art.kernel_a)
+        append += f" {more_append}" if more_append else ""
+        return self.vm(name, append, self.art.initrd_a, kernel=self.art.kernel_a, swap_disk=swap_disk)
 
     # -- console helpers ------------------------------------------------------------------
 

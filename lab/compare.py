@@ -1,0 +1,190 @@
+"""Kexec-jump hibernation against the kernel's own (swsusp): two saved runs' results.json
+-> their figures side by side (image size, time to prepare, save, resume, the whole cycle)
+-> comparison.html. Pure but for reading the two records and writing the page.
+
+A cycle is split into the same three phases for both flows:
+- prepare: what A does before it can hibernate (kexec -l of B; mkswap + swapon),
+- save: from the moment A leaves until the machine is off (jump to B, B copies the
+  image, power off; `echo disk > /sys/power/state` until QEMU is gone),
+- resume: from the new machine's boot until A's shell is back (boot C, load the image,
+  jump back; the boot with resume= until A's shell returns).
+The lab's own instruments inside those steps (GDB breakpoints, memory snapshots, C's
+CRC-32 check of the image) are counted apart: "core" is the step time without them.
+Steps outside the phases (A's boot and checks, the host's proofs) are not compared.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .report import environment, format_size, format_time
+from .results import RunResult, Step, load
+
+TEMPLATE = "comparison.html.j2"
+PHASES = ("prepare", "save", "resume")
+# flow -> phase -> its steps
+PHASE_STEPS: dict[str, dict[str, tuple[str, ...]]] = {
+    "hibernate": {"prepare": ("load-B",), "save": ("jump-to-B", "save-image", "power-off"),
+                  "resume": ("boot-C", "load-image", "jump-back")},
+    "swsusp": {"prepare": ("swap-on",), "save": ("hibernate",), "resume": ("resume",)},
+}
+# Commands of the lab's own instruments (lab.flows.common.jump_capturing, snapshot, C's CRC-32).
+INSTRUMENT_RE = re.compile(r"^(GDB: |stopped at |QMP |kj-proof crc32 )")
+LS_DUMP_RE = re.compile(r"^\S+\s+\d+\s+\S+\s+\S+\s+(\d+) .* dump\.elf$", re.MULTILINE)
+NEED_RE = re.compile(r"Need to copy (\d+) pages")
+WROTE_RE = re.compile(r"Wrote (\d+) kbytes in (\d+\.\d+) seconds")
+READ_RE = re.compile(r"Read (\d+) kbytes in (\d+\.\d+) seconds")
+
+
+class NotComparable(ValueError):
+    """The two runs cannot be compared (which flow, which verdict, which steps are missing)."""
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    seconds: float  # the steps as run
+    core: float  # without the lab's instruments
+    steps: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FlowFigures:
+    run_id: str
+    scenario: str
+    flow: str
+    verdict: str
+    kernel: str  # release and cache key
+    machine: str
+    image_bytes: int  # the image as the disk holds it (dump.elf; the swap disk's written blocks)
+    image_note: str
+    phases: dict[str, Phase]
+    kernel_figures: list[str]  # the kernel's own figures (swsusp: pages copied, kbytes written/read)
+
+    @property
+    def cycle(self) -> float:
+        return sum(p.seconds for p in self.phases.values())
+
+    @property
+    def core_cycle(self) -> float:
+        return sum(p.core for p in self.phases.values())
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    kexec: str
+    swsusp: str
+    ratio: str  # kexec-jump / swsusp
+
+
+@dataclass(frozen=True)
+class Comparison:
+    kexec: FlowFigures
+    swsusp: FlowFigures
+    rows: list[Row]
+    warnings: list[str]  # not the same kernel, not the same machine
+
+
+def figures(result: RunResult) -> FlowFigures:
+    if result.flow not in PHASE_STEPS:
+        raise NotComparable(f"run {result.run_id} is a {result.flow!r} run; comparable flows: {', '.join(PHASE_STEPS)}")
+    steps = {s.name: s for s in result.steps}
+    phases = {}
+    for phase, names in PHASE_STEPS[result.flow].items():
+        missing = [n for n in names if n not in steps or steps[n].outcome != "ok"]
+        if missing:
+            raise NotComparable(f"run {result.run_id} ({result.flow}, {result.verdict}) has no finished "
+                                f"{', '.join(missing)} step")
+        chosen = [steps[n] for n in names]
+        seconds = sum(s.seconds for s in chosen)
+        phases[phase] = Phase(phase, seconds, seconds - sum(_instruments(s) for s in chosen), names)
+    image, note, kernel_figures = (_kexec_image(steps) if result.flow == "hibernate" else _swsusp_image(result, steps))
+    kernel = result.provenance.get("kernel", {})
+    return FlowFigures(
+        run_id=result.run_id, scenario=result.scenario, flow=result.flow, verdict=result.verdict.value,
+        kernel=f"{kernel.get('release', '?')} (cache key {kernel.get('cache_key', '?')})",
+        machine=str(result.provenance.get("machine", {}).get("name", "?")),
+        image_bytes=image, image_note=note, phases=phases, kernel_figures=kernel_figures,
+    )
+
+
+def _instruments(step: Step) -> float:
+    return sum(c.seconds for c in step.commands if INSTRUMENT_RE.match(c.command))
+
+
+def _kexec_image(steps: dict[str, Step]) -> tuple[int, str, list[str]]:
+    for c in steps["save-image"].commands:
+        if m := LS_DUMP_RE.search(c.output):
+            return int(m.group(1)), "dump.elf, A's memory as B copied it from /proc/vmcore (uncompressed)", []
+    raise NotComparable("the kexec-jump run's save-image step does not list dump.elf's size")
+
+
+def _swsusp_image(result: RunResult, steps: dict[str, Step]) -> tuple[int, str, list[str]]:
+    on_swap = result.memory.get("swsusp_image", {}).get("image_bytes")
+    if on_swap is None:
+        raise NotComparable(f"run {result.run_id} has no swsusp image size (a test_resume run has no measure-image step)")
+    said = "\n".join(c.output for name in ("hibernate", "resume") for c in steps[name].commands)
+    kernel_figures = []
+    if m := NEED_RE.search(said):
+        kernel_figures.append(f"{int(m.group(1))} pages to copy ({format_size(int(m.group(1)) * 4096)} before compression)")
+    if m := WROTE_RE.search(said):
+        kernel_figures.append(f"wrote {format_size(int(m.group(1)) * 1024)} in {float(m.group(2)):.2f} s (the kernel's count)")
+    if m := READ_RE.search(said):
+        kernel_figures.append(f"read {format_size(int(m.group(1)) * 1024)} in {float(m.group(2)):.2f} s (the kernel's count)")
+    return (int(on_swap), "the swap disk's written blocks less mkswap's header and the pages A still had swapped "
+            "out after the resume: the LZO-compressed image and its metadata", kernel_figures)
+
+
+def compare(kexec: RunResult, swsusp: RunResult) -> Comparison:
+    """The two runs side by side; either order of arguments is accepted."""
+    if kexec.flow == "swsusp" and swsusp.flow == "hibernate":
+        kexec, swsusp = swsusp, kexec
+    if (kexec.flow, swsusp.flow) != ("hibernate", "swsusp"):
+        raise NotComparable(f"need one hibernate run and one swsusp run, not {kexec.flow!r} and {swsusp.flow!r}")
+    k, s = figures(kexec), figures(swsusp)
+    rows = [Row("image size", format_size(k.image_bytes), format_size(s.image_bytes), _ratio(k.image_bytes, s.image_bytes))]
+    for phase in PHASES:
+        kp, sp = k.phases[phase], s.phases[phase]
+        rows.append(Row(f"time to {phase}", _secs(kp.seconds, kp.core), _secs(sp.seconds, sp.core), _ratio(kp.seconds, sp.seconds)))
+    rows.append(Row("whole cycle", _secs(k.cycle, k.core_cycle), _secs(s.cycle, s.core_cycle), _ratio(k.cycle, s.cycle)))
+    rows.append(Row("whole cycle, core", f"{k.core_cycle:.2f} s", f"{s.core_cycle:.2f} s", _ratio(k.core_cycle, s.core_cycle)))
+    warnings = []
+    if k.kernel != s.kernel:
+        warnings.append(f"not the same kernel: {k.kernel} against {s.kernel}")
+    if k.machine != s.machine:
+        warnings.append(f"not the same machine: {k.machine} against {s.machine}")
+    for f in (k, s):
+        if f.verdict != "PASS":
+            warnings.append(f"the {f.flow} run's verdict is {f.verdict}, not PASS")
+    return Comparison(k, s, rows, warnings)
+
+
+def _secs(seconds: float, core: float) -> str:
+    return f"{seconds:.2f} s" if abs(seconds - core) < 0.005 else f"{seconds:.2f} s ({core:.2f} s core)"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}×" if b else "—"
+
+
+def compare_runs(first: Path, second: Path, out: Path | None = None) -> tuple[Comparison, Path]:
+    """Read two run directories (a hibernate run and a swsusp run, either order) and write
+    comparison.html (default: in the swsusp run's directory)."""
+    a, b = load(first), load(second)
+    cmp = compare(a, b)
+    if out is None:
+        out = (first if a.flow == "swsusp" else second) / "comparison.html"
+    html = environment().get_template(TEMPLATE).render(cmp=cmp, generated=format_time(time.time()), phases=PHASES)
+    tmp = out.with_suffix(".html.tmp")
+    try:
+        tmp.write_text(html, encoding="utf-8")
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out)
+    return cmp, out
