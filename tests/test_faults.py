@@ -104,13 +104,13 @@ def test_two_runs_of_one_scenario_at_once_both_pass_in_their_own_directories(tmp
 
 @pytest.fixture
 def small_tmpfs(tmp_path: Path):
-    """A 600 MiB tmpfs as the runs directory: two snapshots of a 256 MiB guest fit, the
+    """A 300 MiB tmpfs as the runs directory: the two snapshots of A's 120 MiB fit, the
     image B then writes to the hibernation disk does not."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     mnt = tmp_path / "small"
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600m", "tmpfs", str(mnt)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300m", "tmpfs", str(mnt)], check=True)
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
