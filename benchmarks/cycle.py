@@ -97,7 +97,7 @@ def side_by_side(vm: GuestVM, rec: Recorder, sc: Scenario, rows: list[tuple[str,
     snap = rec.run_dir / "bench-snapshot.elf"
     full: list[float] = []
     only_a: list[float] = []
-    ram_end = int(sc.flow.a_mem.rstrip("M")) << 20
+    ram_end = sc.a_ram_end
     for _ in range(2):
         for args, into in (({}, full), ({"begin": 0, "length": ram_end}, only_a)):
             vm.monitor.cmd("stop")

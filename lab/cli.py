@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 import logging
 import sys
 from pathlib import Path
@@ -306,7 +307,7 @@ def _expected_seconds(matrix: Matrix, parallel: int, history_path: Path | None) 
         typical = history.typical_seconds([c.id for c in matrix.cells])
     if not typical:
         return None
-    usual = sorted(typical.values())[len(typical) // 2]
+    usual = statistics.median(typical.values())
     return sum(typical.get(c.id, usual) for c in matrix.cells) / max(1, parallel)
 
 

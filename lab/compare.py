@@ -15,12 +15,12 @@ Steps outside the phases (A's boot and checks, the host's proofs) are not compar
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import atomic
 from .report import environment, format_size, format_time
 from .results import RunResult, Step, load
 
@@ -180,11 +180,4 @@ def compare_runs(first: Path, second: Path, out: Path | None = None) -> tuple[Co
     if out is None:
         out = (first if a.flow == "swsusp" else second) / "comparison.html"
     html = environment().get_template(TEMPLATE).render(cmp=cmp, generated=format_time(time.time()), phases=PHASES)
-    tmp = out.with_suffix(".html.tmp")
-    try:
-        tmp.write_text(html, encoding="utf-8")
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, out)
-    return cmp, out
+    return cmp, atomic.write_text(out, html)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from . import atomic
 from .history import CellRecord
 from .results import RunResult, load
 from .verdict import Verdict
@@ -367,10 +368,7 @@ def _kcidb_test(rec: CellRecord, res: RunResult | None, prov: dict[str, Any], bu
 
 
 def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(path, text)
 
 
 def write_exports(out_dir: Path | str, suite_name: str, cells: Sequence[CellRecord], run_dirs: RunDirs = None,

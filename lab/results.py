@@ -4,12 +4,12 @@ that a run killed at any point still leaves what it had done."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import atomic
 from .verdict import Verdict
 
 SCHEMA_VERSION = 1
@@ -86,15 +86,7 @@ class RunResult:
 
 def save(result: RunResult, run_dir: Path) -> Path:
     """Write results.json atomically (a reader never sees half a file)."""
-    path = run_dir / "results.json"
-    tmp = path.with_suffix(".json.tmp")
-    try:
-        tmp.write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(run_dir / "results.json", json.dumps(result.to_json(), indent=2) + "\n")
 
 
 def load(run_dir: Path) -> RunResult:

@@ -99,6 +99,14 @@ class Scenario:
     expect: Expectation
     kernel_tree: Path | None = None  # `kjlab run --kernel-tree`: the kernel comes from this tree
 
+    @property
+    def a_ram_end(self) -> int:
+        """One past A's highest physical address (mem=, or all of the machine's RAM)."""
+        a_mem = self.flow.a_mem
+        if not a_mem:
+            return self.machine.memory_mib << 20
+        return int(a_mem.rstrip("MG")) << (30 if a_mem.endswith("G") else 20)
+
 
 def read_toml(path: Path, kind: str) -> dict[str, Any]:
     """A TOML file's content; a missing or malformed file is a ScenarioError naming it."""

@@ -336,8 +336,7 @@ class Replay:
         self.divergences: list[str] = []
         self.heard_lines: list[str] = []
         flow = scenario.flow
-        a_end = (int(flow.a_mem.rstrip("MG")) << (30 if flow.a_mem.endswith("G") else 20)) if flow.a_mem \
-            else scenario.machine.memory_mib << 20
+        a_end = scenario.a_ram_end
         assert a_end - MEMORY_SPAN > flow.b_window[1], "the synthetic memory must lie above B's window"
         self.memory = Memory(a_end - MEMORY_SPAN)
         self.stops: dict[str, list[bool]] = {}

@@ -355,7 +355,9 @@ def _build(pristine: Path, arch: str, fragments: list[Path], patches: list[Path]
         compiler: list[str] = []
         env: dict[str, str] | None = None
         stats_log = work / "ccache-stats.log"
-        if ccache.available() if use_ccache is None else use_ccache:
+        if use_ccache is None:
+            use_ccache = ccache.available()
+        if use_ccache:
             compiler, env = ccache.make_args(stats_log)
         log.info("building kernel with %d jobs%s (log: %s)", jobs, " through ccache" if compiler else "", build_log)
         run([*make, *compiler, f"-j{jobs}", "bzImage"], log_path=build_log, env=env, on_line=progress,

@@ -243,8 +243,8 @@ class FlowContext:
         path = self.run_dir / f"snapshot-{name}.elf"
         t0 = time.monotonic()
         only_a: dict[str, int] = {}
-        if self.a_ram_end() < self.sc.machine.memory_mib << 20:
-            only_a = {"begin": 0, "length": self.a_ram_end()}
+        if self.sc.a_ram_end < self.sc.machine.memory_mib << 20:
+            only_a = {"begin": 0, "length": self.sc.a_ram_end}
         vm.monitor.cmd("dump-guest-memory", timeout=300, paging=False, protocol=f"file:{path}", **only_a)
         self.rec.note(f"{how}: file:{path.name}", f"{path.stat().st_size} bytes", 0, time.monotonic() - t0)
         self.rec.snapshot(name, path, vm.name)
@@ -321,13 +321,6 @@ class FlowContext:
             if finding.problems:
                 raise FlowStop(Verdict.CHECK_FAILED, "A's memory after resume is not what it was before the jump",
                                finding.problems)
-
-    def a_ram_end(self) -> int:
-        """One past A's highest physical address (mem=, or all of the machine's RAM)."""
-        a_mem = self.sc.flow.a_mem
-        if not a_mem:
-            return self.sc.machine.memory_mib << 20
-        return int(a_mem.rstrip("MG")) << (30 if a_mem.endswith("G") else 20)
 
     def memory_map(self, before: Path, after: Path, proven: list[tuple[int, int]] | None = None) -> Finding:
         """The report's map of A's memory and the sentinels' fate between two snapshots;

@@ -169,7 +169,7 @@ class HibernateFlow(FlowContext):
             _, ret = self.jump_capturing(vm, self.return_entry, "A-return", lambda: self._send_kexec_e(vm))
             self.return_snapshot = ret
             self.proof = self.host_work.submit(prove_round_trip, departure, in_b, saved, ret, self.sc.flow.b_window,
-                                               self.a_ram_end(), self.symbols)
+                                               self.sc.a_ram_end, self.symbols)
             self.jump_returned(vm, self.a_marker, "A")
         return ret
 

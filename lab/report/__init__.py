@@ -14,13 +14,13 @@ view of a run directory). This module renders it.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import jinja2
 
 import lab
 
+from .. import atomic
 from .anchors import console_line_id, section_id, step_anchor
 from .build import build_view
 from .colours import PALETTE, Colour, outcome_class, verdict_class
@@ -72,13 +72,6 @@ def render_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     view = build_view(run_dir)
     html = environment().get_template(TEMPLATE).render(view=view)
-    path = run_dir / "report.html"
-    tmp = path.with_suffix(".html.tmp")
-    try:
-        tmp.write_text(html, encoding="utf-8")
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    path = atomic.write_text(run_dir / "report.html", html)
     log.info("report: %s", path)
     return path
