@@ -24,7 +24,7 @@ from .quirks import DEFAULT_QUIRKS, QUIRKS
 EXPECTABLE_NAMES = tuple(str(v) for v in EXPECTABLE)
 SAVE_METHODS = ("copy", "makedumpfile")
 # /sys/power/disk for the swsusp flow: power off (QEMU quits at "Power down"), reboot
-# (QEMU exits, -no-reboot), or test_resume (the image is read back at once, no power cycle)
+# (the machine ends, lab.vm), or test_resume (the image is read back at once, no power cycle)
 SWSUSP_MODES = ("shutdown", "reboot", "test_resume")
 RECIPES = ("debian", "buildroot")
 # Names become directory names (run directories, matrix cells): no '/', no '..', no

@@ -619,6 +619,24 @@ def test_a_kernel_log_read_from_memory_is_shown_whole_and_marked(tmp_path: Path)
     assert view.title == "kernel A (6.1.192)" and view.lines == 302 and view.step_anchor and view.step_anchor.endswith("-jump")
 
 
+def test_evidence_read_from_memory_links_to_its_log(tmp_path: Path) -> None:
+    """A verdict's evidence quoting a kernel log read from memory links, heading and lines,
+    to that log's place in the report; the console lines after it are console lines again."""
+    from lab.results import load
+
+    make_run(tmp_path)
+    add_memory_log(tmp_path, "[    6.1] Kernel panic - not syncing: dumptest\n")
+    result = load(tmp_path)
+    result.evidence = ["-- kernel A's log, read from memory (snapshot-silent-jump.elf) --",
+                       "[    6.1] Kernel panic - not syncing: dumptest", "-- the console --", "some console line"]
+    save(result, tmp_path)
+    view = build_view(tmp_path)
+    links = [(e.text, e.href) for e in view.evidence]
+    assert links[0][1] == links[1][1] == "#kernel-log-0"
+    assert links[3][1] != "#kernel-log-0"
+    assert 'id="kernel-log-0"' in render_report(tmp_path).read_text()
+
+
 def test_a_missing_memory_log_file_still_renders(tmp_path: Path) -> None:
     make_run(tmp_path)
     add_memory_log(tmp_path, "x\n")
