@@ -140,6 +140,8 @@ class _Subject:
 def _split(path: Path) -> list[bytes]:
     """The file's mails as `git am` splits them (`git mailsplit -b`: a file that is not an
     mbox is one mail)."""
+    if not path.read_bytes().strip():
+        return []  # git mailsplit calls an empty file an error of its own
     with tempfile.TemporaryDirectory(prefix="kjlab-mailsplit-") as tmp:
         argv = ["git", "mailsplit", "-b", f"-o{tmp}", "--", str(path)]
         try:
