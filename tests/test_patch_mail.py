@@ -223,3 +223,20 @@ def test_the_report_names_each_patch_and_repeats_the_patch_option():
     assert facts["kernel patch"] == (f"[PATCH] {GDT_TITLE} (kjlab maintainer <maintainer@kjlab.invalid>) "
                                      f"Message-Id: <20261201095119.61.1@kjlab.invalid> "
                                      f"Link: {LORE}20261201095119.61.1@kjlab.invalid")
+
+
+def test_kjlab_run_refuses_a_bad_patch_file_before_it_builds(tmp_path, capsys):
+    from lab.cli import main
+
+    scenario_file = Path(__file__).parent.parent / "scenarios" / "i386-hibernate-unpatched.toml"
+    cover_only = tmp_path / "cover-only.mbox"
+    cover_only.write_bytes(mails_of(THREAD)[0])
+    assert main(["run", "--patch", str(tmp_path / "missing.mbox"), str(scenario_file)]) == 2
+    assert "no such patch or mbox file" in capsys.readouterr().out
+    assert main(["run", "--patch", str(cover_only), str(scenario_file)]) == 2
+    assert "no patch in it" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:  # argparse: one bisect mode at a time
+        main(["run", "--patch", str(THREAD), "--bisect", "--bisect-fix", str(scenario_file)])
+    assert e.value.code == 2 and "not allowed with argument --bisect" in capsys.readouterr().err
+    assert main(["run", "--patch", str(THREAD), str(scenario_file.parent)]) == 2  # a suite
+    assert "take one scenario file" in capsys.readouterr().out
