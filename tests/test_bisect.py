@@ -89,6 +89,7 @@ def steps(runs: Path) -> list[dict[str, object]]:
 def test_git_bisect_run_finds_the_fixing_commit(tmp_path: Path) -> None:
     work = tmp_path / "bisect"
     tree, runs = work / "linux", work / "runs"
+    work.mkdir()
     try:
         t0 = time.monotonic()
         commits = make_history(tree)
