@@ -63,7 +63,7 @@ def make_history(tree: Path) -> list[str]:
     source, version = debian_source("linux-source-6.1")
     subprocess.run(["cp", "-al", str(source), str(tree)], check=True, timeout=900)
     git(tree, "init", "-q")
-    git(tree, "add", "-A")
+    git(tree, "add", "-f", "-A", "--", ".")  # -f: Debian's .gitignore ignores everything at the top
     git(tree, "commit", "-q", "-m", f"Linux {version} (Debian's linux-source-6.1)")
     add_comment(tree, DOCS[0], "kjlab bisect test: an unrelated change before the fix")
     git(tree, "commit", "-q", "-a", "-m", "Documentation: an unrelated comment")
