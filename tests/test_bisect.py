@@ -114,6 +114,9 @@ def test_git_bisect_run_finds_the_fixing_commit(tmp_path: Path) -> None:
         assert found, proc.stdout[-4000:]
         assert found.group(1) == fix, f"expected the fix {fix}, bisect named {found.group(1)}:\n{proc.stdout}"
         assert {row["verdict"] for row in rows} <= {"PASS", "TRIPLE_FAULT"} and len(rows) >= 2
+        source, _ = debian_source("linux-source-6.1")  # the cache's tree behind the hard links is stock
+        assert "native_store_gdt" not in (source / "arch/x86/kernel/machine_kexec_32.c").read_text()
+        assert all("kjlab bisect test" not in (source / doc).read_text() for doc in DOCS)
         if ccache.available():  # after the first step, a step recompiles what its commit changed
             for row in rows[1:]:
                 m = re.search(r"\((\d+\.\d) %\)", str(row["ccache"]))
