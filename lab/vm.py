@@ -18,9 +18,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-# SHUTDOWN reasons that are the lab's own doing (QMP quit, a signal), not the guest's
-HOST_REASONS = {"host-qmp-quit", "host-signal", "host-ui", "host-qmp-system-reset"}
-
 from .console import Console, tail_of_file
 from .errors import GuestError
 from .gdbstub import GdbStub
@@ -30,6 +27,9 @@ from .monitor import Monitor
 from .qemu_cmdline import BootFiles, qemu_argv
 
 log = logging.getLogger(__name__)
+
+# SHUTDOWN reasons that are the lab's own doing (QMP quit, a signal), not the guest's
+HOST_REASONS = {"host-qmp-quit", "host-signal", "host-ui", "host-qmp-system-reset"}
 
 
 @dataclass
