@@ -240,3 +240,14 @@ def test_kjlab_run_refuses_a_bad_patch_file_before_it_builds(tmp_path, capsys):
     assert e.value.code == 2 and "not allowed with argument --bisect" in capsys.readouterr().err
     assert main(["run", "--patch", str(THREAD), str(scenario_file.parent)]) == 2  # a suite
     assert "take one scenario file" in capsys.readouterr().out
+
+
+def test_one_file_of_a_format_patch_series_is_taken_alone() -> None:
+    """The lab's own fixes are one file a patch, numbered [PATCH 1/2] and [PATCH 2/2] as
+    git format-patch wrote them: each file alone is a patch, not an incomplete series."""
+    from lab.artifacts.kernel import PATCHES_DIR
+
+    for name, number in (("0001-x86-kexec-32-reload-gdt-before-restore-processor-state.patch", "1/2"),
+                         ("0002-x86-kexec-32-kick-offline-cpus-out-of-mwait-before-a-kexec-jump.patch", "2/2")):
+        (mail,) = read_series(PATCHES_DIR / name)
+        assert f"[PATCH {number}]" in (PATCHES_DIR / name).read_text() and "x86/kexec/32: " in mail.subject

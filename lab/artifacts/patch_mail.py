@@ -110,7 +110,7 @@ def read_series(path: Path, label: str = "") -> list[PatchMail]:
         raise UserError(f"patch file {path}: no patch in it ({len(mails)} mails, none with a diff that is not "
                         "a cover letter or a reply)")
     chosen = _newest_revision(path, chosen)
-    chosen = _in_series_order(path, chosen)
+    chosen = _in_series_order(path, chosen, alone=len(mails) == 1)
     return [_patch(path, label, i, len(chosen), msg, raw, subject) for i, (msg, raw, subject) in enumerate(chosen, 1)]
 
 
@@ -192,12 +192,14 @@ def _newest_revision(path: Path, chosen: list[tuple[EmailMessage, bytes, _Subjec
     return [c for c in chosen if c[2].version == versions[-1]]
 
 
-def _in_series_order(path: Path, chosen: list[tuple[EmailMessage, bytes, _Subject]]
+def _in_series_order(path: Path, chosen: list[tuple[EmailMessage, bytes, _Subject]], alone: bool
                      ) -> list[tuple[EmailMessage, bytes, _Subject]]:
     """A numbered series in its numbers' order, complete and without doubles; mails
-    without numbers in the file's order."""
+    without numbers in the file's order. A file that is one mail, one numbered patch, is one
+    file of a `git format-patch` series (a file a patch, as in guests/kernel/patches): taken
+    as it is; a thread (cover letter, replies) must hold its whole series."""
     numbered = [c for c in chosen if c[2].number is not None]
-    if len(numbered) != len(chosen):
+    if len(numbered) != len(chosen) or (alone and len(chosen) == 1):
         return chosen
     totals = {s.total for _, _, s in numbered}
     if len(totals) != 1:
