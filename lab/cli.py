@@ -348,10 +348,16 @@ def _shown(path: Path) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    out.print("[bold]scenarios[/]", markup=True)
+    from .scenario import load_scenario
+
+    out.print("[bold]scenarios[/] (arch, file)", markup=True)
     for path in sorted(SCENARIOS_DIR.rglob("*.toml")):
         if not path.name.endswith(".matrix.toml"):
-            out.print(f"  {_shown(path)}")
+            try:
+                arch = str(load_scenario(path).kernel.arch)
+            except UserError:  # a scenario that does not load: `kjlab run` says why
+                arch = "?"
+            out.print(f"  {arch:<7} {_shown(path)}")
     out.print("[bold]matrices[/]", markup=True)
     for path in sorted(SCENARIOS_DIR.rglob("*.matrix.toml")):
         out.print(f"  {_shown(path)}")
@@ -363,7 +369,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     out.print("[bold]machines[/]", markup=True)
     for m in machines().values():
         frags = ", ".join(machine_fragments(m)) or "-"
-        out.print(f"  {m.name:<14} {m.machine} {m.cpu} {m.memory_mib} MiB smp={m.smp} acpi={m.acpi} "
+        out.print(f"  {m.name:<20} {m.arch:<7} {m.machine} {m.cpu} {m.memory_mib} MiB smp={m.smp} acpi={m.acpi} "
                   f"disk={m.disk_bus} (fragments: {frags})")
     out.print("[bold]quirks[/] (all on by default)", markup=True)
     for q in QUIRKS.values():

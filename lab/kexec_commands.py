@@ -34,6 +34,12 @@ def save_image(save: str, dump_level: int, name: str) -> str:
     return f"time cp /proc/vmcore /mnt/{name}"
 
 
+def drop_kernel_text(name: str) -> str:
+    """x86_64, after step 7: the image's kernel-text PT_LOADs, which duplicate RAM PT_LOADs,
+    become PT_NULL so that C's kexec can load it (facts, x86_64; quirk drop-kernel-text)."""
+    return f"kj-image drop-kernel-text /mnt/{name}"
+
+
 def load_image(quirks: Mapping[str, bool]) -> str:
     """Seed step 9: C loads A's image with A's jump-back entry as the entry point."""
     return f"{kexec(quirks)} -l --args-none --entry=$(cat /mnt/kexec_jump_back_entry) /mnt/dump.elf"

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import tomli_w
 
+from .arch import Arch
 from .artifacts.initramfs import build_base
 from .artifacts.kernel import KernelSpec, build_kernel
 from .errors import InfraError
@@ -106,13 +107,22 @@ def prebuild(scenario_files: dict[str, Path], log_path: Path, *, base: bool = Tr
                       ", ".join(spec.patches) or "none", len(cids), e)
             blocked.update(dict.fromkeys(cids, build_failure_reason("the cell's kernel did not build", e)))
     if base:
-        try:
-            build_base("i386", log_path=log_path)
-        except InfraError as e:
-            log.error("the base initramfs did not build; every cell is ERROR:\n%s", e)
-            for cid in scenario_files:
-                blocked.setdefault(cid, build_failure_reason("the base initramfs did not build", e))
+        for arch, cids in arches_of(scenario_files).items():
+            try:
+                build_base(arch, log_path=log_path)
+            except InfraError as e:
+                log.error("the %s base initramfs did not build; its %d cells are ERROR:\n%s", arch, len(cids), e)
+                for cid in cids:
+                    blocked.setdefault(cid, build_failure_reason(f"the {arch} base initramfs did not build", e))
     return blocked
+
+
+def arches_of(scenario_files: dict[str, Path]) -> dict[Arch, list[str]]:
+    """The arches of the cells (each needs its own base initramfs): {arch: cell ids}."""
+    arches: dict[Arch, list[str]] = {}
+    for cid, path in scenario_files.items():
+        arches.setdefault(load_scenario(path).kernel.arch, []).append(cid)
+    return arches
 
 
 def kernels_of(scenario_files: dict[str, Path]) -> dict[str, tuple[KernelSpec, list[str]]]:

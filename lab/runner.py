@@ -29,7 +29,6 @@ from .flows.base import FlowStop, Recorder
 from .flows.common import FlowArtifacts, FlowContext, ResumedHook
 from .lifetime import sigterm_as_interrupt
 from .provenance import host_provenance
-from .qemu_cmdline import QEMU_BINARY
 from .results import RunResult, Step
 from .scenario import Scenario, check_name
 from .symbols import symbolize
@@ -113,7 +112,7 @@ def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
     result = RunResult(
         run_id=run_id, scenario=sc.name, scenario_path=str(sc.path), flow=sc.flow.name, started=time.time(),
         expected_verdict=sc.expect.verdict, quirks=dict(sc.quirks),
-        provenance={**host_provenance(QEMU_BINARY[sc.machine.arch]), "accelerator": accel.accel,
+        provenance={**host_provenance(sc.machine.arch.info.qemu_binary), "accelerator": accel.accel,
                     "accelerator_reason": accel.reason, "machine": vars(sc.machine).copy()},
     )
     if sc.kernel_tree is not None:  # how the run was asked for: the report's reproduce block

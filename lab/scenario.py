@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from .debian_archive import PACKAGE_RE, SUITE_RE
+from .arch import Arch, parse_arch
 from .artifacts.kernel import KernelSpec
 from .errors import ScenarioError
-from .flows import FLOW_NAMES
+from .flows import FLOW_NAMES, FLOWS
 from .flows.common import DEFAULT_TIMEOUTS
 from .verdict import EXPECTABLE, Verdict
 from .machines import DISK_BUSES, GUEST_SWAP_DEVICE, MachineSpec, machines, validate
@@ -128,18 +129,20 @@ def scenario_from_dict(data: dict[str, Any], path: Path, where: str | None = Non
     where = where or str(path)
     _check_keys(where, data)
     sc = data.get("scenario", {})
+    machine = _machine(where, data.get("machine", {}))
+    kernel = _kernel(where, data.get("kernel", {}), machine)
     return Scenario(
         path=path,
         name=check_name(where, "scenario.name", sc.get("name", path.stem)),
         description=_str(where, "scenario.description", sc.get("description", "")),
         source=_str(where, "scenario.source", sc.get("source", "")),
         links=_str_list(where, "scenario.links", sc.get("links", [])),
-        kernel=_kernel(where, data.get("kernel", {})),
+        kernel=kernel,
         a_fragments=_str_list(where, "kernel.a_fragments", data.get("kernel", {}).get("a_fragments", [])),
         guest=_guest(where, data.get("guest", {})),
-        machine=(machine := _machine(where, data.get("machine", {}))),
+        machine=machine,
         c_memory_mib=_int(where, "machine.c_memory_mib", data.get("machine", {}).get("c_memory_mib", machine.memory_mib), 128, 3584),
-        flow=_swap_bus(where, _flow(where, data.get("flow", {})), machine),
+        flow=_flow_on_arch(where, _swap_bus(where, _flow(where, data.get("flow", {})), machine), kernel.arch),
         quirks=_quirks(where, data.get("quirks", {})),
         expect=_expect(where, data.get("expect", {})),
     )
@@ -233,11 +236,18 @@ def _int(where: str, key: str, value: Any, lo: int, hi: int) -> int:
     return value
 
 
-def _kernel(where: str, k: dict[str, Any]) -> KernelSpec:
+def _kernel(where: str, k: dict[str, Any], machine: MachineSpec) -> KernelSpec:
+    """The kernel; its arch is the machine's (kernel.arch, when given, must say the same)."""
+    arch = parse_arch(k.get("arch", machine.arch.value))
+    if arch is None:
+        raise ScenarioError(where, "kernel.arch", f"{k.get('arch')!r} is not allowed; options are {', '.join(Arch.names())}")
+    if arch is not machine.arch:
+        raise ScenarioError(where, "kernel.arch", f"{arch} does not run on machine {machine.name!r}, which is "
+                            f"{machine.arch}: choose a machine of the kernel's arch (kjlab list)")
     return KernelSpec(
         source=check_kernel_source(where, "kernel.source", k.get("source", "debian:linux-source-6.1")),
-        arch=_choice(where, "kernel.arch", k.get("arch", "i386"), ("i386",)),
-        fragments=_str_list(where, "kernel.fragments", k.get("fragments", ["kexec-jump-i386"])),
+        arch=arch,
+        fragments=_str_list(where, "kernel.fragments", k.get("fragments", [arch.info.kexec_fragment])),
         patches=_str_list(where, "kernel.patches", k.get("patches", [])),
     )
 
@@ -315,6 +325,14 @@ def _swap_bus(where: str, flow: FlowParams, machine: MachineSpec) -> FlowParams:
     if flow.name == "swsusp" and not machine.guest_swap:
         raise ScenarioError(where, "machine.disk_bus", f"the swsusp flow's swap disk is not on {machine.disk_bus!r}; "
                             f"buses with one: {', '.join(GUEST_SWAP_DEVICE)}")
+    return flow
+
+
+def _flow_on_arch(where: str, flow: FlowParams, arch: Arch) -> FlowParams:
+    """A flow that runs one of the lab's i386-only programs cannot run on another arch."""
+    if FLOWS[flow.name].needs_physcall and not arch.info.physcall:
+        raise ScenarioError(where, "flow.name", f"the {flow.name!r} flow calls kj-physcall.elf, a 32-bit "
+                            f"physical-mode program the lab has for i386 only, not for {arch}")
     return flow
 
 

@@ -91,7 +91,7 @@ class QemuVM:
 
     def debugger(self, log_path: Path) -> GdbStub | None:
         """GDB on this QEMU's gdbstub (lab.gdbstub), if it has one."""
-        return GdbStub(self.files.gdb_socket, log_path) if self.files.gdb_socket else None
+        return GdbStub(self.files.gdb_socket, log_path, self.spec.arch) if self.files.gdb_socket else None
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
