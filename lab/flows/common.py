@@ -529,8 +529,8 @@ class FlowContext:
             self.run_ok(vm, f"kj-mount-disk {self.disk_dev}", verdict=Verdict.CHECK_FAILED)
             self.run_ok(vm, commands.save_image(self.sc.flow.save, self.sc.flow.dump_level, name), "save",
                         verdict=Verdict.SAVE_FAILED)
-            if self.sc.kernel.arch.info.kernel_map is not None and self.quirks["drop-kernel-text"]:
-                self.run_ok(vm, commands.drop_kernel_text(name), verdict=Verdict.SAVE_FAILED)
+            for command in commands.after_save(self.sc.kernel.arch, self.quirks, name):
+                self.run_ok(vm, command, verdict=Verdict.SAVE_FAILED)
             self.run_ok(vm, f"echo {entry} > /mnt/kexec_jump_back_entry && ls -l /mnt && umount /mnt && sync",
                         verdict=Verdict.CHECK_FAILED)
         return entry
