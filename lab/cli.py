@@ -350,14 +350,18 @@ def _shown(path: Path) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     from .scenario import load_scenario
 
-    out.print("[bold]scenarios[/] (arch, file)", markup=True)
+    by_arch: dict[str, list[Path]] = {}
     for path in sorted(SCENARIOS_DIR.rglob("*.toml")):
         if not path.name.endswith(".matrix.toml"):
             try:
                 arch = str(load_scenario(path).kernel.arch)
             except UserError:  # a scenario that does not load: `kjlab run` says why
-                arch = "?"
-            out.print(f"  {arch:<7} {_shown(path)}")
+                arch = "not loadable"
+            by_arch.setdefault(arch, []).append(path)
+    for arch, paths in sorted(by_arch.items()):
+        out.print(f"[bold]scenarios[/] ({arch})", markup=True)
+        for path in paths:  # one path a line, as `kjlab run` takes it
+            out.print(f"  {_shown(path)}")
     out.print("[bold]matrices[/]", markup=True)
     for path in sorted(SCENARIOS_DIR.rglob("*.matrix.toml")):
         out.print(f"  {_shown(path)}")
