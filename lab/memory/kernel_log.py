@@ -7,9 +7,9 @@ kexec-tools' `vmcore-dmesg` decode it:
 
 1. the kernel's System.map gives `vmcoreinfo_note`, a pointer variable; on i386 a
    direct-map address is physical + PAGE_OFFSET (0xC0000000); on x86_64 the kernel's own
-   variables are at physical + __START_KERNEL_map (0xffffffff80000000: no KASLR, so
-   phys_base is 0 for a kernel that runs where it was linked, which VMCOREINFO's
-   NUMBER(phys_base) confirms) and its allocations in the direct map at physical +
+   variables are at physical + __START_KERNEL_map (0xffffffff80000000) + phys_base (0
+   for a kernel that runs where it was linked; kernel B runs where kexec put it, and
+   each 2 MiB step is tried until VMCOREINFO's NUMBER(phys_base) agrees) and its allocations in the direct map at physical +
    0xffff888000000000 (4-level paging) or 0xff11000000000000 (5-level), so the pointer
    and the ELF note it points to are read straight from the dump (lab.arch). The note is the kernel's own
    VMCOREINFO (filled at boot: crash_save_vmcoreinfo_init), the same that kdump hands
@@ -47,7 +47,7 @@ import re
 import shutil
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..arch import Arch
@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 NOTE_MAX = 4096  # VMCOREINFO_NOTE_SIZE rounds to a page or so; 4 KiB is plenty
 DIRECT_MAP_5LEVEL = 0xFF11000000000000  # x86_64's PAGE_OFFSET with 5-level paging (LA57), no KASLR
+PHYS_ALIGN_X86_64 = 0x200000  # where an x86_64 kernel may run: CONFIG_PHYSICAL_ALIGN (kexec-jump-x86_64.config)
 ROLE_RE = re.compile(r"Kernel command line:.*\bkjlab\.role=(\w+)")
 VMCOREINFO_NAME = b"VMCOREINFO"
 VMCORE_DMESG = "vmcore-dmesg"
@@ -162,16 +163,34 @@ def _u32(img: PhysImage, space: AddressSpace, vaddr: int) -> int:
 
 def find_vmcoreinfo(img: PhysImage, symbols: SymbolMap) -> Vmcoreinfo:
     """The kernel's VMCOREINFO note, through its `vmcoreinfo_note` pointer. Raises
-    KernelLogUnreadable when the memory does not hold it, or holds another kernel's."""
+    KernelLogUnreadable when the memory does not hold it, or holds another kernel's.
+
+    An x86_64 kernel that kexec placed elsewhere than it was linked (kernel B: loaded at
+    the lowest fitting address of its window) runs at a phys_base other than 0: each
+    kernel-aligned (2 MiB) phys_base is tried until the note is found and its
+    NUMBER(phys_base) says the same."""
     where = symbols.address_of("vmcoreinfo_note")
     if where is None:
         raise KernelLogUnreadable("the System.map has no vmcoreinfo_note (a kernel without CRASH_CORE)")
-    space = AddressSpace.of(symbols.arch)
+    base = AddressSpace.of(symbols.arch)
+    if symbols.arch.info.kernel_map is None:
+        return _vmcoreinfo_in(img, symbols, where, base)
+    first: KernelLogUnreadable | None = None
+    ram_end = max((end for _, end in img.present_ranges()), default=0)
+    for phys_base in range(0, ram_end, PHYS_ALIGN_X86_64):
+        try:
+            return _vmcoreinfo_in(img, symbols, where, replace(base, phys_base=phys_base))
+        except KernelLogUnreadable as e:
+            first = first or e
+    raise first or KernelLogUnreadable(f"{img.path.name} holds no memory")
+
+
+def _vmcoreinfo_in(img: PhysImage, symbols: SymbolMap, where: int, space: AddressSpace) -> Vmcoreinfo:
     note_at = space.pointer(img, where)
     if not note_at:
         raise KernelLogUnreadable("vmcoreinfo_note is NULL: the kernel had not set it up")
     if symbols.arch is Arch.X86_64 and DIRECT_MAP_5LEVEL <= note_at < space.direct_map:
-        space = AddressSpace.of(symbols.arch, DIRECT_MAP_5LEVEL)  # the kernel runs with 5-level paging
+        space = replace(space, direct_map=DIRECT_MAP_5LEVEL)  # the kernel runs with 5-level paging
     head = space.read(img, note_at, NOTE_MAX)
     namesz, descsz, _type = struct.unpack("<3I", head[:12])
     name_end = 12 + ((namesz + 3) & ~3)
@@ -183,9 +202,9 @@ def find_vmcoreinfo(img: PhysImage, symbols: SymbolMap) -> Vmcoreinfo:
     prb = symbols.address_of("prb")
     if "OSRELEASE" not in fields or (prb is not None and info.number("SYMBOL(prb)") != prb):
         raise KernelLogUnreadable("the VMCOREINFO in memory is not of this System.map's kernel")
-    if int(fields.get("NUMBER(phys_base)", "0"), 0) != space.phys_base:
-        raise KernelLogUnreadable(f"the kernel runs at phys_base {fields['NUMBER(phys_base)']}, not where it was "
-                                  "linked: not supported (a kernel without KASLR runs where it was linked)")
+    said = fields.get("NUMBER(phys_base)")
+    if said is not None and int(said, 0) != space.phys_base:
+        raise KernelLogUnreadable(f"the VMCOREINFO says phys_base {said}, not {space.phys_base:#x}")
     return info
 
 
