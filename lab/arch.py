@@ -35,6 +35,7 @@ class ArchInfo:
     elf_class: int  # 32 or 64: the guest programs and the kernel's ELF cores
     elf_machine: str  # pyelftools' e_machine name
     kexec_fragment: str  # the base kernel config fragment (guests/kernel/configs)
+    a_fragments: tuple[str, ...]  # what kernel A needs besides (built apart from B and C when not empty)
     max_memory_mib: int  # what a machine of this arch may have
     direct_map: int  # PAGE_OFFSET: virtual address of physical 0 in the kernel's direct map
     direct_map_size: int  # how much physical memory the direct map covers
@@ -52,6 +53,7 @@ ARCHES: dict[Arch, ArchInfo] = {
     Arch.I386: ArchInfo(
         qemu_binary="qemu-system-i386", karch="i386", debian="i386", triplet="i386-linux-gnu", gdb="i386",
         gcc_flags=("-m32", "-march=i686"), elf_class=32, elf_machine="EM_386", kexec_fragment="kexec-jump-i386",
+        a_fragments=(),
         max_memory_mib=3584,  # below the PCI hole; HIGHMEM4G sees the rest of 4 GiB as holes
         direct_map=0xC0000000, direct_map_size=896 << 20, kernel_map=None,
         jump_entry_condition="($cr0 & 0x80000000) == 0", jump_entry_if="paging is off",
@@ -61,6 +63,9 @@ ARCHES: dict[Arch, ArchInfo] = {
         qemu_binary="qemu-system-x86_64", karch="x86_64", debian="amd64", triplet="x86_64-linux-gnu",
         gdb="i386:x86-64", gcc_flags=("-m64", "-march=x86-64"), elf_class=64, elf_machine="EM_X86_64",
         kexec_fragment="kexec-jump-x86_64", max_memory_mib=3584,
+        # A's text must lie outside B's window, or B cannot read it from /proc/vmcore
+        # (scenarios/bugs/x86_64-a-inside-b-window.toml): A runs at 32 MiB
+        a_fragments=("a-outside-window",),
         direct_map=0xFFFF888000000000, direct_map_size=64 << 40,  # 4-level paging, no KASLR
         kernel_map=0xFFFFFFFF80000000,
         jump_entry_condition="($cs & 3) == 0", jump_entry_if="in ring 0",

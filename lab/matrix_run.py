@@ -31,7 +31,7 @@ from .artifacts.kernel import KernelSpec, build_kernel
 from .errors import InfraError
 from .lifetime import die_with_parent, end_group, exited, group_members, kill_group, stop_signals
 from .matrix import Cell, Matrix
-from .runner import kernel_spec
+from .runner import kernel_a_spec, kernel_spec
 from .scenario import load_scenario
 
 log = logging.getLogger(__name__)
@@ -129,8 +129,10 @@ def kernels_of(scenario_files: dict[str, Path]) -> dict[str, tuple[KernelSpec, l
     """The distinct kernels of the cells: {repr(spec): (spec, the ids of the cells that use it)}."""
     kernels: dict[str, tuple[KernelSpec, list[str]]] = {}
     for cid, path in scenario_files.items():
-        spec = kernel_spec(load_scenario(path))
-        kernels.setdefault(repr(spec), (spec, []))[1].append(cid)
+        sc = load_scenario(path)
+        for spec in (kernel_spec(sc), kernel_a_spec(sc)):  # and kernel A where it is built apart
+            if spec is not None:
+                kernels.setdefault(repr(spec), (spec, []))[1].append(cid)
     return kernels
 
 

@@ -70,6 +70,14 @@ def kernel_spec(sc: Scenario) -> KernelSpec:
     return replace(sc.kernel, fragments=sc.kernel.fragments + extra)
 
 
+def kernel_a_spec(sc: Scenario) -> KernelSpec | None:
+    """Kernel A's own build, when the scenario (or its arch) builds A apart; else None (A is B)."""
+    if not sc.a_fragments:
+        return None
+    spec = kernel_spec(sc)
+    return replace(spec, fragments=spec.fragments + tuple(f for f in sc.a_fragments if f not in spec.fragments))
+
+
 def prepare_artifacts(sc: Scenario, run_dir: Path, rec: Recorder) -> FlowArtifacts:
     """Seed steps 1-3: the kernel, the initramfs images, the hibernation disk."""
     build_log = run_dir / "build.log"
@@ -80,8 +88,8 @@ def prepare_artifacts(sc: Scenario, run_dir: Path, rec: Recorder) -> FlowArtifac
         shutil.copy2(kernel.config, run_dir / "kernel.config")
         rec.artifact("kernel config", run_dir / "kernel.config")
         kernel_a = kernel
-        if sc.a_fragments:  # kernel A built apart (e.g. a high PHYSICAL_START for makedumpfile)
-            spec_a = replace(kernel_spec(sc), fragments=kernel_spec(sc).fragments + sc.a_fragments)
+        spec_a = kernel_a_spec(sc)
+        if spec_a is not None:  # kernel A built apart (a high PHYSICAL_START: makedumpfile, x86_64)
             kernel_a = build_kernel(spec_a, log_path=build_log)
             rec.provenance("kernel_a", kernel_a.provenance)
             shutil.copy2(kernel_a.config, run_dir / "kernel-A.config")

@@ -91,7 +91,7 @@ class Scenario:
     source: str  # where the problem or the flow comes from (mail, commit, facts item)
     links: tuple[str, ...]
     kernel: KernelSpec
-    a_fragments: tuple[str, ...]  # extra fragments for a separate kernel A ("" = A is B)
+    a_fragments: tuple[str, ...]  # extra fragments for a separate kernel A (() = A is B); default: the arch's
     guest: GuestSpec
     machine: MachineSpec
     c_memory_mib: int
@@ -138,7 +138,8 @@ def scenario_from_dict(data: dict[str, Any], path: Path, where: str | None = Non
         source=_str(where, "scenario.source", sc.get("source", "")),
         links=_str_list(where, "scenario.links", sc.get("links", [])),
         kernel=kernel,
-        a_fragments=_str_list(where, "kernel.a_fragments", data.get("kernel", {}).get("a_fragments", [])),
+        a_fragments=_str_list(where, "kernel.a_fragments",
+                              data.get("kernel", {}).get("a_fragments", list(kernel.arch.info.a_fragments))),
         guest=_guest(where, data.get("guest", {})),
         machine=machine,
         c_memory_mib=_int(where, "machine.c_memory_mib", data.get("machine", {}).get("c_memory_mib", machine.memory_mib), 128, 3584),
