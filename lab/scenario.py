@@ -14,8 +14,8 @@ from typing import Any
 
 from .debian_archive import PACKAGE_RE, SUITE_RE
 from .arch import Arch, parse_arch
-from .artifacts.kernel import KernelSpec
-from .errors import ScenarioError
+from .artifacts.kernel import PATCHES_DIR, KernelSpec
+from .errors import ScenarioError, UserError
 from .flows import FLOW_NAMES, FLOWS
 from .flows.common import DEFAULT_TIMEOUTS
 from .verdict import EXPECTABLE, Verdict
@@ -25,7 +25,7 @@ from .quirks import DEFAULT_QUIRKS, QUIRKS
 EXPECTABLE_NAMES = tuple(str(v) for v in EXPECTABLE)
 SAVE_METHODS = ("copy", "makedumpfile")
 # /sys/power/disk for the swsusp flow: power off (QEMU quits at "Power down"), reboot
-# (QEMU exits, -no-reboot), or test_resume (the image is read back at once, no power cycle)
+# (the machine ends, lab.vm), or test_resume (the image is read back at once, no power cycle)
 SWSUSP_MODES = ("shutdown", "reboot", "test_resume")
 RECIPES = ("debian", "buildroot")
 # Names become directory names (run directories, matrix cells): no '/', no '..', no
@@ -99,6 +99,7 @@ class Scenario:
     quirks: dict[str, bool]
     expect: Expectation
     kernel_tree: Path | None = None  # `kjlab run --kernel-tree`: the kernel comes from this tree
+    patch_files: tuple[Path, ...] = ()  # `kjlab run --patch`: applied after the scenario's own patches
 
     @property
     def a_ram_end(self) -> int:
@@ -130,7 +131,7 @@ def scenario_from_dict(data: dict[str, Any], path: Path, where: str | None = Non
     _check_keys(where, data)
     sc = data.get("scenario", {})
     machine = _machine(where, data.get("machine", {}))
-    kernel = _kernel(where, data.get("kernel", {}), machine)
+    kernel = _kernel(where, data.get("kernel", {}), machine, path)
     return Scenario(
         path=path,
         name=check_name(where, "scenario.name", sc.get("name", path.stem)),
@@ -237,7 +238,7 @@ def _int(where: str, key: str, value: Any, lo: int, hi: int) -> int:
     return value
 
 
-def _kernel(where: str, k: dict[str, Any], machine: MachineSpec) -> KernelSpec:
+def _kernel(where: str, k: dict[str, Any], machine: MachineSpec, path: Path) -> KernelSpec:
     """The kernel; its arch is the machine's (kernel.arch, when given, must say the same)."""
     arch = parse_arch(k.get("arch", machine.arch.value))
     if arch is None:
@@ -245,12 +246,40 @@ def _kernel(where: str, k: dict[str, Any], machine: MachineSpec) -> KernelSpec:
     if arch is not machine.arch:
         raise ScenarioError(where, "kernel.arch", f"{arch} does not run on machine {machine.name!r}, which is "
                             f"{machine.arch}: choose a machine of the kernel's arch (kjlab list)")
+    patches = _str_list(where, "kernel.patches", k.get("patches", []))
     return KernelSpec(
         source=check_kernel_source(where, "kernel.source", k.get("source", "debian:linux-source-6.1")),
         arch=arch,
         fragments=_str_list(where, "kernel.fragments", k.get("fragments", [arch.info.kexec_fragment])),
-        patches=_str_list(where, "kernel.patches", k.get("patches", [])),
+        patches=tuple(check_patch(where, f"kernel.patches[{i}]", name, path.parent) for i, name in enumerate(patches)),
     )
+
+
+PATCH_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*(?:/[A-Za-z0-9][A-Za-z0-9._+-]*)*")
+PATCH_PATH_PREFIXES = ("/", "./", "../", "~/")
+
+
+def check_patch(where: str, key: str, value: str, base: Path) -> str:
+    """A kernel patch entry: a name in guests/kernel/patches (the lab's own fixes; the
+    kernel's series picks a backport at build time), or - starting with / ./ ../ or ~/ -
+    the path of a patch, a format-patch series or an mbox, relative to `base` (the
+    scenario's directory, the current one for --patch). A path becomes absolute here."""
+    if value.startswith(PATCH_PATH_PREFIXES):
+        file = Path(value).expanduser()
+        file = (file if file.is_absolute() else base / file).resolve()
+        if "\n" in value or "\0" in value:
+            raise ScenarioError(where, key, f"{value!r}: no newline or NUL allowed")
+        if not file.is_file():
+            raise ScenarioError(where, key, f"{value!r}: no such patch or mbox file ({file})")
+        return str(file)
+    if not PATCH_NAME_RE.fullmatch(value) or ".." in value.split("/"):
+        raise ScenarioError(where, key, f"{value!r} is neither a patch name in guests/kernel/patches nor a path "
+                            f"(a path starts with {', '.join(PATCH_PATH_PREFIXES)})")
+    if not any((d / value).is_file() for d in (PATCHES_DIR, *PATCHES_DIR.iterdir()) if d.is_dir()):
+        choices = sorted(p.name for p in PATCHES_DIR.glob("*.patch"))
+        raise ScenarioError(where, key, f"unknown patch {value!r}; the lab's: {', '.join(choices)} (or a path to "
+                            f"a patch or mbox file, starting with {', '.join(PATCH_PATH_PREFIXES)})")
+    return value
 
 
 def _guest(where: str, g: dict[str, Any]) -> GuestSpec:
@@ -385,3 +414,16 @@ def with_kernel_tree(sc: Scenario, tree: Path) -> Scenario:
 
     tree = tree.resolve()
     return replace(sc, kernel=replace(sc.kernel, source=f"tree:{tree}"), kernel_tree=tree)
+
+
+def with_patches(sc: Scenario, files: list[Path]) -> Scenario:
+    """The scenario with more patches (`kjlab run --patch FILE`, in the order given) after
+    its own; each a patch, a format-patch series or an mbox."""
+    from dataclasses import replace
+
+    paths = tuple(f.expanduser().resolve() for f in files)
+    for given, file in zip(files, paths):
+        if "\n" in str(file) or not file.is_file():
+            raise UserError(f"--patch {given}: no such patch or mbox file")
+    return replace(sc, kernel=replace(sc.kernel, patches=sc.kernel.patches + tuple(map(str, paths))),
+                   patch_files=sc.patch_files + paths)
