@@ -372,9 +372,19 @@ def _shown(path: Path) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    out.print("[bold]scenarios[/]", markup=True)
+    from .scenario import load_scenario
+
+    by_arch: dict[str, list[Path]] = {}
     for path in sorted(SCENARIOS_DIR.rglob("*.toml")):
         if not path.name.endswith(".matrix.toml"):
+            try:
+                arch = str(load_scenario(path).kernel.arch)
+            except UserError:  # a scenario that does not load: `kjlab run` says why
+                arch = "not loadable"
+            by_arch.setdefault(arch, []).append(path)
+    for arch, paths in sorted(by_arch.items()):
+        out.print(f"[bold]scenarios[/] ({arch})", markup=True)
+        for path in paths:  # one path a line, as `kjlab run` takes it
             out.print(f"  {_shown(path)}")
     out.print("[bold]matrices[/]", markup=True)
     for path in sorted(SCENARIOS_DIR.rglob("*.matrix.toml")):
@@ -387,7 +397,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     out.print("[bold]machines[/]", markup=True)
     for m in machines().values():
         frags = ", ".join(machine_fragments(m)) or "-"
-        out.print(f"  {m.name:<14} {m.machine} {m.cpu} {m.memory_mib} MiB smp={m.smp} acpi={m.acpi} "
+        out.print(f"  {m.name:<20} {m.arch:<7} {m.machine} {m.cpu} {m.memory_mib} MiB smp={m.smp} acpi={m.acpi} "
                   f"disk={m.disk_bus} (fragments: {frags})")
     out.print("[bold]quirks[/] (all on by default)", markup=True)
     for q in QUIRKS.values():

@@ -50,7 +50,7 @@ def triple_fault_evidence(cpu_reset_log: str) -> list[str]:
     if not any(line.strip() == "Triple fault" for line in lines):
         return []
     idx = max(i for i, line in enumerate(lines) if line.strip() == "Triple fault")
-    keep = re.compile(r"^(Triple fault|check_exception|\s*\d+: v=|EIP=|GDT=|IDT=|CR0=|CPU Reset|EAX=)")
+    keep = re.compile(r"^(Triple fault|check_exception|\s*\d+: v=|EIP=|RIP=|GDT=|IDT=|CR0=|CPU Reset|EAX=|RAX=)")
     window = lines[max(0, idx - 40) : idx + 12]
     return [line for line in window if keep.match(line)]
 

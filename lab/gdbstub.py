@@ -3,9 +3,11 @@
 
 The lab uses it for the two moments when no code of kernel A runs: the first
 instruction of the image A jumps into (departure) and A's jump-back entry (return).
-Both run with paging off, so a linear address is the physical address; the breakpoint
-is conditional on CR0.PG = 0, so a user process of another kernel that happens to run
-at the same linear address does not stop the guest. Under TCG a breakpoint does not
+Both run in physical addressing: with paging off on i386, where the breakpoint is
+conditional on CR0.PG = 0; identity-mapped in long mode on x86_64 (paging is always on
+there), where it is conditional on ring 0 (CS.RPL = 0). Either way a user process of
+another kernel that happens to run at the same linear address does not stop the guest
+(lab.arch.ArchInfo.jump_entry_condition). Under TCG a breakpoint does not
 write into guest memory, so the snapshots taken while stopped are untouched by it.
 """
 
@@ -20,12 +22,12 @@ from typing import Any
 
 from pygdbmi.gdbcontroller import GdbController
 
+from .arch import Arch
 from .errors import GuestError, InfraError
 
 log = logging.getLogger(__name__)
 
 GDB = "gdb"
-PAGING_OFF = "($cr0 & 0x80000000) == 0"
 
 
 class GdbError(GuestError):
@@ -35,7 +37,7 @@ class GdbError(GuestError):
 class GdbStub:
     """One GDB attached to one QEMU; every MI record is appended to `log_path`."""
 
-    def __init__(self, socket_path: Path, log_path: Path, arch: str = "i386") -> None:
+    def __init__(self, socket_path: Path, log_path: Path, arch: Arch = Arch.I386) -> None:
         self.socket_path, self.log_path, self.arch = socket_path, log_path, arch
         self._gdb: GdbController | None = None
         self._pending: list[dict[str, Any]] = []
@@ -46,12 +48,13 @@ class GdbStub:
             raise InfraError("gdb is not installed (Debian package 'gdb'; ./bootstrap.sh installs it)")
         self._gdb = GdbController(command=[GDB, "--nx", "--quiet", "--interpreter=mi3"],
                                   time_to_check_for_additional_output_sec=0.02)
-        self._mi(f"-gdb-set architecture {self.arch}")
+        self._mi(f"-gdb-set architecture {self.arch.info.gdb}")
         self._mi(f"-target-select remote {self.socket_path}", timeout=20)
 
     def break_at(self, address: int) -> str:
-        """A hardware breakpoint at a physical address, taken only with paging off."""
-        records = self._mi(f'-break-insert -h -c "{PAGING_OFF}" *{address:#x}')
+        """A hardware breakpoint at a physical address, taken only in the arch's physical
+        addressing of a kexec jump (paging off on i386, ring 0 on x86_64)."""
+        records = self._mi(f'-break-insert -h -c "{self.arch.info.jump_entry_condition}" *{address:#x}')
         for r in records:
             if r.get("message") == "done" and isinstance(r.get("payload"), dict):
                 return str(r["payload"]["bkpt"]["number"])

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from .arch import Arch
+
 B_APPEND = "console=ttyS0 loglevel=7 kjlab.role=B"
 LEGACY_WINDOW_TOP = 0xFFFFFF  # the 2008 command line's --mem-max (facts item 1)
 PHYSCALL_WINDOW = (0x1000000, 0x1000FFF)  # kj-physcall.elf's one PT_LOAD (guests/progs/kj-physcall.ld)
@@ -32,6 +34,15 @@ def save_image(save: str, dump_level: int, name: str) -> str:
     if save == "makedumpfile":
         return f"time makedumpfile -E -d {dump_level} -i /mnt/vmcoreinfo /proc/vmcore /mnt/{name}"
     return f"time cp /proc/vmcore /mnt/{name}"
+
+
+def after_save(arch: Arch, quirks: Mapping[str, bool], name: str) -> list[str]:
+    """What B runs on the saved image after step 7. x86_64: the image's kernel-text
+    PT_LOADs, which duplicate RAM PT_LOADs, become PT_NULL so that C's kexec can load it
+    (facts, x86_64; quirk drop-kernel-text). i386 images have none: nothing to run."""
+    if arch.info.kernel_map is None or not quirks["drop-kernel-text"]:
+        return []
+    return [f"kj-image drop-kernel-text /mnt/{name}"]
 
 
 def load_image(quirks: Mapping[str, bool]) -> str:

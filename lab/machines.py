@@ -6,6 +6,7 @@ from it: `machine_fragments()`; nobody edits a kernel config by hand for a machi
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, fields, replace
 from functools import cache
@@ -13,12 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from . import GUESTS_DIR
+from .arch import Arch, parse_arch
 from .errors import ScenarioError, UserError
 
 MACHINES_DIR = GUESTS_DIR / "machines"
 DISK_BUSES = ("virtio", "ide", "ahci", "scsi", "usb", "nvme")
 MACHINE_TYPES = ("pc", "q35")
 ACCELS = ("auto", "tcg", "kvm")
+# -cpu: a QEMU model name, optionally with +/- features (Icelake-Server,-mwait): never a
+# second option, never a key=value QEMU would read as something else
+CPU_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}(,[+-][A-Za-z0-9_.-]{1,40})*")
 # The block device the guest kernel gives the hibernation disk on each bus.
 GUEST_DISK_DEVICE = {"virtio": "/dev/vda", "ide": "/dev/sda", "ahci": "/dev/sda", "scsi": "/dev/sda",
                      "usb": "/dev/sda", "nvme": "/dev/nvme0n1"}
@@ -27,14 +32,13 @@ GUEST_SWAP_DEVICE = {"virtio": "/dev/vdb"}
 # Fragments (guests/kernel/configs) per bus; virtio and IDE are in the base fragment.
 BUS_FRAGMENTS = {"virtio": (), "ide": (), "ahci": ("bus-ahci",), "scsi": ("bus-scsi",),
                  "usb": ("bus-usb",), "nvme": ("bus-nvme",)}
-MAX_I386_MIB = 3584  # below the PCI hole; HIGHMEM4G sees the rest of 4 GiB as holes
 
 
 @dataclass(frozen=True)
 class MachineSpec:
     name: str
     description: str = ""
-    arch: str = "i386"
+    arch: Arch = Arch.I386
     machine: str = "pc"
     cpu: str = "qemu32"
     memory_mib: int = 256
@@ -70,13 +74,18 @@ def validate(spec: MachineSpec, where: str, prefix: str = "") -> MachineSpec:
     def bad(key: str, msg: str) -> ScenarioError:
         return ScenarioError(where, prefix + key, msg)
 
+    if not isinstance(spec.arch, Arch):
+        raise bad("arch", f"{spec.arch!r} is not allowed; options are {', '.join(Arch.names())}")
     if spec.machine not in MACHINE_TYPES:
         raise bad("machine", f"{spec.machine!r} is not allowed; options are {', '.join(MACHINE_TYPES)}")
+    if not isinstance(spec.cpu, str) or not CPU_RE.fullmatch(spec.cpu):
+        raise bad("cpu", f"{spec.cpu!r} is not a QEMU CPU model: a name like Icelake-Server or core2duo, "
+                  "optionally with ,+feature or ,-feature")
     if spec.disk_bus not in DISK_BUSES:
         raise bad("disk_bus", f"{spec.disk_bus!r} is not allowed; options are {', '.join(DISK_BUSES)}")
     if spec.accel not in ACCELS:
         raise bad("accel", f"{spec.accel!r} is not allowed; options are {', '.join(ACCELS)}")
-    for key, lo, hi in (("memory_mib", 128, MAX_I386_MIB), ("smp", 1, 8)):
+    for key, lo, hi in (("memory_mib", 128, spec.arch.info.max_memory_mib), ("smp", 1, 8)):
         value = getattr(spec, key)
         if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
             raise bad(key, f"must be a whole number from {lo} to {hi}")
@@ -100,6 +109,11 @@ def load_machine(path: Path) -> MachineSpec:
     for key in data:
         if key not in allowed:
             raise ScenarioError(where, key, f"unknown key; allowed: {', '.join(sorted(allowed))}")
+    if "arch" in data:
+        arch = parse_arch(data["arch"])
+        if arch is None:
+            raise ScenarioError(where, "arch", f"{data['arch']!r} is not allowed; options are {', '.join(Arch.names())}")
+        data["arch"] = arch
     return validate(MachineSpec(name=path.stem, **data), where)
 
 

@@ -35,9 +35,10 @@ anything runs, naming the matrix file, the cell and the key.
     quirks = { crash-note = false }
     flow = { proof_kib = 1024 }
 
-One kernel per (kernel, patch set) serves every machine of the matrix: its fragments
-are the union of what the machines need (lab.machines.machine_fragments), so a matrix
-builds each kernel once.
+One kernel per (kernel, arch, patch set) serves every machine of that arch in the matrix
+(a machine runs its own arch only: lab.machines): its fragments are the arch's base fragment
+(or matrix.fragments) and the union of what those machines need
+(lab.machines.machine_fragments), so a matrix builds each kernel once per arch.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from .errors import ScenarioError
 from .machines import machine_fragments, machines
 from .quirks import QUIRKS
 from .flows import FLOW_NAMES as FLOWS
+from .arch import Arch, parse_arch
 from .scenario import EXPECTABLE_NAMES as VERDICTS
 from .scenario import NAME_RE, NAME_RULE, check_kernel_source, check_name, check_seconds, read_toml, scenario_from_dict
 
@@ -62,7 +64,6 @@ _MATRIX_KEYS = {"name", "description", "machines", "flows", "arch", "parallel", 
 _KERNEL_KEYS = {"name", "source"}
 _PATCHSET_KEYS = {"name", "patches", "expect", "step", "signature"}
 _OVERRIDE_KEYS = {"cells", "quirks", "flow"}
-BASE_FRAGMENTS = ["kexec-jump-i386"]
 MAX_PARALLEL = 256
 
 
@@ -121,10 +122,15 @@ def load_matrix(path: Path) -> Matrix:
         if flow not in FLOWS:
             raise ScenarioError(where, f"matrix.flows[{i}]", f"{flow!r} is not a flow; options are {', '.join(FLOWS)}")
     flow_machines = _flow_machines(where, m.get("flow_machines", {}), flows, names)
-    arches = _list(where, "matrix.arch", m.get("arch", ["i386"]))
-    for i, arch in enumerate(arches):
-        if arch != "i386":
-            raise ScenarioError(where, f"matrix.arch[{i}]", f"{arch!r} is not supported yet; options are i386")
+    arches: list[Arch] = []
+    for i, name in enumerate(_list(where, "matrix.arch", m.get("arch", ["i386"]))):
+        arch = parse_arch(name)
+        if arch is None:
+            raise ScenarioError(where, f"matrix.arch[{i}]", f"{name!r} is not allowed; options are {', '.join(Arch.names())}")
+        if not any(machines()[n].arch is arch for n in names):
+            raise ScenarioError(where, f"matrix.arch[{i}]", f"no machine of matrix.machines is {arch}; "
+                                f"{arch} machines: {', '.join(n for n, s in sorted(machines().items()) if s.arch is arch)}")
+        arches.append(arch)
     for i, p in enumerate(patchsets):
         if p.get("expect", "PASS") not in VERDICTS:
             raise ScenarioError(where, f"patchset[{i}].expect", f"options are {', '.join(VERDICTS)}")
@@ -136,21 +142,27 @@ def load_matrix(path: Path) -> Matrix:
         for q in o.get("quirks", {}):
             if q not in QUIRKS:
                 raise ScenarioError(where, f"override[{i}].quirks.{q}", f"unknown quirk; options are {', '.join(QUIRKS)}")
-    # the union of what the machines need: one kernel build per (kernel, patch set)
-    fragments = list(_list(where, "matrix.fragments", m.get("fragments", BASE_FRAGMENTS)))
-    for name in names:
-        fragments += [f for f in machine_fragments(machines()[name]) if f not in fragments]
+    # the union of what the machines of an arch need: one kernel build per (kernel, arch, patch set)
+    base_fragments = _list(where, "matrix.fragments", m["fragments"]) if "fragments" in m else None
+    fragments_of: dict[Arch, list[str]] = {}
+    for arch in arches:
+        fragments = list(base_fragments if base_fragments is not None else [arch.info.kexec_fragment])
+        for name in names:
+            if machines()[name].arch is arch:
+                fragments += [f for f in machine_fragments(machines()[name]) if f not in fragments]
+        fragments_of[arch] = fragments
     cells = []
     for k in kernels:
         for arch in arches:
-            for mach in names:
+            fragments = fragments_of[arch]
+            for mach in (n for n in names if machines()[n].arch is arch):  # a machine runs its own arch only
                 for flow in flows:
                     if mach not in flow_machines.get(flow, names):
                         continue
                     for p in patchsets:
                         cid = cell_id(k["name"], arch, mach, flow, p["name"])
                         sc = _cell_scenario(cid, k, arch, mach, flow, p, fragments, overrides)
-                        cells.append(Cell(cid, k["name"], arch, mach, flow, p["name"], sc))
+                        cells.append(Cell(cid, k["name"], arch.value, mach, flow, p["name"], sc))
     _unique_cells(where, cells)
     for cell in cells:  # every cell's scenario valid now, not when its turn comes at night
         scenario_from_dict(cell.scenario, path, where=f"{where} (cell {cell.id})")
@@ -211,11 +223,11 @@ def _str(where: str, key: str, value: Any) -> str:
     return value
 
 
-def _cell_scenario(cid: str, k: dict[str, Any], arch: str, mach: str, flow: str, p: dict[str, Any],
+def _cell_scenario(cid: str, k: dict[str, Any], arch: Arch, mach: str, flow: str, p: dict[str, Any],
                    fragments: list[str], overrides: list[dict[str, Any]]) -> dict[str, Any]:
     sc: dict[str, Any] = {
         "scenario": {"name": cell_slug(cid), "description": f"matrix cell {cid}"},
-        "kernel": {"source": k["source"], "arch": arch, "fragments": fragments, "patches": list(p.get("patches", []))},
+        "kernel": {"source": k["source"], "arch": arch.value, "fragments": fragments, "patches": list(p.get("patches", []))},
         "machine": {"name": mach},
         "flow": {"name": flow},
         "quirks": {},

@@ -25,12 +25,13 @@ from pathlib import Path
 
 import tomli_w
 
+from .arch import Arch
 from .artifacts.initramfs import build_base
 from .artifacts.kernel import KernelSpec, build_kernel
 from .errors import InfraError
 from .lifetime import die_with_parent, end_group, exited, group_members, kill_group, stop_signals
 from .matrix import Cell, Matrix
-from .runner import kernel_spec
+from .runner import kernel_a_spec, kernel_spec
 from .scenario import load_scenario
 
 log = logging.getLogger(__name__)
@@ -106,21 +107,32 @@ def prebuild(scenario_files: dict[str, Path], log_path: Path, *, base: bool = Tr
                       ", ".join(spec.patches) or "none", len(cids), e)
             blocked.update(dict.fromkeys(cids, build_failure_reason("the cell's kernel did not build", e)))
     if base:
-        try:
-            build_base("i386", log_path=log_path)
-        except InfraError as e:
-            log.error("the base initramfs did not build; every cell is ERROR:\n%s", e)
-            for cid in scenario_files:
-                blocked.setdefault(cid, build_failure_reason("the base initramfs did not build", e))
+        for arch, cids in arches_of(scenario_files).items():
+            try:
+                build_base(arch, log_path=log_path)
+            except InfraError as e:
+                log.error("the %s base initramfs did not build; its %d cells are ERROR:\n%s", arch, len(cids), e)
+                for cid in cids:
+                    blocked.setdefault(cid, build_failure_reason(f"the {arch} base initramfs did not build", e))
     return blocked
+
+
+def arches_of(scenario_files: dict[str, Path]) -> dict[Arch, list[str]]:
+    """The arches of the cells (each needs its own base initramfs): {arch: cell ids}."""
+    arches: dict[Arch, list[str]] = {}
+    for cid, path in scenario_files.items():
+        arches.setdefault(load_scenario(path).kernel.arch, []).append(cid)
+    return arches
 
 
 def kernels_of(scenario_files: dict[str, Path]) -> dict[str, tuple[KernelSpec, list[str]]]:
     """The distinct kernels of the cells: {repr(spec): (spec, the ids of the cells that use it)}."""
     kernels: dict[str, tuple[KernelSpec, list[str]]] = {}
     for cid, path in scenario_files.items():
-        spec = kernel_spec(load_scenario(path))
-        kernels.setdefault(repr(spec), (spec, []))[1].append(cid)
+        sc = load_scenario(path)
+        for spec in (kernel_spec(sc), kernel_a_spec(sc)):  # and kernel A where it is built apart
+            if spec is not None:
+                kernels.setdefault(repr(spec), (spec, []))[1].append(cid)
     return kernels
 
 

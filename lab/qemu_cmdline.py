@@ -7,7 +7,6 @@ from pathlib import Path
 
 from .machines import MachineSpec
 
-QEMU_BINARY = {"i386": "qemu-system-i386", "x86_64": "qemu-system-x86_64"}
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ def gdb_args(files: BootFiles) -> list[str]:
 def qemu_argv(spec: MachineSpec, files: BootFiles, accel: str) -> list[str]:
     machine = f"{spec.machine},acpi={'on' if spec.acpi else 'off'}"
     return [
-        QEMU_BINARY[spec.arch],
+        spec.arch.info.qemu_binary,
         "-accel", accel,
         "-machine", machine,
         "-cpu", spec.cpu,

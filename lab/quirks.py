@@ -37,6 +37,10 @@ QUIRKS: dict[str, Quirk] = {
         Quirk("own-jump-back-helper", "7",
               "B jumps straight back with kj-jump-back (kexec_load of one 4 KiB segment itself)",
               "kexec --load-jump-back-helper: ENOMEM, 'Could not allocate control_code_buffer'"),
+        Quirk("drop-kernel-text", "x86_64",
+              "x86_64: B turns the saved image's kernel-text PT_LOADs (virtual 0xffffffff8...) into PT_NULL "
+              "(kj-image drop-kernel-text); no effect on i386",
+              "C's kexec -l of the image: 'Overlapping memory segments'"),
         Quirk("ignore-kexec-e-status", "8",
               "judge the resume by the guest, not by kexec -e's exit status 255",
               "a successful resume is reported as a kexec failure"),

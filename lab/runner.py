@@ -29,7 +29,6 @@ from .flows.base import FlowStop, Recorder
 from .flows.common import FlowArtifacts, FlowContext, ResumedHook
 from .lifetime import sigterm_as_interrupt
 from .provenance import host_provenance
-from .qemu_cmdline import QEMU_BINARY
 from .results import RunResult, Step
 from .scenario import Scenario, check_name
 from .symbols import symbolize
@@ -71,6 +70,14 @@ def kernel_spec(sc: Scenario) -> KernelSpec:
     return replace(sc.kernel, fragments=sc.kernel.fragments + extra)
 
 
+def kernel_a_spec(sc: Scenario) -> KernelSpec | None:
+    """Kernel A's own build, when the scenario (or its arch) builds A apart; else None (A is B)."""
+    if not sc.a_fragments:
+        return None
+    spec = kernel_spec(sc)
+    return replace(spec, fragments=spec.fragments + tuple(f for f in sc.a_fragments if f not in spec.fragments))
+
+
 def prepare_artifacts(sc: Scenario, run_dir: Path, rec: Recorder) -> FlowArtifacts:
     """Seed steps 1-3: the kernel, the initramfs images, the hibernation disk."""
     build_log = run_dir / "build.log"
@@ -81,8 +88,8 @@ def prepare_artifacts(sc: Scenario, run_dir: Path, rec: Recorder) -> FlowArtifac
         shutil.copy2(kernel.config, run_dir / "kernel.config")
         rec.artifact("kernel config", run_dir / "kernel.config")
         kernel_a = kernel
-        if sc.a_fragments:  # kernel A built apart (e.g. a high PHYSICAL_START for makedumpfile)
-            spec_a = replace(kernel_spec(sc), fragments=kernel_spec(sc).fragments + sc.a_fragments)
+        spec_a = kernel_a_spec(sc)
+        if spec_a is not None:  # kernel A built apart (a high PHYSICAL_START: makedumpfile, x86_64)
             kernel_a = build_kernel(spec_a, log_path=build_log)
             rec.provenance("kernel_a", kernel_a.provenance)
             shutil.copy2(kernel_a.config, run_dir / "kernel-A.config")
@@ -113,7 +120,7 @@ def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
     result = RunResult(
         run_id=run_id, scenario=sc.name, scenario_path=str(sc.path), flow=sc.flow.name, started=time.time(),
         expected_verdict=sc.expect.verdict, quirks=dict(sc.quirks),
-        provenance={**host_provenance(QEMU_BINARY[sc.machine.arch]), "accelerator": accel.accel,
+        provenance={**host_provenance(sc.machine.arch.info.qemu_binary), "accelerator": accel.accel,
                     "accelerator_reason": accel.reason, "machine": vars(sc.machine).copy()},
     )
     if sc.kernel_tree is not None:  # how the run was asked for: the report's reproduce block

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from .debian_archive import PACKAGE_RE, SUITE_RE
+from .arch import Arch, parse_arch
 from .artifacts.kernel import PATCHES_DIR, KernelSpec
 from .errors import ScenarioError, UserError
-from .flows import FLOW_NAMES
+from .flows import FLOW_NAMES, FLOWS
 from .flows.common import DEFAULT_TIMEOUTS
 from .verdict import EXPECTABLE, Verdict
 from .machines import DISK_BUSES, GUEST_SWAP_DEVICE, MachineSpec, machines, validate
@@ -90,7 +91,7 @@ class Scenario:
     source: str  # where the problem or the flow comes from (mail, commit, facts item)
     links: tuple[str, ...]
     kernel: KernelSpec
-    a_fragments: tuple[str, ...]  # extra fragments for a separate kernel A ("" = A is B)
+    a_fragments: tuple[str, ...]  # extra fragments for a separate kernel A (() = A is B); default: the arch's
     guest: GuestSpec
     machine: MachineSpec
     c_memory_mib: int
@@ -129,18 +130,21 @@ def scenario_from_dict(data: dict[str, Any], path: Path, where: str | None = Non
     where = where or str(path)
     _check_keys(where, data)
     sc = data.get("scenario", {})
+    machine = _machine(where, data.get("machine", {}))
+    kernel = _kernel(where, data.get("kernel", {}), machine, path)
     return Scenario(
         path=path,
         name=check_name(where, "scenario.name", sc.get("name", path.stem)),
         description=_str(where, "scenario.description", sc.get("description", "")),
         source=_str(where, "scenario.source", sc.get("source", "")),
         links=_str_list(where, "scenario.links", sc.get("links", [])),
-        kernel=_kernel(where, data.get("kernel", {}), path),
-        a_fragments=_str_list(where, "kernel.a_fragments", data.get("kernel", {}).get("a_fragments", [])),
+        kernel=kernel,
+        a_fragments=_str_list(where, "kernel.a_fragments",
+                              data.get("kernel", {}).get("a_fragments", list(kernel.arch.info.a_fragments))),
         guest=_guest(where, data.get("guest", {})),
-        machine=(machine := _machine(where, data.get("machine", {}))),
+        machine=machine,
         c_memory_mib=_int(where, "machine.c_memory_mib", data.get("machine", {}).get("c_memory_mib", machine.memory_mib), 128, 3584),
-        flow=_swap_bus(where, _flow(where, data.get("flow", {})), machine),
+        flow=_flow_on_arch(where, _swap_bus(where, _flow(where, data.get("flow", {})), machine), kernel.arch),
         quirks=_quirks(where, data.get("quirks", {})),
         expect=_expect(where, data.get("expect", {})),
     )
@@ -234,12 +238,19 @@ def _int(where: str, key: str, value: Any, lo: int, hi: int) -> int:
     return value
 
 
-def _kernel(where: str, k: dict[str, Any], path: Path) -> KernelSpec:
+def _kernel(where: str, k: dict[str, Any], machine: MachineSpec, path: Path) -> KernelSpec:
+    """The kernel; its arch is the machine's (kernel.arch, when given, must say the same)."""
+    arch = parse_arch(k.get("arch", machine.arch.value))
+    if arch is None:
+        raise ScenarioError(where, "kernel.arch", f"{k.get('arch')!r} is not allowed; options are {', '.join(Arch.names())}")
+    if arch is not machine.arch:
+        raise ScenarioError(where, "kernel.arch", f"{arch} does not run on machine {machine.name!r}, which is "
+                            f"{machine.arch}: choose a machine of the kernel's arch (kjlab list)")
     patches = _str_list(where, "kernel.patches", k.get("patches", []))
     return KernelSpec(
         source=check_kernel_source(where, "kernel.source", k.get("source", "debian:linux-source-6.1")),
-        arch=_choice(where, "kernel.arch", k.get("arch", "i386"), ("i386",)),
-        fragments=_str_list(where, "kernel.fragments", k.get("fragments", ["kexec-jump-i386"])),
+        arch=arch,
+        fragments=_str_list(where, "kernel.fragments", k.get("fragments", [arch.info.kexec_fragment])),
         patches=tuple(check_patch(where, f"kernel.patches[{i}]", name, path.parent) for i, name in enumerate(patches)),
     )
 
@@ -344,6 +355,14 @@ def _swap_bus(where: str, flow: FlowParams, machine: MachineSpec) -> FlowParams:
     if flow.name == "swsusp" and not machine.guest_swap:
         raise ScenarioError(where, "machine.disk_bus", f"the swsusp flow's swap disk is not on {machine.disk_bus!r}; "
                             f"buses with one: {', '.join(GUEST_SWAP_DEVICE)}")
+    return flow
+
+
+def _flow_on_arch(where: str, flow: FlowParams, arch: Arch) -> FlowParams:
+    """A flow that runs one of the lab's i386-only programs cannot run on another arch."""
+    if FLOWS[flow.name].needs_physcall and not arch.info.physcall:
+        raise ScenarioError(where, "flow.name", f"the {flow.name!r} flow calls kj-physcall.elf, a 32-bit "
+                            f"physical-mode program the lab has for i386 only, not for {arch}")
     return flow
 
 

@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-PAGE_OFFSET_I386 = 0xC0000000  # the kernel's direct map on i386 (3G/1G split)
+from .arch import Arch
+
 _TEXT_TYPES = set("tTwW")
 _ANY_TYPES = set("tTwWdDbBrR")
 _HEX_ADDR = re.compile(r"\b(?:EIP|IP|RIP|PC|pc)[=:]\s*(?:[0-9a-f]{4}:)?(?:0x)?([0-9a-fA-F]{8,16})\b")
@@ -22,11 +23,13 @@ class SymbolMap:
     addresses: tuple[int, ...]
     names: tuple[str, ...]
     text_end: int  # one past the last text symbol: later addresses are not code
+    arch: Arch = Arch.I386  # the kernel's: how its symbols' addresses map to physical ones
 
     @classmethod
-    def load(cls, path: Path, types: set[str] = _ANY_TYPES) -> SymbolMap:
+    def load(cls, path: Path, types: set[str] = _ANY_TYPES, arch: Arch = Arch.I386) -> SymbolMap:
         entries = []
         text_end = 0
+        floor = arch.info.kernel_map or 0
         for line in path.read_text(errors="replace").splitlines():
             parts = line.split()
             if len(parts) < 3 or parts[1] not in types:
@@ -35,11 +38,13 @@ class SymbolMap:
                 addr = int(parts[0], 16)
             except ValueError:
                 continue
+            if addr < floor:  # x86_64's per-CPU offsets (0x0...): no code or data lives there
+                continue
             entries.append((addr, parts[2]))
             if parts[1] in _TEXT_TYPES:
                 text_end = max(text_end, addr)
         entries.sort()
-        return cls(tuple(a for a, _ in entries), tuple(n for _, n in entries), text_end)
+        return cls(tuple(a for a, _ in entries), tuple(n for _, n in entries), text_end, arch)
 
     def lookup(self, address: int) -> str | None:
         """`name+0xoff` of the symbol at or below `address`, or None outside the kernel."""
@@ -57,8 +62,10 @@ class SymbolMap:
             return None
 
     def lookup_physical(self, phys: int) -> str | None:
-        """What a physical address of the i386 kernel's direct map holds, by symbol."""
-        return self.lookup(phys + PAGE_OFFSET_I386)
+        """What a physical address holds, by symbol: through the i386 kernel's direct map, or
+        the x86_64 kernel's own mapping (__START_KERNEL_map; no KASLR, so phys_base 0)."""
+        info = self.arch.info
+        return self.lookup(phys + (info.kernel_map if info.kernel_map is not None else info.direct_map))
 
 
 def symbolize_line(line: str, symbols: SymbolMap) -> str:

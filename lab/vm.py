@@ -101,7 +101,7 @@ class QemuVM:
 
     def debugger(self, log_path: Path) -> GdbStub | None:
         """GDB on this QEMU's gdbstub (lab.gdbstub), if it has one."""
-        return GdbStub(self.files.gdb_socket, log_path) if self.files.gdb_socket else None
+        return GdbStub(self.files.gdb_socket, log_path, self.spec.arch) if self.files.gdb_socket else None
 
     def _on_event(self, event: dict[str, Any]) -> None:
         if event.get("event") == "SHUTDOWN" and self._console is not None:

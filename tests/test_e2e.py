@@ -236,3 +236,22 @@ def test_swsusp_resumes_a_with_every_check(tmp_path):
     assert "PM: hibernation: hibernation exit" in (run_dir / "console-A-resumed.log").read_text(errors="replace")
     assert res["provenance"]["kernel"]["fragments"] == ["kexec-jump-i386.config"]  # the default scenario's kernel
     assert not qemu_processes_for(run_dir)
+
+
+def test_x86_64_hibernation_on_6_12_passes(tmp_path):
+    """x86_64, trixie's 6.12, no kernel patch: the same proof as on i386 (facts, x86_64)."""
+    code, res, run_dir = kjlab_run("x86_64-hibernate.toml", tmp_path)
+    assert res["verdict"] == "PASS", (res["reason"], res["evidence"])
+    assert code == 0
+    assert res["provenance"]["kernel"]["arch"] == "x86_64" and not res["provenance"]["kernel"]["patches"]
+    assert res["provenance"]["machine"]["arch"] == "x86_64"
+    checks = {c["name"]: c["ok"] for c in res["checks"]}
+    assert checks and all(checks.values())
+    assert {s["name"] for s in res["snapshots"]} == {"A-departure", "B-booted", "A-return"}
+    proof = res["memory"]["round_trip"]
+    assert proof["proven"] and proof["complete"] and proof["pages_in_domain"] > 20000
+    assert all(leg["pages_differing"] == 0 for leg in proof["legs"])
+    save = next(s for s in res["steps"] if s["name"] == "save-image")
+    assert any("kj-image drop-kernel-text" in c["command"] and "turned into PT_NULL" in c["output"]
+               for c in save["commands"])
+    assert not qemu_processes_for(run_dir)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from lab import debian_archive as debian
+from lab.arch import Arch
 from lab.artifacts.initramfs import (
     CpioEntry,
     append_gzip_cpio,
@@ -215,7 +216,7 @@ def test_elf_closure_on_debian_i386_kexec(tmp_path: Path) -> None:
     for deb in debs.values():
         assert deb is not None
         debian.extract(deb, tmp_path)
-    closure = elf_closure(tmp_path, ["sbin/kexec"], search_dirs("i386"))
+    closure = elf_closure(tmp_path, ["sbin/kexec"], search_dirs(Arch.I386))
     assert set(closure) == {"lib/ld-linux.so.2", "lib/i386-linux-gnu/libc.so.6",
                             "lib/i386-linux-gnu/ld-linux.so.2"}
     assert not closure["lib/ld-linux.so.2"].is_symlink()  # the real file, not Debian's link

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.arch import Arch
 from lab.errors import KernelLogUnreadable
 from lab.flows.base import FROM_MEMORY, FlowStop, judge_with_memory_log, oops_trace
 from lab.memory.image import PhysImage
@@ -127,3 +128,32 @@ def test_oops_trace_ends_with_its_trace() -> None:
     lines = ["a", "BUG: unable to handle page fault for address: 0", "x", "---[ end trace 0 ]---", "after"]
     assert oops_trace(lines) == lines[1:4]
     assert oops_trace(["WARNING: CPU: 0 PID: 1 at x"]) == []
+
+
+# -- x86_64 ---------------------------------------------------------------------------------
+
+X86_64_RECORDING = "x86_64-6.12-B-booted.B"  # kernel B of x86_64-hibernate.toml, from its B-booted snapshot
+
+
+def test_an_x86_64_kernel_log_is_read_through_the_kernel_mapping_at_its_phys_base(tmp_path: Path) -> None:
+    """Kernel B of 6.12 x86_64 runs where kexec put it (20 MiB), not where it was linked
+    (2 MiB): its variables are found at phys_base 0x1200000, its allocations in the direct
+    map; the pages are written as an ELF64 core that vmcore-dmesg reads."""
+    pages = tmp_path / "pages.elf"
+    with gzip.open(DATA / f"{X86_64_RECORDING}.pages.elf.gz") as src, open(pages, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    system_map = DATA / f"{X86_64_RECORDING}.System.map"
+    mlog = read_kernel_log(pages, [system_map], tmp_path / "again.elf", Arch.X86_64)
+    assert mlog.text == (DATA / f"{X86_64_RECORDING}.dmesg").read_text()
+    assert (mlog.role, mlog.release) == ("B", "6.12.117")
+    assert (tmp_path / "again.elf").read_bytes() == pages.read_bytes()
+    with PhysImage.open(pages) as img:
+        assert (img.elf_class, img.machine) == (64, "EM_X86_64")
+        info = find_vmcoreinfo(img, SymbolMap.load(system_map, arch=Arch.X86_64))
+        assert info.space is not None and info.space.phys_base == 0x1200000
+        assert info.fields["NUMBER(phys_base)"] == "18874368"
+        with pytest.raises(KernelLogUnreadable, match="not in the x86_64 direct map or the kernel image's mapping"):
+            read_virt(img, 0x1000, 4, Arch.X86_64)
+    # read as i386, the same map finds nothing
+    with pytest.raises(KernelLogUnreadable):
+        read_kernel_log(pages, [system_map], tmp_path / "i386.elf")

@@ -31,10 +31,13 @@ def flow_commands(sc: Scenario) -> list[str]:
         return [swsusp.swap_on_command(dev), swsusp.mode_command(f.swsusp_mode), swsusp.HIBERNATE]
     out = [commands.load_b(q, f.b_window)]
     if f.name == "hibernate":
-        return out + [commands.save_image(f.save, f.dump_level, "dump.elf"), commands.load_image(q)]
+        return out + [commands.save_image(f.save, f.dump_level, "dump.elf"),
+                      *commands.after_save(sc.kernel.arch, q, "dump.elf"), commands.load_image(q)]
     if f.name == "snapshot-debug":
-        return out + [commands.save_image(f.save, f.dump_level, "snap1.elf"), commands.load_jump_back(q, ENTRY),
-                      commands.save_image(f.save, f.dump_level, "snap2.elf"), commands.load_jump_back(q, ENTRY)]
+        return out + [commands.save_image(f.save, f.dump_level, "snap1.elf"),
+                      *commands.after_save(sc.kernel.arch, q, "snap1.elf"), commands.load_jump_back(q, ENTRY),
+                      commands.save_image(f.save, f.dump_level, "snap2.elf"),
+                      *commands.after_save(sc.kernel.arch, q, "snap2.elf"), commands.load_jump_back(q, ENTRY)]
     return out + [commands.load_jump_back(q, ENTRY)]  # jump-roundtrip, cycles
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
+from lab.arch import Arch
 from lab.artifacts.progs import PHYSCALL_BASE, PROGS, build_progs, check_elf
 from lab.errors import BuildError
 from lab.memory.sentinels import (
@@ -86,7 +87,7 @@ def test_sentinel_page_layout_by_hand() -> None:
 
 @needs_gcc
 def test_build_gives_static_i386_elfs(progs: dict[str, Path]) -> None:
-    assert set(progs) == {"bin/kj-jump-back", "bin/kj-sentinel", "bin/kj-proof", "boot/kj-physcall.elf"}
+    assert set(progs) == {"bin/kj-jump-back", "bin/kj-sentinel", "bin/kj-proof", "bin/kj-image", "boot/kj-physcall.elf"}
     for name, path in progs.items():
         with open(path, "rb") as f:
             elf = ELFFile(f)
@@ -124,6 +125,78 @@ def test_check_elf_refuses_wrong_files(progs: dict[str, Path], tmp_path: Path) -
     text.write_text("#!/bin/sh\n")
     with pytest.raises(BuildError, match="not a readable ELF"):
         check_elf(text, sentinel)
+
+
+@pytest.fixture(scope="module")
+def progs64() -> dict[str, Path]:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not installed")
+    return build_progs(arch=Arch.X86_64)
+
+
+@needs_gcc
+def test_x86_64_build_gives_static_x86_64_elfs_without_physcall(progs64: dict[str, Path]) -> None:
+    assert set(progs64) == {"bin/kj-jump-back", "bin/kj-sentinel", "bin/kj-proof", "bin/kj-image"}
+    for name, path in progs64.items():
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            assert elf.elfclass == 64 and elf["e_machine"] == "EM_X86_64" and elf["e_type"] == "ET_EXEC", name
+            assert elf.get_section_by_name(".dynamic") is None
+    sentinel = next(p for p in PROGS if p.image_path == "bin/kj-sentinel")
+    with pytest.raises(BuildError, match="ELFCLASS32 EM_386, expected ELFCLASS64 EM_X86_64"):
+        check_elf(build_progs()["bin/kj-sentinel"], sentinel, Arch.X86_64)
+
+
+@needs_gcc
+def test_x86_64_programs_run_on_the_host(progs64: dict[str, Path], tmp_path: Path) -> None:
+    """The x86_64 build's system calls (syscall, not int $0x80) on the x86_64 host itself."""
+    proof = tmp_path / "proof"
+    subprocess.run([progs64["bin/kj-proof"], "fill", proof, "64", "7"], check=True, capture_output=True, timeout=30)
+    assert proof.read_bytes() == _xorshift32_stream(7, 64)
+    out = subprocess.run([progs64["bin/kj-proof"], "crc32", proof], check=True, capture_output=True, text=True,
+                         timeout=30).stdout
+    assert out.split()[:2] == ["crc32", f"{zlib.crc32(proof.read_bytes()):#010x}"]
+    anon = subprocess.Popen([progs64["bin/kj-sentinel"], "anon", "2", "0x1234", "5"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert anon.stdout is not None
+        lines = [anon.stdout.readline(), anon.stdout.readline()]
+    finally:
+        anon.kill()
+        anon.wait(10)
+    assert lines[0].startswith("KJ-SENTINEL anon addr 0x") and lines[1].startswith("KJ-SENTINEL anon 2 ready pid")
+    refused = subprocess.run([progs64["bin/kj-jump-back"], "0x1000"], capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 2 and "refusing to run" in refused.stderr
+
+
+def _core64(path: Path, loads: list[tuple[int, int, int]]) -> None:
+    """An ELF64 core of PT_LOADs (vaddr, paddr, size) and a PT_NOTE, data left out."""
+    phdrs = [struct.pack("<IIQQQQQQ", 1, 7, 0x1000, v, p, n, n, 4096) for v, p, n in loads]
+    phdrs.append(struct.pack("<IIQQQQQQ", 4, 0, 0x800, 0, 0, 16, 16, 4))
+    header = (b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
+              + struct.pack("<HHIQQQIHHHHHH", 4, 62, 1, 0, 64, 0, 0, 64, 56, len(phdrs), 0, 0, 0))
+    path.write_bytes(header + b"".join(phdrs) + bytes(64))
+
+
+@needs_gcc
+def test_kj_image_turns_kernel_text_loads_into_pt_null(progs64: dict[str, Path], tmp_path: Path) -> None:
+    core = tmp_path / "dump.elf"
+    _core64(core, [(0xFFFFFFFF82000000, 0x2000000, 0x1800000), (0xFFFF888000100000, 0x100000, 0x7700000)])
+    before = core.read_bytes()
+    out = subprocess.run([progs64["bin/kj-image"], "drop-kernel-text", core], check=True, capture_output=True,
+                         text=True, timeout=30).stdout
+    assert "PT_LOAD[0] vaddr 0xffffffff82000000 paddr 0x02000000 size 0x01800000 (kernel text) -> PT_NULL" in out
+    assert out.strip().endswith("2 PT_LOADs, 1 turned into PT_NULL")
+    with open(core, "rb") as f:
+        types = [s["p_type"] for s in ELFFile(f).iter_segments()]
+    assert types == ["PT_NULL", "PT_LOAD", "PT_NOTE"]
+    after = core.read_bytes()
+    assert len(after) == len(before) and after[64 + 4:] == before[64 + 4:]  # only the one p_type changed
+    again = subprocess.run([progs64["bin/kj-image"], "drop-kernel-text", core], check=True, capture_output=True,
+                           text=True, timeout=30).stdout
+    assert again.strip().endswith("1 PT_LOADs, 0 turned into PT_NULL") and core.read_bytes() == after
+    bad = subprocess.run([progs64["bin/kj-image"], "drop-kernel-text", tmp_path / "nope"], capture_output=True,
+                         text=True, timeout=30)
+    assert bad.returncode == 1 and "ENOENT" in bad.stderr
 
 
 # -- kj-proof on the host ----------------------------------------------------------------------

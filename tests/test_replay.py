@@ -34,6 +34,7 @@ REPLAYS = {
     "i386-swsusp-pass": "flows/swsusp.toml",
     "i386-triple-fault-resume": "bugs/i386-triple-fault-resume.toml",
     "i386-triple-fault-direct-jump-back": "bugs/i386-triple-fault-direct-jump-back.toml",
+    "x86_64-hibernate-pass": "x86_64-hibernate.toml",
 }
 
 

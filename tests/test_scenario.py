@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from lab import SCENARIOS_DIR
+from lab.arch import Arch
 from lab.errors import ScenarioError
 from lab.scenario import load_scenario
 
@@ -13,7 +14,23 @@ from lab.scenario import load_scenario
                          ids=lambda p: p.name)
 def test_shipped_scenarios_load(path):
     sc = load_scenario(path)
-    assert sc.name and sc.kernel.arch == "i386"
+    assert sc.name and sc.kernel.arch is sc.machine.arch
+    assert sc.kernel.arch == ("x86_64" if path.name.startswith("x86_64-") else "i386")
+
+
+def test_the_arch_follows_the_machine_and_must_agree(tmp_path):
+    sc = load_scenario(write(tmp_path, "[machine]\nname = 'x86_64-pc-virtio'\n"))
+    assert sc.kernel.arch is Arch.X86_64 and sc.kernel.fragments == ("kexec-jump-x86_64",)
+    assert load_scenario(write(tmp_path, "[scenario]\nname = 'x'\n")).kernel.fragments == ("kexec-jump-i386",)
+    with pytest.raises(ScenarioError, match=r"kernel.arch: x86_64 does not run on machine 'pc-virtio', which is i386"):
+        load_scenario(write(tmp_path, "[kernel]\narch = 'x86_64'\n"))
+    with pytest.raises(ScenarioError, match=r"kernel.arch: 'arm64' is not allowed; options are i386, x86_64"):
+        load_scenario(write(tmp_path, "[kernel]\narch = 'arm64'\n"))
+    with pytest.raises(ScenarioError, match=r"flow.name: the 'phys-call' flow calls kj-physcall.elf"):
+        load_scenario(write(tmp_path, "[machine]\nname = 'x86_64-pc-virtio'\n[flow]\nname = 'phys-call'\n"))
+    with pytest.raises(ScenarioError, match=r"machine.cpu: 'qemu64 -d' is not a QEMU CPU model"):
+        load_scenario(write(tmp_path, "[machine]\nname = 'x86_64-pc-virtio'\ncpu = 'qemu64 -d'\n"))
+    assert load_scenario(write(tmp_path, "[machine]\ncpu = 'core2duo,-mwait'\n")).machine.cpu == "core2duo,-mwait"
 
 
 def test_default_scenario_values():

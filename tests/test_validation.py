@@ -11,7 +11,7 @@ from lab import SCENARIOS_DIR
 from lab import debian_archive as debian
 from lab.errors import ScenarioError, UserError
 from lab.matrix import load_matrix
-from lab.scenario import load_scenario
+from lab.scenario import load_scenario, scenario_from_dict
 
 
 def scenario(tmp_path: Path, text: str) -> Path:
@@ -185,3 +185,28 @@ def test_good_specs_pass() -> None:
     for spec in ("bash", "libc6-i386", "g++-12", "linux-source-6.1", "busybox-static=1:1.35.0-4+b3"):
         assert debian.check_spec(spec) == spec
     assert debian.check_suite("bookworm-security") == "bookworm-security"
+
+
+def test_a_matrix_of_two_arches_pairs_each_with_its_own_machines(tmp_path: Path) -> None:
+    path = matrix(tmp_path)
+    path.write_text(path.read_text().replace('machines = ["pc-virtio"]',
+                                             'machines = ["pc-virtio", "x86_64-pc-virtio", "x86_64-q35-smp2"]\n'
+                                             'arch = ["i386", "x86_64"]', 1))
+    m = load_matrix(path)
+    assert sorted(c.id for c in m.cells) == ["6.1/i386/pc-virtio/hibernate/fixes",
+                                             "6.1/x86_64/x86_64-pc-virtio/hibernate/fixes",
+                                             "6.1/x86_64/x86_64-q35-smp2/hibernate/fixes"]
+    by_id = {c.id: c.scenario["kernel"] for c in m.cells}
+    assert by_id["6.1/i386/pc-virtio/hibernate/fixes"]["fragments"] == ["kexec-jump-i386"]
+    # one x86_64 kernel serves both x86_64 machines: the union of their fragments
+    assert by_id["6.1/x86_64/x86_64-pc-virtio/hibernate/fixes"]["fragments"] == ["kexec-jump-x86_64", "smp", "acpi"]
+    assert by_id["6.1/x86_64/x86_64-q35-smp2/hibernate/fixes"]["arch"] == "x86_64"
+    # kernel A of an x86_64 cell is built apart, outside B's window (the arch's default)
+    cells = {c.id: scenario_from_dict(c.scenario, path) for c in m.cells}
+    assert cells["6.1/x86_64/x86_64-pc-virtio/hibernate/fixes"].a_fragments == ("a-outside-window",)
+    assert cells["6.1/i386/pc-virtio/hibernate/fixes"].a_fragments == ()
+    only_i386 = matrix(tmp_path)
+    only_i386.write_text(only_i386.read_text().replace('machines = ["pc-virtio"]',
+                                                       'machines = ["pc-virtio"]\narch = ["x86_64"]', 1))
+    with pytest.raises(ScenarioError, match=r"matrix.arch\[0\]: no machine of matrix.machines is x86_64"):
+        load_matrix(only_i386)

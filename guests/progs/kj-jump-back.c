@@ -7,8 +7,8 @@
  * kexec_load fails with ENOMEM ("Could not allocate control_code_buffer"), see
  * kexec-jump-facts.md, kexec-tools quirk 7. This program calls kexec_load itself with
  * entry=ENTRY and one 4 KiB segment of zeroes at DEST (default 0x1000000), flags
- * KEXEC_PRESERVE_CONTEXT | KEXEC_ARCH_386. A following `kexec -e` in B then calls ENTRY
- * (kernel A's jump-back entry) straight away.
+ * KEXEC_PRESERVE_CONTEXT | KEXEC_ARCH_386 (KEXEC_ARCH_X86_64 in the x86_64 build).
+ * A following `kexec -e` in B then calls ENTRY (kernel A's jump-back entry) straight away.
  *
  * Refuses to run (exit 2) unless /proc/cmdline has "kjlab.role=": it must never load
  * anything on a developer's machine. Exit 0 loaded, 1 kexec_load failed, 2 usage/refused.
@@ -16,11 +16,17 @@
 #include "kjsys.h"
 
 #define KEXEC_PRESERVE_CONTEXT 0x00000002u
-#define KEXEC_ARCH_386 (3u << 16)
+#if defined(__x86_64__)
+#define KEXEC_ARCH (62u << 16) /* KEXEC_ARCH_X86_64 */
+#define KEXEC_ARCH_NAME "ARCH_X86_64"
+#else
+#define KEXEC_ARCH (3u << 16) /* KEXEC_ARCH_386 */
+#define KEXEC_ARCH_NAME "ARCH_386"
+#endif
 #define PAGE 4096u
 #define DEFAULT_DEST 0x1000000u
 
-struct kexec_segment { /* include/uapi/linux/kexec.h, 32-bit layout */
+struct kexec_segment { /* include/uapi/linux/kexec.h (pointers and size_t of the arch) */
 	const void *buf;
 	size_t bufsz;
 	const void *mem;
@@ -62,7 +68,7 @@ static int in_lab_guest(void)
 
 int main(int argc, char **argv)
 {
-	u32 entry, dest = DEFAULT_DEST, flags = KEXEC_PRESERVE_CONTEXT | KEXEC_ARCH_386;
+	u32 entry, dest = DEFAULT_DEST, flags = KEXEC_PRESERVE_CONTEXT | KEXEC_ARCH;
 	struct kexec_segment seg;
 	long r;
 
@@ -85,7 +91,7 @@ int main(int argc, char **argv)
 
 	seg.buf = zero_page;
 	seg.bufsz = PAGE;
-	seg.mem = (const void *)dest;
+	seg.mem = (const void *)(unsigned long)dest;
 	seg.memsz = PAGE;
 	kj_puts("kj-jump-back: kexec_load(entry=");
 	kj_putx(entry);
@@ -95,7 +101,7 @@ int main(int argc, char **argv)
 	kj_putx(dest + PAGE - 1);
 	kj_puts(", flags=");
 	kj_putx(flags);
-	kj_puts(" PRESERVE_CONTEXT|ARCH_386)\n");
+	kj_puts(" PRESERVE_CONTEXT|" KEXEC_ARCH_NAME ")\n");
 	r = sys4(SYS_kexec_load, (long)entry, 1, (long)&seg, (long)flags);
 	if (is_err(r)) {
 		kj_to(2);

@@ -125,9 +125,9 @@ static int do_anon(u32 npages, u64 token, u32 seed)
 	long len = (long)(npages * PAGE), r, m;
 	u8 *mem;
 	u32 i;
-	r = sys6(SYS_mmap2, 0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	r = kj_mmap_anon(len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
 	if (is_err(r))
-		return fail("mmap2", r);
+		return fail("mmap", r);
 	mem = (u8 *)r;
 	for (i = 0; i < npages; i++)
 		fill_page(mem + i * PAGE, token, i, REGION_ANON, seed);
@@ -140,9 +140,9 @@ static int do_anon(u32 npages, u64 token, u32 seed)
 		kj_to(1);
 	}
 	kj_puts("KJ-SENTINEL anon addr ");
-	kj_putx((u32)mem);
+	kj_putx64((u64)(unsigned long)mem, 8);
 	kj_puts(" len ");
-	kj_putx((u32)len);
+	kj_putx64((u64)len, 8);
 	kj_puts(is_err(m) ? " unlocked\n" : " mlocked\n");
 	kj_puts("KJ-SENTINEL anon ");
 	kj_putu(npages);

@@ -1,11 +1,13 @@
 /*
- * kjsys.h - the whole "libc" of the kjlab guest programs (i386 Linux, no libc).
+ * kjsys.h - the whole "libc" of the kjlab guest programs (i386 or x86_64 Linux, no libc).
  *
- * Built by lab/build/progs.py with the host gcc:
- *   gcc -m32 -march=i686 -static -nostdlib -ffreestanding -fno-pic -no-pie ...
+ * Built by lab/artifacts/progs.py with the host gcc, once per guest arch:
+ *   gcc -m32 -march=i686 -static -nostdlib -ffreestanding -fno-pic -no-pie ...   (i386)
+ *   gcc -m64 -march=x86-64 -static -nostdlib -ffreestanding -fno-pic -no-pie ... (x86_64)
  * Each program is one translation unit that includes this header once and defines
  * `int main(int argc, char **argv)`; _start below calls it and exits with its result.
- * System calls go through `int $0x80` (i386 numbers, arch/x86/entry/syscalls/syscall_32.tbl).
+ * System calls go through `int $0x80` on i386 (arch/x86/entry/syscalls/syscall_32.tbl)
+ * and `syscall` on x86_64 (syscall_64.tbl).
  */
 #ifndef KJSYS_H
 #define KJSYS_H
@@ -15,25 +17,45 @@ typedef unsigned short u16;
 typedef unsigned int u32;
 typedef unsigned long long u64;
 typedef int s32;
-typedef unsigned int size_t;
+typedef __SIZE_TYPE__ size_t; /* 32 bits on i386, 64 on x86_64 */
 
 #define NULL ((void *)0)
 
+#if defined(__x86_64__)
+/* x86_64 system call numbers */
+#define SYS_read 0
+#define SYS_write 1
+#define SYS_open 2
+#define SYS_close 3
+#define SYS_lseek 8
+#define SYS_mmap 9
+#define SYS_pause 34
+#define SYS_getpid 39
+#define SYS_exit 60
+#define SYS_mlock 149
+#define SYS_exit_group 231
+#define SYS_kexec_load 246
+#elif defined(__i386__)
 /* i386 system call numbers */
 #define SYS_exit 1
 #define SYS_read 3
 #define SYS_write 4
 #define SYS_open 5
 #define SYS_close 6
+#define SYS_lseek 19
 #define SYS_getpid 20
 #define SYS_pause 29
 #define SYS_mlock 150
 #define SYS_mmap2 192
 #define SYS_exit_group 252
 #define SYS_kexec_load 283
+#else
+#error "kjsys.h: i386 or x86_64 only"
+#endif
 
 #define O_RDONLY 0
 #define O_WRONLY 1
+#define O_RDWR 2
 #define O_CREAT 0100
 #define O_TRUNC 01000
 #define PROT_READ 1
@@ -43,6 +65,61 @@ typedef unsigned int size_t;
 
 /* -- raw system calls: return value, or -errno (-4095..-1) ---------------------------- */
 
+#if defined(__x86_64__)
+/* arguments in rdi, rsi, rdx, r10, r8, r9; the kernel clobbers rcx and r11 */
+static inline long sys0(long n)
+{
+	long r;
+	__asm__ volatile("syscall" : "=a"(r) : "0"(n) : "rcx", "r11", "memory");
+	return r;
+}
+
+static inline long sys1(long n, long a)
+{
+	long r;
+	__asm__ volatile("syscall" : "=a"(r) : "0"(n), "D"(a) : "rcx", "r11", "memory");
+	return r;
+}
+
+static inline long sys2(long n, long a, long b)
+{
+	long r;
+	__asm__ volatile("syscall" : "=a"(r) : "0"(n), "D"(a), "S"(b) : "rcx", "r11", "memory");
+	return r;
+}
+
+static inline long sys3(long n, long a, long b, long c)
+{
+	long r;
+	__asm__ volatile("syscall" : "=a"(r) : "0"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+	return r;
+}
+
+static inline long sys4(long n, long a, long b, long c, long d)
+{
+	long r;
+	register long r10 __asm__("r10") = d;
+	__asm__ volatile("syscall" : "=a"(r) : "0"(n), "D"(a), "S"(b), "d"(c), "r"(r10) : "rcx", "r11", "memory");
+	return r;
+}
+
+static inline long sys6(long n, long a, long b, long c, long d, long e, long f)
+{
+	long r;
+	register long r10 __asm__("r10") = d;
+	register long r8 __asm__("r8") = e;
+	register long r9 __asm__("r9") = f;
+	__asm__ volatile("syscall"
+			 : "=a"(r)
+			 : "0"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+			 : "rcx", "r11", "memory");
+	return r;
+}
+
+/* anonymous memory: x86_64 has mmap (offset in bytes), i386 mmap2 (in pages); at offset 0
+ * they are the same call */
+#define kj_mmap_anon(len, prot, flags) sys6(SYS_mmap, 0, (len), (prot), (flags), -1, 0)
+#else
 static inline long sys0(long n)
 {
 	long r;
@@ -95,6 +172,9 @@ static inline long sys6(long n, long a, long b, long c, long d, long e, long f)
 		: "memory");
 	return r;
 }
+
+#define kj_mmap_anon(len, prot, flags) sys6(SYS_mmap2, 0, (len), (prot), (flags), -1, 0)
+#endif
 
 static inline int is_err(long r) { return (unsigned long)r > (unsigned long)-4096; }
 
@@ -274,7 +354,7 @@ static inline void kj_puterr(long r)
 /* -- parsing ----------------------------------------------------------------------------- */
 
 /* decimal or 0x-hex u64; returns 0 on success, -1 if empty, malformed or out of range */
-static int kj_parse_u64(const char *s, u64 *out)
+__attribute__((unused)) static int kj_parse_u64(const char *s, u64 *out)
 {
 	u64 v = 0;
 	int any = 0;
@@ -314,7 +394,7 @@ static int kj_parse_u64(const char *s, u64 *out)
 	return 0;
 }
 
-static int kj_parse_u32(const char *s, u32 *out)
+__attribute__((unused)) static int kj_parse_u32(const char *s, u32 *out)
 {
 	u64 v;
 	if (kj_parse_u64(s, &v) || v >> 32)
@@ -337,6 +417,20 @@ __attribute__((used, noreturn)) void kj_start_c(unsigned long *sp)
 	kj_exit(rc);
 }
 
+#if defined(__x86_64__)
+/* the kernel enters with argc at (%rsp), argv[] after it; rsp is 16-byte aligned there,
+ * and the call pushes 8: gcc's ABI wants rsp+8 aligned at a function's entry */
+__asm__(
+	".text\n"
+	".globl _start\n"
+	".type _start, @function\n"
+	"_start:\n"
+	"	xorl %ebp, %ebp\n"
+	"	movq %rsp, %rdi\n"
+	"	andq $-16, %rsp\n"
+	"	call kj_start_c\n"
+	"	hlt\n");
+#else
 /* the kernel enters with argc at (%esp), argv[] after it; align the stack for gcc */
 __asm__(
 	".text\n"
@@ -350,5 +444,7 @@ __asm__(
 	"	pushl %eax\n"
 	"	call kj_start_c\n"
 	"	hlt\n");
+
+#endif
 
 #endif

@@ -30,6 +30,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import InterpSegment
 
 from .. import GUESTS_DIR
+from ..arch import Arch
 from ..cache import cache_root, cached_dir, hash_file, hash_inputs, hash_tree
 from ..errors import BuildError, UserError
 from ..proc import run
@@ -41,8 +42,6 @@ log = logging.getLogger(__name__)
 RECIPE = 1  # bump when the image layout changes: part of every cache key
 IMAGE = "initramfs.gz"
 ROOTFS_DIR = GUESTS_DIR / "rootfs"
-TRIPLETS = {"i386": "i386-linux-gnu", "amd64": "x86_64-linux-gnu"}
-ARCH_ALIASES = {"x86_64": "amd64", "i686": "i386"}
 
 # package -> programs taken from it (path inside the package = path in the image)
 PROGRAMS: dict[str, tuple[str, ...]] = {
@@ -287,15 +286,8 @@ def elf_closure(sysroot: Path, programs: Iterable[str], search_dirs: Sequence[st
 # -- base image -------------------------------------------------------------------------
 
 
-def _debian_arch(arch: str) -> str:
-    arch = ARCH_ALIASES.get(arch, arch)
-    if arch not in TRIPLETS:
-        raise UserError(f"initramfs arch {arch!r}: expected one of {', '.join(TRIPLETS)}")
-    return arch
-
-
-def search_dirs(arch: str) -> tuple[str, ...]:
-    t = TRIPLETS[arch]
+def search_dirs(arch: Arch) -> tuple[str, ...]:
+    t = arch.info.triplet
     return (f"lib/{t}", f"usr/lib/{t}", "lib", "usr/lib")
 
 
@@ -324,29 +316,32 @@ def _init_present(rootfs: Path) -> None:
 
 
 def build_base(
-    arch: str = "i386",
+    arch: Arch = Arch.I386,
     extra_packages: tuple[str, ...] = (),
     log_path: Path | None = None,
     *,
     suite: str = "bookworm",
 ) -> Initramfs:
-    """The base image: busybox, kexec, makedumpfile, their libraries, guests/rootfs and the
-    lab's own static i386 programs from guests/progs (lab.artifacts.progs: bin/kj-jump-back,
-    bin/kj-sentinel, boot/kj-physcall.elf; in every image, whatever the arch).
+    """The base image: busybox, kexec, makedumpfile, their libraries (Debian's packages of
+    `arch`, e.g. amd64 for x86_64), guests/rootfs and the lab's own static programs of that
+    arch from guests/progs (lab.artifacts.progs: bin/kj-jump-back, bin/kj-sentinel,
+    bin/kj-proof; boot/kj-physcall.elf on i386).
 
     `extra_packages` add every program under bin/ sbin/ usr/bin/ usr/sbin/ of those packages
     (with their libraries). Cached under the exact package versions, guests/rootfs and the
     built programs.
     """
-    arch = _debian_arch(arch)
+    if not isinstance(arch, Arch):
+        raise UserError(f"initramfs arch {arch!r}: expected one of {', '.join(Arch.names())}")
+    deb_arch = arch.info.debian
     _init_present(ROOTFS_DIR)
-    progs = build_progs(log_path)
+    progs = build_progs(log_path, arch)
     roots = [*PROGRAMS, *(p for p in extra_packages if p not in PROGRAMS)]
-    infos = package_closure(roots, arch, suite, log_path)
+    infos = package_closure(roots, deb_arch, suite, log_path)
     key = hash_inputs({
         "kind": "initramfs-base",
         "recipe": RECIPE,
-        "arch": arch,
+        "arch": deb_arch,
         "suite": suite,
         "extra": sorted(extra_packages),
         "packages": {n: [i.version, i.sha256] for n, i in sorted(infos.items())},
@@ -360,7 +355,7 @@ def build_base(
         with tempfile.TemporaryDirectory(prefix="initramfs-", dir=scratch_root) as scratch:
             packages = _build_base(Path(scratch), out / IMAGE, infos, extra_packages, arch, suite, log_path,
                                    progs)
-        meta = {"key": key, "arch": arch, "suite": suite, "packages": packages,
+        meta = {"key": key, "arch": deb_arch, "suite": suite, "packages": packages,
                 "considered": {n: i.version for n, i in sorted(infos.items())}}
         (out / "packages.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
 
@@ -375,14 +370,14 @@ def _build_base(
     image: Path,
     infos: dict[str, debian.PackageInfo],
     extra_packages: tuple[str, ...],
-    arch: str,
+    arch: Arch,
     suite: str,
     log_path: Path | None,
     progs: dict[str, Path] | None = None,
 ) -> dict[str, str]:
     """Fetch, extract, stage and pack; return {package: version} of what is in the image.
     `progs` ({path in the image: built file}) are staged last, executable."""
-    debs = debian.fetch_debs([f"{n}={i.version}" for n, i in sorted(infos.items())], arch, scratch / "debs",
+    debs = debian.fetch_debs([f"{n}={i.version}" for n, i in sorted(infos.items())], arch.info.debian, scratch / "debs",
                              suite, log_path)
     sysroot, stage = scratch / "sysroot", scratch / "stage"
     owner: dict[str, str] = {}
@@ -486,7 +481,7 @@ def _stage_progs(progs: dict[str, Path], stage: Path) -> None:
 
 
 def _busybox_links(busybox: Path, stage: Path) -> None:
-    # the i386 busybox runs on the x86_64 host (IA32 emulation): ask it for its applets
+    # the i386 and amd64 busybox run on the x86_64 host (IA32 emulation): ask it for its applets
     try:
         applets = run([str(busybox), "--list-full"], timeout=60).split()
     except OSError as exc:

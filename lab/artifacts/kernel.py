@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import GUESTS_DIR
+from ..arch import Arch
 from ..cache import cache_root, cached_dir, hash_file, hash_inputs
 from ..errors import BuildError, CommandFailed, CommandTimeout, UserError
 from ..kconfig import verify_config
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 BUILDER_VERSION = 1  # bump when the build recipe changes in a way that changes output
 CONFIGS_DIR = GUESTS_DIR / "kernel" / "configs"
 PATCHES_DIR = GUESTS_DIR / "kernel" / "patches"
-KARCH = {"i386": "i386", "x86_64": "x86_64"}
 # Host command timeouts (seconds): a wedged tool or a hung mirror must not stall a night.
 QUICK_TIMEOUT = 60.0  # gcc --version, dpkg-deb -f, git, make kernelrelease
 CONFIG_TIMEOUT = 300.0  # make tinyconfig / olddefconfig, merge_config.sh, patch
@@ -53,7 +53,7 @@ GIT_TIMEOUT = 300.0  # git diff of a kernel tree
 @dataclass(frozen=True)
 class KernelSpec:
     source: str  # "debian:linux-source-6.1" or a local tree path "tree:/path"
-    arch: str
+    arch: Arch
     fragments: tuple[str, ...]
     patches: tuple[str, ...]
 
@@ -277,8 +277,8 @@ def _stat_hash(tree: Path) -> str:
 
 
 def build_kernel(spec: KernelSpec, log_path: Path | None = None) -> Kernel:
-    if spec.arch not in KARCH:
-        raise UserError(f"arch {spec.arch!r} is not supported; options are {sorted(KARCH)}")
+    if not isinstance(spec.arch, Arch):
+        raise UserError(f"arch {spec.arch!r} is not supported; options are {', '.join(Arch.names())}")
     fragments = [resolve_fragment(f) for f in spec.fragments]
     tree, version = source_tree(spec, log_path)
     mails = patch_series(spec.patches, kernel_series(tree))
@@ -301,7 +301,7 @@ def build_kernel(spec: KernelSpec, log_path: Path | None = None) -> Kernel:
         "source": spec.source,
         "source_version": version,
         "release": release,
-        "arch": spec.arch,
+        "arch": str(spec.arch),
         "fragments": [f.name for f in fragments],
         "patches": [m.name for m in mails],
         "patch_mails": [m.provenance() for m in mails],
@@ -321,7 +321,7 @@ class BuildWhat:
     estimate_key: str  # builds of the same source, arch and fragments compile about as many objects
 
 
-def _build_keeping_log(tree: Path, arch: str, fragments: list[Path], patches: list[PatchMail], out: Path,
+def _build_keeping_log(tree: Path, arch: Arch, fragments: list[Path], patches: list[PatchMail], out: Path,
                        key: str, what: BuildWhat) -> None:
     """_build, and when it fails the build log survives the staging directory, and the
     error lines (not just the last lines of a parallel make) are in the message."""
@@ -350,7 +350,7 @@ def failure_lines(log_text: str, limit: int = 15) -> list[str]:
     return lines[starts[-1] + 1:][:limit] if starts else lines[-limit:]
 
 
-def _build(pristine: Path, arch: str, fragments: list[Path], patches: list[PatchMail], out: Path,
+def _build(pristine: Path, arch: Arch, fragments: list[Path], patches: list[PatchMail], out: Path,
            what: BuildWhat | None = None, use_ccache: bool | None = None) -> None:
     work = out.parent / (out.name + ".work")
     shutil.rmtree(work, ignore_errors=True)
@@ -359,7 +359,7 @@ def _build(pristine: Path, arch: str, fragments: list[Path], patches: list[Patch
         src = _staged_tree(pristine, patches, work, build_log)
         obj = work / "obj"
         obj.mkdir(parents=True)
-        make = ["make", "-C", str(src), f"O={obj}", f"ARCH={KARCH[arch]}"]
+        make = ["make", "-C", str(src), f"O={obj}", f"ARCH={arch.info.karch}"]
         log.info("configuring kernel: tinyconfig + %s", ", ".join(f.name for f in fragments))
         run([*make, "tinyconfig"], log_path=build_log, timeout=CONFIG_TIMEOUT)
         run([str(src / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(obj), str(obj / ".config"), *map(str, fragments)],

@@ -1,15 +1,19 @@
-"""The lab's own small i386 guest programs (guests/progs), built with the host's gcc.
+"""The lab's own small guest programs (guests/progs), built with the host's gcc for each
+guest arch (lab.arch).
 
 No libc: the host has no i386 libc headers and needs none. Each program is one C or
-assembler file plus guests/progs/kjsys.h (a tiny _start and `int $0x80` system calls), built
-with `gcc -m32 -nostdlib -static`, so every output is a static ELF32 i386 file that runs on
-any i386 kernel (and on the x86_64 host, for tests):
+assembler file plus guests/progs/kjsys.h (a tiny _start and the system calls: `int $0x80` on
+i386, `syscall` on x86_64), built with `gcc -m32`/`-m64 -nostdlib -static`, so every output
+is a static ELF executable that runs on any kernel of its arch (and on the x86_64 host, for
+tests):
 
 - bin/kj-jump-back: kexec_load of a jump-back image in kernel B (kexec-tools quirk 7)
 - bin/kj-sentinel: sentinel pages in a tmpfs file or in a process (lab/memory/sentinels.py)
 - bin/kj-proof: A's proof file (fill, exact check) and the CRC-32 C takes of the image
-- boot/kj-physcall.elf: a physical-mode program for `kexec --load-preserve-context
-  --args-none`, one PT_LOAD at physical PHYSCALL_BASE (the seed 003 use of kexec jump)
+- bin/kj-image: B makes a saved x86_64 image loadable (its kernel-text PT_LOADs -> PT_NULL)
+- boot/kj-physcall.elf (i386 only): a physical-mode program for `kexec --load-preserve-context
+  --args-none`, one PT_LOAD at physical PHYSCALL_BASE (the seed 003 use of kexec jump); it is
+  32-bit code entered with paging off, which an x86_64 kernel's kexec jump (long mode) does not do
 
 Cached under the sources, the flags and the gcc/ld versions.
 """
@@ -24,6 +28,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from .. import GUESTS_DIR
+from ..arch import Arch
 from ..cache import cached_dir, hash_inputs, hash_tree
 from ..errors import BuildError, CommandFailed
 from ..proc import run
@@ -36,7 +41,7 @@ PHYSCALL_BASE = 0x1000000  # kj-physcall.ld's default; p_paddr == p_vaddr == thi
 GCC = "gcc"
 
 COMMON_FLAGS = (
-    "-m32", "-march=i686", "-static", "-nostdlib", "-fno-pic", "-no-pie",
+    "-static", "-nostdlib", "-fno-pic", "-no-pie",
     "-Wall", "-Wextra", "-Werror",
     "-Wl,--build-id=none", "-Wl,-z,noexecstack",
 )
@@ -54,19 +59,26 @@ class Prog:
     source: str  # file in guests/progs
     flags: tuple[str, ...]
     load_address: int | None = None  # physical address the single PT_LOAD must have
+    i386_only: bool = False  # built for i386 guests only (lab.arch.ArchInfo.physcall)
 
 
 PROGS = (
     Prog("bin/kj-jump-back", "kj-jump-back.c", C_FLAGS),
     Prog("bin/kj-sentinel", "kj-sentinel.c", C_FLAGS),
     Prog("bin/kj-proof", "kj-proof.c", (*C_FLAGS, "-O2")),  # -O2 after -Os: its loops are the cost
-    Prog("boot/kj-physcall.elf", "kj-physcall.S", PHYSCALL_FLAGS, load_address=PHYSCALL_BASE),
+    Prog("bin/kj-image", "kj-image.c", C_FLAGS),
+    Prog("boot/kj-physcall.elf", "kj-physcall.S", PHYSCALL_FLAGS, load_address=PHYSCALL_BASE, i386_only=True),
 )
 
 
-def gcc_command(prog: Prog, out: Path) -> list[str]:
-    """The command line, to run in PROGS_DIR (relative names: the key is the same anywhere)."""
-    return [GCC, *COMMON_FLAGS, *prog.flags, "-o", str(out), prog.source]
+def progs_for(arch: Arch) -> tuple[Prog, ...]:
+    return tuple(p for p in PROGS if arch.info.physcall or not p.i386_only)
+
+
+def gcc_command(prog: Prog, out: Path, arch: Arch = Arch.I386) -> list[str]:
+    """The command line, to run in PROGS_DIR (relative names: the key is the same anywhere).
+    The arch's target flags come first, as the i386 build always had them."""
+    return [GCC, *arch.info.gcc_flags, *COMMON_FLAGS, *prog.flags, "-o", str(out), prog.source]
 
 
 def _tool_versions() -> dict[str, str]:
@@ -79,46 +91,49 @@ def _tool_versions() -> dict[str, str]:
         raise BuildError(f"the guest programs need the host's gcc and binutils: {exc}") from exc
 
 
-def build_progs(log_path: Path | None = None) -> dict[str, Path]:
-    """Build (or take from the cache) every guest program; {path in the image: file}."""
+def build_progs(log_path: Path | None = None, arch: Arch = Arch.I386) -> dict[str, Path]:
+    """Build (or take from the cache) every guest program of `arch`; {path in the image: file}."""
     if not PROGS_DIR.is_dir():
         raise BuildError(f"{PROGS_DIR}: guest program sources missing")
+    progs = progs_for(arch)
     key = hash_inputs({
         "kind": "progs",
         "recipe": RECIPE,
         "sources": hash_tree(PROGS_DIR),
         "tools": _tool_versions(),
-        "commands": {p.image_path: gcc_command(p, Path("OUT")) for p in PROGS},
+        "commands": {p.image_path: gcc_command(p, Path("OUT"), arch) for p in progs},
     })
 
     def build(out: Path) -> None:
-        for prog in PROGS:
+        for prog in progs:
             dst = out / prog.image_path
             dst.parent.mkdir(parents=True, exist_ok=True)
             try:
-                run(gcc_command(prog, dst), log_path=log_path, cwd=PROGS_DIR, timeout=300)
+                run(gcc_command(prog, dst, arch), log_path=log_path, cwd=PROGS_DIR, timeout=300)
             except OSError as exc:
                 raise BuildError(f"cannot run {GCC} to build {prog.source}: {exc}") from exc
             except CommandFailed as exc:
                 raise BuildError(f"building guests/progs/{prog.source} failed:\n{exc}") from exc
-            check_elf(dst, prog)
+            check_elf(dst, prog, arch)
 
     final, cached = cached_dir("progs", key, build)
-    built = {p.image_path: final / p.image_path for p in PROGS}
-    for prog in PROGS:  # cheap, and a cache tampered with is caught too
-        check_elf(built[prog.image_path], prog)
-    log.info("guest programs %s (%s): %s", key, "cached" if cached else "built", final)
+    built = {p.image_path: final / p.image_path for p in progs}
+    for prog in progs:  # cheap, and a cache tampered with is caught too
+        check_elf(built[prog.image_path], prog, arch)
+    log.info("guest programs %s %s (%s): %s", arch, key, "cached" if cached else "built", final)
     return built
 
 
-def check_elf(path: Path, prog: Prog) -> None:
-    """A static ELF32 i386 executable; for a physical-mode program one PT_LOAD at its address."""
+def check_elf(path: Path, prog: Prog, arch: Arch = Arch.I386) -> None:
+    """A static ELF executable of `arch`; for a physical-mode program one PT_LOAD at its address."""
     try:
         with open(path, "rb") as f:
             elf = ELFFile(f)
             what = f"{prog.image_path} ({path})"
-            if elf.elfclass != 32 or elf["e_machine"] != "EM_386":
-                raise BuildError(f"{what}: ELFCLASS{elf.elfclass} {elf['e_machine']}, expected ELFCLASS32 EM_386")
+            want_class, want_machine = arch.info.elf_class, arch.info.elf_machine
+            if elf.elfclass != want_class or elf["e_machine"] != want_machine:
+                raise BuildError(f"{what}: ELFCLASS{elf.elfclass} {elf['e_machine']}, expected "
+                                 f"ELFCLASS{want_class} {want_machine}")
             if elf["e_type"] != "ET_EXEC":
                 raise BuildError(f"{what}: {elf['e_type']}, expected ET_EXEC")
             segs = list(elf.iter_segments())

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 
 from ..accel import probe_kvm
 from ..matrix import Cell
-from ..qemu_cmdline import QEMU_BINARY
+from ..arch import Arch
 
 PREFIX = "kjlab:"
 PLENTY = 1_000_000.0  # a capability is not consumed: any number of cells may use it at once
 VERSION_TIMEOUT = 30.0
+QEMU_BINARIES = tuple(sorted(arch.info.qemu_binary for arch in Arch))
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Capabilities:
 
     @property
     def arches(self) -> list[str]:
-        return sorted(arch for arch, binary in QEMU_BINARY.items() if binary in self.qemu)
+        return sorted(arch.value for arch in Arch if arch.info.qemu_binary in self.qemu)
 
     def names(self) -> set[str]:
         """The capabilities as names: each QEMU binary, `arch-<arch>`, and `kvm` when usable."""
@@ -49,7 +50,7 @@ class Capabilities:
         return f"{self.host}: {qemu}; KVM {'usable' if self.kvm else 'not usable'}"
 
 
-def probe(binaries: tuple[str, ...] = tuple(sorted(set(QEMU_BINARY.values())))) -> Capabilities:
+def probe(binaries: tuple[str, ...] = QEMU_BINARIES) -> Capabilities:
     """This host's capabilities (a few `qemu-system-* --version` runs)."""
     qemu = {}
     for binary in binaries:
@@ -71,4 +72,4 @@ def probe(binaries: tuple[str, ...] = tuple(sorted(set(QEMU_BINARY.values())))) 
 def cell_needs(cell: Cell) -> set[str]:
     """The capabilities a cell needs: the QEMU binary of its arch (KVM is never required:
     lab.accel falls back to TCG)."""
-    return {QEMU_BINARY[cell.arch]}
+    return {Arch(cell.arch).info.qemu_binary}

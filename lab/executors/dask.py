@@ -46,13 +46,14 @@ from distributed import Client, Future, Security, WorkerPlugin, get_worker, wait
 from distributed.client import FuturesCancelledError
 from distributed.worker import Worker
 
+from ..arch import Arch
 from ..artifact_store import ArtifactStore
 from ..artifacts.initramfs import build_base
 from ..artifacts.kernel import KernelSpec, build_kernel, compiler_version
 from ..cache import hash_inputs
 from ..errors import InfraError, UserError
 from ..matrix import Cell, Matrix
-from ..matrix_run import (GRACE_SECONDS, CellArgv, CellOutcome, CellsRun, build_failure_reason, kernels_of,
+from ..matrix_run import (GRACE_SECONDS, CellArgv, CellOutcome, CellsRun, arches_of, build_failure_reason, kernels_of,
                           kjlab_run_argv, run_cells)
 from .capabilities import PREFIX, Capabilities, cell_needs, probe
 
@@ -149,7 +150,7 @@ def build_base_task(arch: str, store_url: str) -> BuildReturn:
     with _scratch("build") as scratch, store.lock(f"initramfs-base-{arch}"):
         log_path = scratch / "build.log"
         try:
-            base = build_base(arch, log_path=log_path)
+            base = build_base(Arch(arch), log_path=log_path)
             store.publish("initramfs", base.key, base.path.parent)
             return BuildReturn(what, "initramfs", base.key, log=_read(log_path), worker=_worker_name())
         except UserError as e:
@@ -350,9 +351,10 @@ class _Night:
                                          key=f"kjlab-build-kernel-{uuid.uuid4().hex[:12]}")
                 futures[fut] = cids
         if self.ex.build_base and runnable:
-            fut = self.client.submit(build_base_task, "i386", self.ex.store, resources={"vm": 1}, pure=False,
-                                     key=f"kjlab-build-base-{uuid.uuid4().hex[:12]}")
-            futures[fut] = list(runnable)
+            for arch, arch_cids in arches_of(runnable).items():
+                fut = self.client.submit(build_base_task, arch.value, self.ex.store, resources={"vm": 1}, pure=False,
+                                         key=f"kjlab-build-base-{uuid.uuid4().hex[:12]}")
+                futures[fut] = arch_cids
         fetch: dict[str, list[tuple[str, str]]] = {cid: [] for cid in runnable}
         with open(self.night_dir / "build.log", "ab") as build_log:
             for fut, cids in futures.items():

@@ -76,6 +76,7 @@ class FlowContext:
     name = ""  # the flow's name in scenario files (lab.flows.FLOWS)
     summary = ""  # one line for `kjlab list`
     hands_over_resumed_a = False  # the flow calls on_resumed (lab.pytest_plugin)
+    needs_physcall = False  # the flow runs kj-physcall.elf (lab.arch.ArchInfo.physcall)
     on_resumed: ResumedHook | None = None
     # The reason given with a PASS: what held.
     pass_reason = "kernel A resumed and every check held"
@@ -93,7 +94,8 @@ class FlowContext:
         self.return_entry: int | None = None  # A's jump-back entry, as C's kexec -d loaded it
         self.return_snapshot: Path | None = None  # A's memory when it got control back
         self.image_crc32 = 0  # of the image as the host read it after B saved it (zlib's CRC-32)
-        self.symbols = SymbolMap.load(art.system_map) if art.system_map and art.system_map.is_file() else None
+        self.symbols = (SymbolMap.load(art.system_map, arch=scenario.kernel.arch)
+                        if art.system_map and art.system_map.is_file() else None)
         # The kernels that may be in a guest's memory, A's first (lab.memory.kernel_log)
         self.system_maps = [p for p in dict.fromkeys((art.system_map, art.system_map_bc)) if p and p.is_file()]
         self.silent_dumps = 0
@@ -192,7 +194,8 @@ class FlowContext:
         """The log of the kernel in `snapshot`, recorded (text and pages) for the report."""
         t0 = time.monotonic()
         try:
-            mlog = read_kernel_log(snapshot, self.system_maps, self.run_dir / f"kernel-log-{name}.elf")
+            mlog = read_kernel_log(snapshot, self.system_maps, self.run_dir / f"kernel-log-{name}.elf",
+                                   self.sc.kernel.arch)
         except (KernelLogUnreadable, OSError) as e:
             self.rec.note(f"kernel log from {snapshot.name}: not read", str(e), None, time.monotonic() - t0)
             return None
@@ -278,13 +281,15 @@ class FlowContext:
             gdb.close()
             self.rec.note(f"{name}: GDB could not set the breakpoint", str(e))
             return send(), None
-        self.rec.note(f"GDB: attach, hbreak *{entry:#x} if paging is off, continue", "", 0, time.monotonic() - t0)
+        arch = self.sc.machine.arch.info
+        self.rec.note(f"GDB: attach, hbreak *{entry:#x} if {arch.jump_entry_if}, continue", "", 0, time.monotonic() - t0)
         marker = send()
         path = None
         try:
             stop = gdb.wait_stopped(self.timeouts["jump"], alive=vm.running)
             if stop.get("reason") == "breakpoint-hit":
-                path = self.dump_memory(vm, name, f"stopped at {entry:#x} (GDB hbreak, paging off); dump-guest-memory")
+                path = self.dump_memory(vm, name, f"stopped at {entry:#x} (GDB hbreak, {arch.jump_entry_state}); "
+                                                 "dump-guest-memory")
             else:
                 self.rec.note(f"{name}: the guest stopped for another reason", str(stop))
             gdb.delete(bp)
@@ -531,6 +536,8 @@ class FlowContext:
             self.run_ok(vm, f"kj-mount-disk {self.disk_dev}", verdict=Verdict.CHECK_FAILED)
             self.run_ok(vm, commands.save_image(self.sc.flow.save, self.sc.flow.dump_level, name), "save",
                         verdict=Verdict.SAVE_FAILED)
+            for command in commands.after_save(self.sc.kernel.arch, self.quirks, name):
+                self.run_ok(vm, command, verdict=Verdict.SAVE_FAILED)
             self.run_ok(vm, f"echo {entry} > /mnt/kexec_jump_back_entry && ls -l /mnt && umount /mnt && sync",
                         verdict=Verdict.CHECK_FAILED)
         return entry

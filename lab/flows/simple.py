@@ -42,6 +42,7 @@ class PhysCallFlow(FlowContext):
     summary = "seed 003: call a program in physical mode (kj-physcall.elf) and return to A"
 
     MARKER = "KJLAB-PHYSCALL"
+    needs_physcall = True
     pass_reason = "the physical-mode program ran and returned; A went on and every check held"
 
     def run(self) -> None:
