@@ -118,8 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--runs-dir", type=Path, default=None, help="where run directories go (default: reports/runs)")
     r.add_argument("--kernel-tree", type=Path, default=None,
                    help="build the kernel from this local source tree instead of the scenario's source")
-    r.add_argument("--keep", choices=("all", "failed"), default="all",
-                   help="keep memory snapshots and the disk image of every run (all) or only of failed runs")
+    r.add_argument("--keep", choices=("all", "failed"), default=None,
+                   help="keep memory snapshots and the disk image of every run (all, the default of one run) or "
+                        "only of failed runs (the default of --repeat)")
     r.add_argument("--bisect", action="store_true",
                    help="exit codes for `git bisect run`: 0 PASS, 1 the scenario's failure, 125 anything else")
     r.set_defaults(func=cmd_run)
@@ -184,7 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.kernel_tree:
         sc = with_kernel_tree(sc, args.kernel_tree)
     out.print(f"[bold]scenario[/] {sc.name}: {sc.description}", markup=True)
-    outcome = run_scenario(sc, args.runs_dir or DEFAULT_RUNS_DIR, on_step=_print_step, keep=args.keep)
+    outcome = run_scenario(sc, args.runs_dir or DEFAULT_RUNS_DIR, on_step=_print_step, keep=args.keep or "all")
     res = outcome.result
     colour = "green" if res.verdict.good else "red"
     out.print(f"[bold {colour}]verdict: {res.verdict}[/] {res.reason}", markup=True)
@@ -211,7 +212,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
         out.print(f"  [{colour}]{e.verdict}[/] (expected {e.expected}, observed {e.observed}) {e.reason}", markup=True)
 
     suite_dir, entries = run_suite(args.scenario, args.runs_dir or DEFAULT_RUNS_DIR, on_step=_print_step,
-                                   on_scenario=started, on_done=done, keep=args.keep)
+                                   on_scenario=started, on_done=done, keep=args.keep or "all")
     bad = [e for e in entries if not e.ok]
     out.print(f"[bold]{len(entries) - len(bad)}/{len(entries)} scenarios reached their expected verdict[/]", markup=True)
     out.print(f"summary: {suite_dir / 'summary.html'}")
