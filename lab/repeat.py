@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .cell import cell_id
 from .errors import UserError
+from .executors import Build
 from .history import CellRecord, is_good
 from .matrix import Cell, Matrix
 from .matrix_run import CellArgv
@@ -43,7 +44,7 @@ def upper_bound(failures: int, runs: int, confidence: float = CONFIDENCE) -> flo
         return 1.0
     alpha = 1.0 - confidence
     if failures == 0:
-        return 1.0 - alpha ** (1.0 / runs)
+        return 1.0 - float(alpha ** (1.0 / runs))
 
     def cdf(p: float) -> float:
         return sum(math.comb(runs, k) * p ** k * (1.0 - p) ** (runs - k) for k in range(failures + 1))
@@ -118,13 +119,14 @@ def repeat_matrix(scenario_file: Path, n: int, parallel: int, cell_timeout: floa
 
 def run_repeat(scenario_file: Path, n: int, runs_root: Path, *, parallel: int = 1, keep: str = "failed",
                on_done: Callable[[CellRecord], None] | None = None, cell_argv: CellArgv | None = None,
-               cell_timeout: float = DEFAULT_CELL_TIMEOUT) -> RepeatSummary:
+               build: Build | None = None, cell_timeout: float = DEFAULT_CELL_TIMEOUT) -> RepeatSummary:
     """Run the scenario N times, `parallel` at once; write repeat.txt and repeat.json into
-    the night directory and return the summary."""
+    the night directory and return the summary. `build` and `cell_argv` replace the
+    shared builds and the run command (tests: fakes without QEMU)."""
     matrix = repeat_matrix(scenario_file, n, parallel, cell_timeout)
     t0 = time.monotonic()
     night = run_night(matrix, runs_root, record=False, parallel=parallel, on_done=on_done, keep=keep,
-                      cell_argv=cell_argv)
+                      build=build, cell_argv=cell_argv)
     ended = [r for r in night.records.values() if r.verdict != "INTERRUPTED"]
     verdicts: dict[str, int] = {}
     for r in ended:
