@@ -34,6 +34,10 @@ anything runs, naming the matrix file, the cell and the key.
     quirks = { crash-note = false }
     flow = { proof_kib = 1024 }
 
+    [[override]]                   # a kernel where a patch set's bug is not expected:
+    cells = "7.2/*/*/*/stock"      # the cells' expectation replaced whole (verdict, and
+    expect = { verdict = "PASS" }  # step and signature for a failure)
+
 One kernel per (kernel, patch set) serves every machine of the matrix: its fragments
 are the union of what the machines need (lab.machines.machine_fragments), so a matrix
 builds each kernel once.
@@ -59,7 +63,8 @@ _TOP = {"matrix", "kernel", "patchset", "override"}
 _MATRIX_KEYS = {"name", "description", "machines", "flows", "arch", "parallel", "cell_timeout", "fragments"}
 _KERNEL_KEYS = {"name", "source"}
 _PATCHSET_KEYS = {"name", "patches", "expect", "step", "signature"}
-_OVERRIDE_KEYS = {"cells", "quirks", "flow"}
+_OVERRIDE_KEYS = {"cells", "quirks", "flow", "expect"}
+_EXPECT_KEYS = {"verdict", "step", "signature"}
 BASE_FRAGMENTS = ["kexec-jump-i386"]
 MAX_PARALLEL = 256
 
@@ -127,9 +132,13 @@ def load_matrix(path: Path) -> Matrix:
             raise ScenarioError(where, f"patchset[{i}].expect", f"options are {', '.join(VERDICTS)}")
     for i, o in enumerate(overrides):
         _str(where, f"override[{i}].cells", o["cells"])
-        for table in ("quirks", "flow"):
+        for table in ("quirks", "flow", "expect"):
             if not isinstance(o.get(table, {}), dict):
                 raise ScenarioError(where, f"override[{i}].{table}", "must be a table, e.g. { crash-note = false }")
+        if "expect" in o:
+            _keys(where, f"override[{i}].expect.", o["expect"], _EXPECT_KEYS)
+            if o["expect"].get("verdict", "PASS") not in VERDICTS:
+                raise ScenarioError(where, f"override[{i}].expect.verdict", f"options are {', '.join(VERDICTS)}")
         for q in o.get("quirks", {}):
             if q not in QUIRKS:
                 raise ScenarioError(where, f"override[{i}].quirks.{q}", f"unknown quirk; options are {', '.join(QUIRKS)}")
@@ -209,6 +218,8 @@ def _cell_scenario(cid: str, k: dict[str, Any], arch: str, mach: str, flow: str,
         if fnmatch.fnmatchcase(cid, o["cells"]):
             sc["quirks"].update(o.get("quirks", {}))
             sc["flow"].update(o.get("flow", {}))
+            if "expect" in o:
+                sc["expect"] = {"verdict": "PASS", **o["expect"]}
     return sc
 
 
