@@ -123,6 +123,11 @@ def _parser() -> argparse.ArgumentParser:
                         "only of failed runs (the default of --repeat)")
     r.add_argument("--bisect", action="store_true",
                    help="exit codes for `git bisect run`: 0 PASS, 1 the scenario's failure, 125 anything else")
+    r.add_argument("--repeat", type=int, default=None, metavar="N",
+                   help="run the scenario N times (a flake's rate: the failures and their 95%% upper bound); "
+                        "the runs go into one directory with repeat.txt; exit 0 only when every run was good")
+    r.add_argument("--parallel", type=int, default=1, metavar="P",
+                   help="with --repeat: runs at once (2 on two cores: two guests competing for the host)")
     r.set_defaults(func=cmd_run)
 
     rep = sub.add_parser("report", help="re-render the HTML report of a saved run directory")
@@ -179,6 +184,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import DEFAULT_RUNS_DIR, run_scenario
     from .scenario import load_scenario, with_kernel_tree
 
+    if args.repeat is not None:
+        return cmd_repeat(args)
+    if args.parallel != 1:
+        raise UserError("--parallel goes with --repeat")
     if args.scenario.is_dir():
         return cmd_suite(args)
     sc = load_scenario(args.scenario)
@@ -194,6 +203,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     out.print(f"results: {outcome.run_dir / 'results.json'}")
     out.print(f"report:  {outcome.report or '(report rendering failed, see log)'}")
     return exit_code(res.verdict, res.observed_verdict or res.verdict, res.expected_verdict, bisect=args.bisect)
+
+
+def cmd_repeat(args: argparse.Namespace) -> int:
+    from .history import CellRecord
+    from .lifetime import sigterm_as_interrupt
+    from .repeat import repeat_matrix, run_repeat
+    from .runner import DEFAULT_RUNS_DIR
+
+    if args.scenario.is_dir() or args.kernel_tree or args.bisect:
+        raise UserError("--repeat takes one scenario file, without --kernel-tree or --bisect")
+    matrix = repeat_matrix(args.scenario, args.repeat, args.parallel)  # validates before anything runs
+    out.print(f"[bold]repeat[/] {matrix.description}", markup=True)
+    runs = progress.Tracker(f"repeat {matrix.name}", len(matrix.cells), "runs", None)
+    failed = 0
+
+    def run_done(rec: CellRecord) -> None:
+        nonlocal failed
+        failed += 0 if rec.good else 1
+        colour = "green" if rec.good else "red"
+        reason = rec.reason.splitlines()[0] if rec.reason and not rec.good else ""
+        runs.advance()
+        out.print(f"  ({runs.done}/{len(matrix.cells)}) [{colour}]{rec.verdict:<13}[/] {rec.patchset}  "
+                  f"{rec.seconds:5.1f} s  {failed} failed so far  {reason}", markup=True)
+
+    with sigterm_as_interrupt():
+        summary = run_repeat(args.scenario, args.repeat, args.runs_dir or DEFAULT_RUNS_DIR, parallel=args.parallel,
+                             keep=args.keep or "failed", on_done=run_done)
+    runs.finish()
+    for line in summary.lines():
+        out.print(line)
+    out.print(f"summary: {summary.summary_page}")
+    out.print(f"repeat:  {Path(summary.night_dir) / 'repeat.txt'}")
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_PASS if summary.failures == 0 and summary.runs == args.repeat else EXIT_FAIL
 
 
 def cmd_suite(args: argparse.Namespace) -> int:

@@ -77,3 +77,14 @@ def test_repeat_counts_failures(tmp_path):
     data = json.loads((night / "repeat.json").read_text())
     assert data["rate_upper_bound_95"] == pytest.approx(upper_bound(1, 5))
     assert (night / "summary.html").is_file()
+
+
+def test_the_command_line_refuses_bad_repeats(tmp_path):
+    from lab.cli import main
+
+    path = tmp_path / "flaky.toml"
+    path.write_text(SCENARIO)
+    assert main(["run", str(path), "--repeat", "0"]) == 2
+    assert main(["run", str(path), "--repeat", "3", "--parallel", "0"]) == 2
+    assert main(["run", str(path), "--parallel", "2"]) == 2  # --parallel goes with --repeat
+    assert main(["run", str(path), "--repeat", "3", "--bisect"]) == 2
