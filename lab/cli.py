@@ -220,8 +220,9 @@ def cmd_repeat(args: argparse.Namespace) -> int:
 
     def run_done(rec: CellRecord) -> None:
         nonlocal failed
-        failed += 0 if rec.good else 1
-        colour = "green" if rec.good else "red"
+        stopped = rec.verdict == "INTERRUPTED"  # not a run's outcome: not counted (as in repeat.txt)
+        failed += 0 if rec.good or stopped else 1
+        colour = "green" if rec.good else "yellow" if stopped else "red"
         reason = rec.reason.splitlines()[0] if rec.reason and not rec.good else ""
         runs.advance()
         out.print(f"  ({runs.done}/{len(matrix.cells)}) [{colour}]{rec.verdict:<13}[/] {rec.patchset}  "
