@@ -118,8 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--runs-dir", type=Path, default=None, help="where run directories go (default: reports/runs)")
     r.add_argument("--kernel-tree", type=Path, default=None,
                    help="build the kernel from this local source tree instead of the scenario's source")
-    r.add_argument("--keep", choices=("all", "failed"), default="all",
-                   help="keep memory snapshots and the disk image of every run (all) or only of failed runs")
+    r.add_argument("--keep", choices=("all", "failed"), default=None,
+                   help="keep memory snapshots and the disk image of every run (all, the default of one run) or "
+                        "only of failed runs (the default of --repeat)")
     r.add_argument("--patch", type=Path, action="append", default=[], metavar="FILE",
                    help="apply this patch, git format-patch series or mbox of a mail thread to the kernel with "
                         "git am's semantics (cover letter and replies left out), after the scenario's own "
@@ -132,6 +133,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="exit codes for `git bisect run` looking for the commit that fixed the scenario's "
                              "failure: 0 while the failure shows (git bisect's old term), 1 once it passes "
                              "(the new term), 125 anything else")
+    r.add_argument("--repeat", type=int, default=None, metavar="N",
+                   help="run the scenario N times (a flake's rate: the failures and their 95%% upper bound); "
+                        "the runs go into one directory with repeat.txt; exit 0 only when every run was good")
+    r.add_argument("--parallel", type=int, default=1, metavar="P",
+                   help="with --repeat: runs at once (2 on two cores: two guests competing for the host)")
     r.set_defaults(func=cmd_run)
 
     rep = sub.add_parser("report", help="re-render the HTML report of a saved run directory")
@@ -188,6 +194,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import DEFAULT_RUNS_DIR, run_scenario
     from .scenario import load_scenario, with_kernel_tree, with_patches
 
+    if args.repeat is not None:
+        return cmd_repeat(args)
+    if args.parallel != 1:
+        raise UserError("--parallel goes with --repeat")
     if args.scenario.is_dir():
         return cmd_suite(args)
     sc = load_scenario(args.scenario)
@@ -197,7 +207,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         sc = with_patches(sc, args.patch)
         _show_patches(sc.patch_files)
     out.print(f"[bold]scenario[/] {sc.name}: {sc.description}", markup=True)
-    outcome = run_scenario(sc, args.runs_dir or DEFAULT_RUNS_DIR, on_step=_print_step, keep=args.keep)
+    outcome = run_scenario(sc, args.runs_dir or DEFAULT_RUNS_DIR, on_step=_print_step, keep=args.keep or "all")
     res = outcome.result
     colour = "green" if res.verdict.good else "red"
     out.print(f"[bold {colour}]verdict: {res.verdict}[/] {res.reason}", markup=True)
@@ -219,6 +229,42 @@ def _show_patches(files: tuple[Path, ...]) -> None:
             out.print(f"[bold]patch[/] {mail.name}: {mail.subject} ({mail.author})", markup=True)
 
 
+def cmd_repeat(args: argparse.Namespace) -> int:
+    from .history import CellRecord
+    from .lifetime import sigterm_as_interrupt
+    from .repeat import repeat_matrix, run_repeat
+    from .runner import DEFAULT_RUNS_DIR
+
+    if args.scenario.is_dir() or args.kernel_tree or args.bisect or args.bisect_fix or args.patch:
+        raise UserError("--repeat takes one scenario file, without --kernel-tree, --patch or --bisect")
+    matrix = repeat_matrix(args.scenario, args.repeat, args.parallel)  # validates before anything runs
+    out.print(f"[bold]repeat[/] {matrix.description}", markup=True)
+    runs = progress.Tracker(f"repeat {matrix.name}", len(matrix.cells), "runs", None)
+    failed = 0
+
+    def run_done(rec: CellRecord) -> None:
+        nonlocal failed
+        stopped = rec.verdict == "INTERRUPTED"  # not a run's outcome: not counted (as in repeat.txt)
+        failed += 0 if rec.good or stopped else 1
+        colour = "green" if rec.good else "yellow" if stopped else "red"
+        reason = rec.reason.splitlines()[0] if rec.reason and not rec.good else ""
+        runs.advance()
+        out.print(f"  ({runs.done}/{len(matrix.cells)}) [{colour}]{rec.verdict:<13}[/] {rec.patchset}  "
+                  f"{rec.seconds:5.1f} s  {failed} failed so far  {reason}", markup=True)
+
+    with sigterm_as_interrupt():
+        summary = run_repeat(args.scenario, args.repeat, args.runs_dir or DEFAULT_RUNS_DIR, parallel=args.parallel,
+                             keep=args.keep or "failed", on_done=run_done)
+    runs.finish()
+    for line in summary.lines():
+        out.print(line)
+    out.print(f"summary: {summary.summary_page}")
+    out.print(f"repeat:  {Path(summary.night_dir) / 'repeat.txt'}")
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_PASS if summary.failures == 0 and summary.runs == args.repeat else EXIT_FAIL
+
+
 def cmd_suite(args: argparse.Namespace) -> int:
     from .runner import DEFAULT_RUNS_DIR
     from .scenario import Scenario
@@ -235,7 +281,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
         out.print(f"  [{colour}]{e.verdict}[/] (expected {e.expected}, observed {e.observed}) {e.reason}", markup=True)
 
     suite_dir, entries = run_suite(args.scenario, args.runs_dir or DEFAULT_RUNS_DIR, on_step=_print_step,
-                                   on_scenario=started, on_done=done, keep=args.keep)
+                                   on_scenario=started, on_done=done, keep=args.keep or "all")
     bad = [e for e in entries if not e.ok]
     out.print(f"[bold]{len(entries) - len(bad)}/{len(entries)} scenarios reached their expected verdict[/]", markup=True)
     out.print(f"summary: {suite_dir / 'summary.html'}")

@@ -35,6 +35,11 @@ anything runs, naming the matrix file, the cell and the key.
     quirks = { crash-note = false }
     flow = { proof_kib = 1024 }
 
+    [[override]]                   # a kernel where a patch set's bug is not expected:
+    cells = "7.2/*/*/*/stock"      # the cells' expectation replaced whole (verdict, and
+    expect = { verdict = "PASS" }  # step and signature for a failure)
+
+
 One kernel per (kernel, arch, patch set) serves every machine of that arch in the matrix
 (a machine runs its own arch only: lab.machines): its fragments are the arch's base fragment
 (or matrix.fragments) and the union of what those machines need
@@ -63,7 +68,8 @@ _MATRIX_KEYS = {"name", "description", "machines", "flows", "arch", "parallel", 
                 "flow_machines"}
 _KERNEL_KEYS = {"name", "source"}
 _PATCHSET_KEYS = {"name", "patches", "expect", "step", "signature"}
-_OVERRIDE_KEYS = {"cells", "quirks", "flow"}
+_OVERRIDE_KEYS = {"cells", "quirks", "flow", "expect"}
+_EXPECT_KEYS = {"verdict", "step", "signature"}
 MAX_PARALLEL = 256
 
 
@@ -136,9 +142,13 @@ def load_matrix(path: Path) -> Matrix:
             raise ScenarioError(where, f"patchset[{i}].expect", f"options are {', '.join(VERDICTS)}")
     for i, o in enumerate(overrides):
         _str(where, f"override[{i}].cells", o["cells"])
-        for table in ("quirks", "flow"):
+        for table in ("quirks", "flow", "expect"):
             if not isinstance(o.get(table, {}), dict):
                 raise ScenarioError(where, f"override[{i}].{table}", "must be a table, e.g. { crash-note = false }")
+        if "expect" in o:
+            _keys(where, f"override[{i}].expect.", o["expect"], _EXPECT_KEYS)
+            if o["expect"].get("verdict", "PASS") not in VERDICTS:
+                raise ScenarioError(where, f"override[{i}].expect.verdict", f"options are {', '.join(VERDICTS)}")
         for q in o.get("quirks", {}):
             if q not in QUIRKS:
                 raise ScenarioError(where, f"override[{i}].quirks.{q}", f"unknown quirk; options are {', '.join(QUIRKS)}")
@@ -240,6 +250,8 @@ def _cell_scenario(cid: str, k: dict[str, Any], arch: Arch, mach: str, flow: str
         if fnmatch.fnmatchcase(cid, o["cells"]):
             sc["quirks"].update(o.get("quirks", {}))
             sc["flow"].update(o.get("flow", {}))
+            if "expect" in o:
+                sc["expect"] = {"verdict": "PASS", **o["expect"]}
     return sc
 
 

@@ -210,3 +210,21 @@ def test_a_matrix_of_two_arches_pairs_each_with_its_own_machines(tmp_path: Path)
                                                        'machines = ["pc-virtio"]\narch = ["x86_64"]', 1))
     with pytest.raises(ScenarioError, match=r"matrix.arch\[0\]: no machine of matrix.machines is x86_64"):
         load_matrix(only_i386)
+
+
+def test_matrix_override_replaces_the_expectation_of_its_cells(tmp_path: Path) -> None:
+    extra = ('[[kernel]]\nname = "7.2"\nsource = "debian:linux-source-7.2@sid"\n')
+    failing = ('[[patchset]]\nname = "stock"\npatches = []\nexpect = "TRIPLE_FAULT"\nstep = "jump-back"\n'
+               "signature = 'Triple fault'\n"
+               '[[override]]\ncells = "7.2/*/*/*/stock"\nexpect = { verdict = "PASS" }\n')
+    m = load_matrix(matrix(tmp_path, kernels=extra, patchsets=failing))
+    expect = {c.id: c.scenario["expect"] for c in m.cells}
+    assert expect["6.1/i386/pc-virtio/hibernate/stock"] == {"verdict": "TRIPLE_FAULT", "step": "jump-back",
+                                                           "signature": "Triple fault"}
+    assert expect["7.2/i386/pc-virtio/hibernate/stock"] == {"verdict": "PASS"}
+    bad = matrix(tmp_path, patchsets='[[override]]\ncells = "*"\nexpect = { verdict = "MAYBE" }\n')
+    with pytest.raises(ScenarioError, match="override.0..expect.verdict"):
+        load_matrix(bad)
+    bad = matrix(tmp_path, patchsets='[[override]]\ncells = "*"\nexpect = { when = "now" }\n')
+    with pytest.raises(ScenarioError, match="override.0..expect.when"):
+        load_matrix(bad)
