@@ -9,7 +9,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from ..artifacts.initramfs import CpioEntry, _copy_guest_files, _stage_progs, append_gzip_cpio, tree_entries
+from ..artifacts.initramfs import DIRS, CpioEntry, _copy_guest_files, _stage_progs, append_gzip_cpio, tree_entries
 from ..cache import cache_root
 from ..errors import BuildError
 from ..proc import run
@@ -32,6 +32,8 @@ def pack_target(target: Path, rootfs: Path, progs: dict[str, Path], image: Path)
         # Buildroot's skeleton: /init is the lab's (PID 1 of an initramfs); the rest stays
         _copy_guest_files(rootfs, stage)
         _stage_progs(progs, stage)
+        for d in DIRS:  # the mount points /init uses, whatever Buildroot's skeleton has
+            (stage / d).mkdir(exist_ok=True)
         if not os.access(stage / "init", os.X_OK):
             raise BuildError(f"{rootfs}/init missing or not executable: every guest image needs one")
         entries = [e for e in tree_entries(stage) if e.name != "dev/console"]
