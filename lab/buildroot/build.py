@@ -59,7 +59,8 @@ def config_text(without: tuple[str, ...]) -> str:
     """The defconfig, minus the packages left out, minus Buildroot's own rootfs image."""
     text = br_tree.DEFCONFIG.read_text()
     lines = [line for line in text.splitlines()
-             if not line.startswith(("BR2_TARGET_ROOTFS_CPIO", "BR2_ROOTFS_OVERLAY", "BR2_ROOTFS_POST_BUILD_SCRIPT"))
+             if line.strip() and (not line.startswith("#") or line.endswith(" is not set"))  # comments: no input
+             and not line.startswith(("BR2_TARGET_ROOTFS_CPIO", "BR2_ROOTFS_OVERLAY", "BR2_ROOTFS_POST_BUILD_SCRIPT"))
              and not any(line.startswith(f"{_symbol(p)}=") for p in without)]
     lines += ["# BR2_TARGET_ROOTFS_CPIO is not set", 'BR2_ROOTFS_OVERLAY=""', 'BR2_ROOTFS_POST_BUILD_SCRIPT=""']
     lines += [f"# {_symbol(p)} is not set" for p in without]
@@ -95,7 +96,7 @@ def build_initramfs(progs: dict[str, Path], without: tuple[str, ...] = (),
         "kind": "buildroot-output",
         "buildroot": tree.sha256,
         "config": config,
-        "external": hash_tree(br_tree.EXTERNAL_DIR),
+        "external": br_tree.external_files(),
         "sources": provided.key_inputs() if provided else "upstream",
         "toolchain": _toolchain_version(),
     })

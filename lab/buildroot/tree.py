@@ -125,7 +125,7 @@ def packages(tree: Tree, config_text: str, log_path: Path | None = None) -> list
     """The packages the configuration builds that download something (cached per tree and
     configuration: show-info takes half a minute)."""
     memo = buildroot_root() / "show-info" / (hash_inputs({"tree": tree.sha256, "config": config_text,
-                                                          "external": _external_files()}) + ".json")
+                                                          "external": external_files()}) + ".json")
     if not memo.is_file():
         memo.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="br-info-", dir=buildroot_root()) as scratch:
@@ -152,6 +152,10 @@ def packages(tree: Tree, config_text: str, log_path: Path | None = None) -> list
     return found
 
 
-def _external_files() -> dict[str, str]:
-    return {p.relative_to(EXTERNAL_DIR).as_posix(): hash_file(p)
-            for p in sorted(EXTERNAL_DIR.rglob("*")) if p.is_file()}
+# what Buildroot reads of the BR2_EXTERNAL tree when the lab builds (the defconfig comes as
+# the configuration's text; the overlay and post-build script are the lab's to apply)
+EXTERNAL_BUILD_FILES = ("external.desc", "external.mk", "Config.in")
+
+
+def external_files() -> dict[str, str]:
+    return {name: hash_file(EXTERNAL_DIR / name) for name in EXTERNAL_BUILD_FILES}
