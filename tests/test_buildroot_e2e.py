@@ -16,7 +16,7 @@ import pytest
 
 from lab import SCENARIOS_DIR
 
-pytestmark = pytest.mark.buildroot
+pytestmark = [pytest.mark.e2e, pytest.mark.buildroot]  # e2e: never in the offline suite
 
 SCENARIO = SCENARIOS_DIR / "flows" / "hibernate-buildroot.toml"
 

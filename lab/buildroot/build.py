@@ -33,7 +33,7 @@ from ..cache import cache_root, cached_dir, hash_file, hash_inputs, hash_tree
 from ..errors import BuildError, CommandFailed, UserError
 from ..progress import Tracker
 from ..proc import run
-from . import debian_sources, tree as br_tree
+from . import debian_sources, debian_toolchain, tree as br_tree
 from .image import pack_target
 
 log = logging.getLogger(__name__)
@@ -90,15 +90,22 @@ def build_initramfs(progs: dict[str, Path], without: tuple[str, ...] = (),
     mode = sources_mode()
     tree = br_tree.unpack(br_tree.release_tarball(), log_path)
     config = config_text(without)
-    packages = br_tree.packages(tree, config, log_path)
+    externals: tuple[Path, ...] = ()
+    toolchain: dict[str, str] = {"defconfig": "as the recipe has it (downloaded by Buildroot)"}
+    if mode == "debian":
+        tc_path, toolchain = debian_toolchain.prepare(log_path)
+        config = with_toolchain(config, debian_toolchain.config_lines(tc_path))
+        externals = (debian_toolchain.EXTERNAL,)
+    packages = br_tree.packages(tree, config, externals, log_path)
     provided = debian_sources.provide(tree, packages, log_path) if mode == "debian" else None
     output_key = hash_inputs({  # what Buildroot builds from
         "kind": "buildroot-output",
         "buildroot": tree.sha256,
         "config": config,
         "external": br_tree.external_files(),
+        "externals": {p.name: hash_tree(p) for p in externals},
         "sources": provided.key_inputs() if provided else "upstream",
-        "toolchain": _toolchain_version(),
+        "toolchain": toolchain,
     })
     key = hash_inputs({
         "kind": "initramfs-buildroot",
@@ -115,7 +122,7 @@ def build_initramfs(progs: dict[str, Path], without: tuple[str, ...] = (),
         done = output / "kjlab-built.json"
         if not done.is_file():
             started = time.monotonic()
-            _make(tree, output, config, provided, log_path, output / "kjlab-build.log")
+            _make(tree, output, config, externals, provided, log_path, output / "kjlab-build.log")
             done.write_text(json.dumps({"seconds": round(time.monotonic() - started, 1)}) + "\n")
         shutil.copyfile(output / "kjlab-build.log", out / "buildroot-build.log")
         pack_target(output / "target", ROOTFS_DIR, progs, out / "initramfs.gz")
@@ -136,23 +143,22 @@ def build_initramfs(progs: dict[str, Path], without: tuple[str, ...] = (),
         "build_seconds": meta["seconds"],
         "cached": cached,
     }
+    provenance["toolchain"] = toolchain
     if provided:
         provenance["source_packages"] = provided.record
     log.info("initramfs %s (Buildroot, %s): %s", key, "cached" if cached else "built", final / "initramfs.gz")
     return BuildrootImage(final / "initramfs.gz", dict(meta["packages"]), key, provenance, cached)
 
 
-def _toolchain_version() -> str:
-    """The external toolchain's gcc (Debian's gcc-i686-linux-gnu): part of the key."""
-    try:
-        return run(["i686-linux-gnu-gcc", "--version"], timeout=60).splitlines()[0]
-    except (OSError, CommandFailed, IndexError) as exc:
-        raise BuildError("the Buildroot recipe uses Debian's i686 cross toolchain: install gcc-i686-linux-gnu "
-                         f"and libc6-dev-i386-cross (bootstrap.sh does): {exc}") from exc
+def with_toolchain(config: str, toolchain: str) -> str:
+    """`config` with its toolchain lines replaced by `toolchain`'s."""
+    kept = [line for line in config.splitlines()
+            if not line.startswith(("BR2_TOOLCHAIN_", "# BR2_TOOLCHAIN_"))]
+    return "\n".join(kept) + "\n" + toolchain
 
 
-def _make(tree: br_tree.Tree, output: Path, config: str, provided: debian_sources.Provided | None,
-          log_path: Path | None, build_log: Path) -> None:
+def _make(tree: br_tree.Tree, output: Path, config: str, externals: tuple[Path, ...],
+          provided: debian_sources.Provided | None, log_path: Path | None, build_log: Path) -> None:
     root = br_tree.buildroot_root()
     extra = ""
     if provided is not None:
@@ -161,7 +167,7 @@ def _make(tree: br_tree.Tree, output: Path, config: str, provided: debian_source
         extra = f'BR2_DL_DIR="{dl_dir}"\nBR2_PACKAGE_OVERRIDE_FILE="{override}"\n'
     else:
         extra = f'BR2_DL_DIR="{root / "dl-upstream"}"\n'
-    br_tree.configure(tree, output, config + extra, build_log)
+    br_tree.configure(tree, output, config + extra, externals, build_log)
     estimates = root / "steps.json"
     est_key = hash_inputs({"config": config})
     tracker = Tracker(f"Buildroot build {tree.version}", _estimate(estimates, est_key), "steps")

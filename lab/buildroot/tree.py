@@ -113,23 +113,28 @@ def expected_hashes(tree: Tree, pkg: Package, filename: str) -> dict[str, str]:
     return found
 
 
-def configure(tree: Tree, out: Path, config_text: str, log_path: Path | None = None) -> None:
-    """Write `config_text` as out/.config and let Buildroot complete it (olddefconfig)."""
+def configure(tree: Tree, out: Path, config_text: str, externals: tuple[Path, ...],
+              log_path: Path | None = None) -> None:
+    """Write `config_text` as out/.config and let Buildroot complete it (olddefconfig), with
+    the recipe's BR2_EXTERNAL tree and `externals` after it."""
     out.mkdir(parents=True, exist_ok=True)
     (out / ".config").write_text(config_text)
-    run(["make", "-C", str(tree.path), f"O={out}", f"BR2_EXTERNAL={EXTERNAL_DIR}", "olddefconfig"],
+    trees = ":".join(str(p) for p in (EXTERNAL_DIR, *externals))
+    run(["make", "-C", str(tree.path), f"O={out}", f"BR2_EXTERNAL={trees}", "olddefconfig"],
         log_path=log_path, timeout=SHOW_INFO_TIMEOUT)
 
 
-def packages(tree: Tree, config_text: str, log_path: Path | None = None) -> list[Package]:
+def packages(tree: Tree, config_text: str, externals: tuple[Path, ...] = (),
+             log_path: Path | None = None) -> list[Package]:
     """The packages the configuration builds that download something (cached per tree and
     configuration: show-info takes half a minute)."""
     memo = buildroot_root() / "show-info" / (hash_inputs({"tree": tree.sha256, "config": config_text,
-                                                          "external": external_files()}) + ".json")
+                                                          "external": external_files(),
+                                                          "externals": [str(p) for p in externals]}) + ".json")
     if not memo.is_file():
         memo.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="br-info-", dir=buildroot_root()) as scratch:
-            configure(tree, Path(scratch), config_text, log_path)
+            configure(tree, Path(scratch), config_text, externals, log_path)
             try:
                 info = run(["make", "-s", "-C", str(tree.path), f"O={scratch}", "show-info"],
                            timeout=SHOW_INFO_TIMEOUT)
