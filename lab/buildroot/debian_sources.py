@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import REPO_ROOT
+from .. import BUILDROOT_OFFLINE_DIR
 from .. import debian_archive as debian
 from ..cache import cached_dir, hash_file, hash_inputs
 from ..errors import BuildError, CommandFailed
@@ -41,7 +41,7 @@ from .tree import Package, Tree, expected_hashes
 log = logging.getLogger(__name__)
 
 SUITES = ("sid", "trixie", "bookworm")  # newest first: Buildroot's versions are recent
-OFFLINE_PATCHES = REPO_ROOT / "buildroot-offline" / "patches"
+OFFLINE_PATCHES = BUILDROOT_OFFLINE_DIR / "patches"
 PATCH_TIMEOUT = 120.0
 AUTORECONF_TIMEOUT = 900.0
 UNPACK_TIMEOUT = 600.0

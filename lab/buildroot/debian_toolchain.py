@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .. import REPO_ROOT
+from .. import BUILDROOT_OFFLINE_DIR
 from ..cache import cached_dir, hash_inputs
 from ..errors import BuildError, CommandFailed
 from ..proc import run
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 TRIPLET = "i686-linux-gnu"
 PACKAGES = ("gcc-12-i686-linux-gnu", "binutils-i686-linux-gnu", "libc6-dev-i386-cross", "linux-libc-dev-i386-cross",
             "libgcc-12-dev-i386-cross")
-EXTERNAL = REPO_ROOT / "buildroot-offline" / "external"
+EXTERNAL = BUILDROOT_OFFLINE_DIR / "external"
 COPY_TIMEOUT = 600.0
 CONFIG = """BR2_TOOLCHAIN_EXTERNAL=y
 BR2_TOOLCHAIN_EXTERNAL_CUSTOM=y

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import REPO_ROOT
+from .. import BUILDROOT_CONFIG_DIR, REPO_ROOT
 from ..cache import cache_root, cached_dir, hash_file, hash_inputs
 from ..errors import BuildError, CommandFailed, UserError
 from ..proc import run
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 UNPACK_TIMEOUT = 600.0
 SHOW_INFO_TIMEOUT = 900.0
-EXTERNAL_DIR = REPO_ROOT / "buildroot-config"
+EXTERNAL_DIR = BUILDROOT_CONFIG_DIR
 DEFCONFIG = EXTERNAL_DIR / "configs" / "kjlab_i386_defconfig"
 
 
