@@ -153,3 +153,14 @@ def test_release_tarball_from_the_environment(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(UserError, match="KJLAB_BUILDROOT_SOURCES"):
         sources_mode()
     assert os.environ["KJLAB_BUILDROOT_SOURCES"] == "ftp"
+
+
+def test_offline_toolchain_replaces_the_recipes() -> None:
+    from lab.buildroot import debian_toolchain
+    from lab.buildroot.build import with_toolchain
+
+    config = with_toolchain(config_text(()), debian_toolchain.config_lines(Path("/cache/tc/usr")))
+    assert "BOOTLIN" not in config and 'BR2_TOOLCHAIN_EXTERNAL_PATH="/cache/tc/usr"' in config
+    assert "BR2_TOOLCHAIN_EXTERNAL_CUSTOM_GLIBC=y" in config and "BR2_PACKAGE_KEXEC=y" in config
+    assert config.count("BR2_TOOLCHAIN_EXTERNAL=y") == 1
+    assert (debian_toolchain.EXTERNAL / "external.mk").read_text().count("check_unusable_toolchain =") == 1
