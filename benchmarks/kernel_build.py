@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lab.artifacts import ccache  # noqa: E402
 from lab.artifacts.kernel import KernelSpec, _build, kernel_series, resolve_fragment, resolve_patch, source_tree  # noqa: E402
+from lab.artifacts.patch_mail import read_series  # noqa: E402
 from lab.cache import cache_root  # noqa: E402
 
 PATCH_0001 = "0001-x86-kexec-32-reload-gdt-before-restore-processor-state.patch"
@@ -46,7 +47,8 @@ def timed_build(tree: Path, fragments: list[Path], patches: list[Path], with_cca
     out = work / f"out-{time.monotonic_ns()}"
     out.mkdir(parents=True)
     t0 = time.monotonic()
-    _build(tree, "i386", fragments, patches, out, use_ccache=with_ccache)
+    mails = [m for p in patches for m in read_series(p)]
+    _build(tree, "i386", fragments, mails, out, use_ccache=with_ccache)
     seconds = time.monotonic() - t0
     hits = (out / "ccache").read_text().strip() if (out / "ccache").is_file() else "-"
     shutil.rmtree(out)

@@ -120,8 +120,18 @@ def _parser() -> argparse.ArgumentParser:
                    help="build the kernel from this local source tree instead of the scenario's source")
     r.add_argument("--keep", choices=("all", "failed"), default="all",
                    help="keep memory snapshots and the disk image of every run (all) or only of failed runs")
-    r.add_argument("--bisect", action="store_true",
-                   help="exit codes for `git bisect run`: 0 PASS, 1 the scenario's failure, 125 anything else")
+    r.add_argument("--patch", type=Path, action="append", default=[], metavar="FILE",
+                   help="apply this patch, git format-patch series or mbox of a mail thread to the kernel with "
+                        "git am's semantics (cover letter and replies left out), after the scenario's own "
+                        "patches; repeatable, in order")
+    bisect = r.add_mutually_exclusive_group()
+    bisect.add_argument("--bisect", action="store_true",
+                        help="exit codes for `git bisect run` looking for the commit that broke the scenario: "
+                             "0 PASS, 1 the scenario's failure, 125 anything else")
+    bisect.add_argument("--bisect-fix", action="store_true",
+                        help="exit codes for `git bisect run` looking for the commit that fixed the scenario's "
+                             "failure: 0 while the failure shows (git bisect's old term), 1 once it passes "
+                             "(the new term), 125 anything else")
     r.set_defaults(func=cmd_run)
 
     rep = sub.add_parser("report", help="re-render the HTML report of a saved run directory")
@@ -176,13 +186,16 @@ def _print_step(step: Step) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import DEFAULT_RUNS_DIR, run_scenario
-    from .scenario import load_scenario, with_kernel_tree
+    from .scenario import load_scenario, with_kernel_tree, with_patches
 
     if args.scenario.is_dir():
         return cmd_suite(args)
     sc = load_scenario(args.scenario)
     if args.kernel_tree:
         sc = with_kernel_tree(sc, args.kernel_tree)
+    if args.patch:
+        sc = with_patches(sc, args.patch)
+        _show_patches(sc.patch_files)
     out.print(f"[bold]scenario[/] {sc.name}: {sc.description}", markup=True)
     outcome = run_scenario(sc, args.runs_dir or DEFAULT_RUNS_DIR, on_step=_print_step, keep=args.keep)
     res = outcome.result
@@ -192,7 +205,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         out.print(f"    {line}")
     out.print(f"results: {outcome.run_dir / 'results.json'}")
     out.print(f"report:  {outcome.report or '(report rendering failed, see log)'}")
-    return exit_code(res.verdict, res.observed_verdict or res.verdict, res.expected_verdict, bisect=args.bisect)
+    mode = "fix" if args.bisect_fix else "regression" if args.bisect else ""
+    return exit_code(res.verdict, res.observed_verdict or res.verdict, res.expected_verdict, bisect=mode)
+
+
+def _show_patches(files: tuple[Path, ...]) -> None:
+    """What each --patch file holds, before the build: a file without a patch, or an
+    incomplete series, stops here (exit 2)."""
+    from .artifacts.patch_mail import read_series
+
+    for file in files:
+        for mail in read_series(file):
+            out.print(f"[bold]patch[/] {mail.name}: {mail.subject} ({mail.author})", markup=True)
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
@@ -200,8 +224,8 @@ def cmd_suite(args: argparse.Namespace) -> int:
     from .scenario import Scenario
     from .suite import SuiteEntry, run_suite
 
-    if args.kernel_tree or args.bisect:
-        raise UserError("--kernel-tree and --bisect take one scenario file, not a directory")
+    if args.kernel_tree or args.bisect or args.bisect_fix or args.patch:
+        raise UserError("--kernel-tree, --patch, --bisect and --bisect-fix take one scenario file, not a directory")
 
     def started(sc: Scenario, i: int, n: int) -> None:
         out.print(f"[bold]({i}/{n}) {sc.name}[/]: {sc.description}", markup=True)

@@ -15,14 +15,21 @@ Steps outside the phases (A's boot and checks, the host's proofs) are not compar
 
 from __future__ import annotations
 
+import os
 import re
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import atomic
 from .report import environment, format_size, format_time
+from .cell import cell_id
 from .results import RunResult, Step, load
+
+if TYPE_CHECKING:
+    from .history import CellRecord
 
 TEMPLATE = "comparison.html.j2"
 PHASES = ("prepare", "save", "resume")
@@ -164,6 +171,56 @@ def compare(kexec: RunResult, swsusp: RunResult) -> Comparison:
     return Comparison(k, s, rows, warnings)
 
 
+def cycle_figures(result: RunResult) -> dict[str, float]:
+    """A hibernation cycle's figures for the history (lab.history.CellRecord.figures): the
+    image size and each phase's time; {} for a run that is not a comparable cycle (another
+    flow, or one that did not get through its phases)."""
+    try:
+        f = figures(result)
+    except NotComparable:
+        return {}
+    out = {"image_bytes": float(f.image_bytes), "cycle": round(f.cycle, 3), "core_cycle": round(f.core_cycle, 3)}
+    out.update({phase: round(p.seconds, 3) for phase, p in f.phases.items()})
+    return out
+
+
+def cycle_ratios(kexec: dict[str, float], swsusp: dict[str, float]) -> dict[str, float]:
+    """kexec jump over swsusp for each figure both have (a nightly's per-night ratio)."""
+    return {k: round(kexec[k] / swsusp[k], 3) for k in ("image_bytes", "cycle", "core_cycle", *PHASES)
+            if kexec.get(k) and swsusp.get(k)}
+
+
+@dataclass(frozen=True)
+class NightRatio:
+    """One kernel and machine of a night: kexec jump against swsusp, and the same ratio
+    over the last nights (oldest first; None where a night lacks one of the two)."""
+    label: str  # kernel arch machine patchset
+    kexec_cycle: float
+    swsusp_cycle: float
+    ratios: dict[str, float]  # cycle_ratios
+    trend: list[tuple[str, float | None]]  # (night, whole-cycle ratio)
+
+
+def night_ratios(records: Mapping[str, CellRecord], trend: Callable[[str], list[tuple[str, dict[str, float]]]]
+                 ) -> list[NightRatio]:
+    """Every hibernate cell of a night whose swsusp twin (same kernel, arch, machine and
+    patch set) ran too, both PASS with their figures; `trend(cell)` gives a cell's figures
+    over the last nights (lab.history.History.figures_trend)."""
+    out = []
+    for cid, rec in sorted(records.items()):
+        if rec.flow != "hibernate":
+            continue
+        twin = records.get(cell_id(rec.kernel, rec.arch, rec.machine, "swsusp", rec.patchset))
+        if twin is None or not (rec.verdict == twin.verdict == "PASS" and rec.figures and twin.figures):
+            continue
+        ratios = cycle_ratios(rec.figures, twin.figures)
+        history = [(night, cycle_ratios(k, s).get("cycle"))
+                   for (night, k), (_, s) in zip(trend(cid), trend(twin.cell))]
+        out.append(NightRatio(f"{rec.kernel} {rec.arch} {rec.machine} {rec.patchset}", rec.figures["cycle"],
+                              twin.figures["cycle"], ratios, history))
+    return out
+
+
 def _secs(seconds: float, core: float) -> str:
     return f"{seconds:.2f} s" if abs(seconds - core) < 0.005 else f"{seconds:.2f} s ({core:.2f} s core)"
 
@@ -179,5 +236,14 @@ def compare_runs(first: Path, second: Path, out: Path | None = None) -> tuple[Co
     cmp = compare(a, b)
     if out is None:
         out = (first if a.flow == "swsusp" else second) / "comparison.html"
-    html = environment().get_template(TEMPLATE).render(cmp=cmp, generated=format_time(time.time()), phases=PHASES)
+    dirs = {a.flow: first, b.flow: second}
+    links = {("kexec" if flow == "hibernate" else flow): _report_link(run_dir, out) for flow, run_dir in dirs.items()}
+    html = environment().get_template(TEMPLATE).render(cmp=cmp, generated=format_time(time.time()), phases=PHASES,
+                                                       links=links)
     return cmp, atomic.write_text(out, html)
+
+
+def _report_link(run_dir: Path, page: Path) -> str:
+    """The run's report.html relative to the comparison page, or "" when it has none."""
+    report = run_dir / "report.html"
+    return os.path.relpath(report.resolve(), page.resolve().parent) if report.is_file() else ""

@@ -104,6 +104,16 @@ class Console:
             raise GuestError(f"`{command}` exited {status} on {self.name}:\n{output}")
         return result
 
+    def hang_up(self) -> None:
+        """End the console from our side (another thread may call it): a reader gets what
+        is already queued on the socket, then EOF. For a machine that ended but whose QEMU
+        keeps it paused (lab.vm): its console is over, and the flow waiting on it learns so
+        at once, as it would from a QEMU that exited."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already closed
+            pass
+
     def close(self) -> None:
         try:
             self._sock.close()

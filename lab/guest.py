@@ -75,10 +75,16 @@ class GuestVM(Protocol):
     @property
     def has_monitor(self) -> bool: ...
 
-    def running(self) -> bool: ...
+    def running(self) -> bool:
+        """The machine has not ended (it may be paused by the lab)."""
+        ...
+
+    def halted(self) -> bool:
+        """The machine ended by itself and is held stopped with its memory intact (dumpable)."""
+        ...
 
     def wait_exit(self, timeout: float) -> VMExit:
-        """Wait for the machine to end by itself (reboot -f, or a triple fault with -no-reboot)."""
+        """Wait for the machine to end by itself (power off, reboot -f, a triple fault)."""
         ...
 
     def debugger(self, log_path: Path) -> Debugger | None:

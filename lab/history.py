@@ -20,11 +20,14 @@ process was killed), then ``completed``, ``interrupted`` (SIGINT/SIGTERM) or ``f
 (a lab error stopped it). Only completed nights are compared against.
 
 Schema versions: 1 had no ``nights.status``; opening a version-1 file adds the column
-(finished nights become ``completed``, the others stay ``running``) and marks it version 2.
+(finished nights become ``completed``, the others stay ``running``). 2 had no
+``cells.figures`` (a JSON object of a cell's measured figures, e.g. a hibernation cycle's
+image size and phase times, lab.compare); it is added, empty for the old cells.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import statistics
@@ -40,7 +43,7 @@ from .cell import CELL_PARTS, parse_cell_id
 from .errors import UserError
 from .verdict import Verdict
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class NightStatus(StrEnum):
@@ -79,6 +82,7 @@ CREATE TABLE IF NOT EXISTS cells (
     seconds REAL NOT NULL,
     run_dir TEXT NOT NULL,
     report TEXT NOT NULL,
+    figures TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (night_id, cell)
 );
 CREATE INDEX IF NOT EXISTS nights_by_matrix ON nights (matrix, id);
@@ -119,6 +123,7 @@ class CellRecord:
     seconds: float = 0.0
     run_dir: str = ""
     report: str = ""  # path of report.html, "" when the run has none
+    figures: dict[str, float] = field(default_factory=dict)  # measured: lab.compare.cycle_figures
 
     @property
     def good(self) -> bool:
@@ -151,9 +156,11 @@ class CellRecord:
                        reason=f"no readable results.json in {run_dir}: {type(e).__name__}: {e}")
         ends = [s.ended for s in res.steps if s.ended]
         ended = res.ended or max(ends, default=res.started)
+        from .compare import cycle_figures
+
         return cls(**base, verdict=res.verdict, observed=res.observed_verdict or res.verdict,
                    expected=res.expected_verdict, reason=res.reason, failed_step=res.failed_step,
-                   seconds=round(max(0.0, ended - res.started), 3))
+                   seconds=round(max(0.0, ended - res.started), 3), figures=cycle_figures(res))
 
 
 @dataclass
@@ -225,6 +232,12 @@ def compare(previous: dict[str, CellRecord], current: dict[str, CellRecord]) -> 
 _CELL_COLUMNS = [f.name for f in fields(CellRecord)]
 
 
+def _cell_record(row: sqlite3.Row) -> CellRecord:
+    values = dict(row)
+    values["figures"] = json.loads(values.get("figures") or "{}")
+    return CellRecord(**values)
+
+
 class History:
     """The results history in one SQLite file (created with its schema when absent)."""
 
@@ -282,6 +295,9 @@ class History:
             if "status" not in columns:
                 db.execute("ALTER TABLE nights ADD COLUMN status TEXT NOT NULL DEFAULT 'running'")
             db.execute("UPDATE nights SET status = ? WHERE ended IS NOT NULL", (NightStatus.COMPLETED,))
+        if version < 3:
+            if "figures" not in {r[1] for r in db.execute("PRAGMA table_info(cells)")}:
+                db.execute("ALTER TABLE cells ADD COLUMN figures TEXT NOT NULL DEFAULT '{}'")
         db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
 
     @property
@@ -299,7 +315,8 @@ class History:
     def record_cell(self, night_id: int, record: CellRecord) -> None:
         """Add a cell to a night; recording the same cell again replaces it (a re-run)."""
         self._night_row(night_id)
-        values = [getattr(record, c) for c in _CELL_COLUMNS]
+        values = [json.dumps(record.figures, sort_keys=True) if c == "figures" else getattr(record, c)
+                  for c in _CELL_COLUMNS]
         with self._transaction() as db:
             db.execute(
                 f"INSERT OR REPLACE INTO cells (night_id, {', '.join(_CELL_COLUMNS)}) "
@@ -356,7 +373,7 @@ class History:
         rows = self._db.execute(
             f"SELECT {', '.join(_CELL_COLUMNS)} FROM cells WHERE night_id = ? ORDER BY cell", (night_id,)
         ).fetchall()
-        return {row["cell"]: CellRecord(**dict(row)) for row in rows}
+        return {row["cell"]: _cell_record(row) for row in rows}
 
     def nights(self, matrix: str, last: int = 30) -> list[Night]:
         """The last `last` nights of `matrix`, oldest first."""
@@ -376,6 +393,17 @@ class History:
             (matrix, last, cell),
         ).fetchall()
         return [(r[0], r[1]) for r in rows]
+
+    def figures_trend(self, matrix: str, cell: str, last: int = 7) -> list[tuple[str, dict[str, float]]]:
+        """(night name, figures) of `cell` over the last `last` nights of `matrix`, oldest
+        first; {} for a night without the cell or without figures."""
+        rows = self._db.execute(
+            "SELECT n.name, c.figures FROM "
+            "(SELECT id, name FROM nights WHERE matrix = ? ORDER BY id DESC LIMIT ?) AS n "
+            "LEFT JOIN cells AS c ON c.night_id = n.id AND c.cell = ? ORDER BY n.id",
+            (matrix, last, cell),
+        ).fetchall()
+        return [(r[0], json.loads(r[1]) if r[1] else {}) for r in rows]
 
     def typical_seconds(self, cells: list[str], last: int = 5) -> dict[str, float]:
         """The median duration of each cell over its last `last` records (cells never run: absent)."""

@@ -8,6 +8,7 @@ scenario of its own (written out, so one cell can be re-run by hand with `kjlab 
     arch = ["i386"]
     parallel = 0                   # VMs at once; 0 = the number of cores
     cell_timeout = 1800            # seconds before a cell is ended (SIGTERM, then SIGKILL)
+    flow_machines = { swsusp = ["pc-virtio"] }  # a flow only on some machines (default: all)
 
 Names (the matrix's, the kernels', the patch sets') become directory names: letters,
 digits and . _ + - only (lab.scenario.NAME_RE). Every cell id must be unique, and every
@@ -56,7 +57,8 @@ from .scenario import EXPECTABLE_NAMES as VERDICTS
 from .scenario import NAME_RE, NAME_RULE, check_kernel_source, check_name, check_seconds, read_toml, scenario_from_dict
 
 _TOP = {"matrix", "kernel", "patchset", "override"}
-_MATRIX_KEYS = {"name", "description", "machines", "flows", "arch", "parallel", "cell_timeout", "fragments"}
+_MATRIX_KEYS = {"name", "description", "machines", "flows", "arch", "parallel", "cell_timeout", "fragments",
+                "flow_machines"}
 _KERNEL_KEYS = {"name", "source"}
 _PATCHSET_KEYS = {"name", "patches", "expect", "step", "signature"}
 _OVERRIDE_KEYS = {"cells", "quirks", "flow"}
@@ -118,6 +120,7 @@ def load_matrix(path: Path) -> Matrix:
     for i, flow in enumerate(flows):
         if flow not in FLOWS:
             raise ScenarioError(where, f"matrix.flows[{i}]", f"{flow!r} is not a flow; options are {', '.join(FLOWS)}")
+    flow_machines = _flow_machines(where, m.get("flow_machines", {}), flows, names)
     arches = _list(where, "matrix.arch", m.get("arch", ["i386"]))
     for i, arch in enumerate(arches):
         if arch != "i386":
@@ -142,6 +145,8 @@ def load_matrix(path: Path) -> Matrix:
         for arch in arches:
             for mach in names:
                 for flow in flows:
+                    if mach not in flow_machines.get(flow, names):
+                        continue
                     for p in patchsets:
                         cid = cell_id(k["name"], arch, mach, flow, p["name"])
                         sc = _cell_scenario(cid, k, arch, mach, flow, p, fragments, overrides)
@@ -152,6 +157,20 @@ def load_matrix(path: Path) -> Matrix:
     parallel = _parallel(where, m.get("parallel", 0)) or (os.cpu_count() or 1)
     return Matrix(path, matrix_name, _str(where, "matrix.description", m.get("description", "")), parallel,
                   check_seconds(where, "matrix.cell_timeout", m.get("cell_timeout", 1800)), cells)
+
+
+def _flow_machines(where: str, value: Any, flows: list[str], names: list[str]) -> dict[str, list[str]]:
+    """matrix.flow_machines: flow -> the machines it runs on (each one of matrix.machines)."""
+    if not isinstance(value, dict):
+        raise ScenarioError(where, "matrix.flow_machines", 'must be a table, e.g. { swsusp = ["pc-virtio"] }')
+    for flow, chosen in value.items():
+        key = f"matrix.flow_machines.{flow}"
+        if flow not in flows:
+            raise ScenarioError(where, key, f"{flow!r} is not one of matrix.flows ({', '.join(flows)})")
+        for i, name in enumerate(_list(where, key, chosen)):
+            if name not in names:
+                raise ScenarioError(where, f"{key}[{i}]", f"{name!r} is not one of matrix.machines")
+    return value
 
 
 def _unique_names(where: str, table: str, tables: list[dict[str, Any]]) -> None:

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from qemu.qmp import QMPClient
@@ -34,6 +35,8 @@ class Monitor:
         self._client = QMPClient(name)
         self._listener: asyncio.Task[None] | None = None
         self._logf = open(log_path, "a", encoding="utf-8")
+        # Called with each event as it arrives, on the monitor's own thread (keep it short).
+        self.on_event: Callable[[dict[str, Any]], None] | None = None
 
     def _record(self, kind: str, payload: Any) -> None:
         with self._lock:
@@ -71,6 +74,11 @@ class Monitor:
             with self._lock:
                 self.events.append(dict(event))
             self._record("event", dict(event))
+            if self.on_event is not None:
+                try:
+                    self.on_event(dict(event))
+                except Exception:  # a hook's failure must not end the listener
+                    log.exception("%s: event hook failed on %s", self.name, event.get("event"))
 
     def cmd(self, name: str, timeout: float = 60.0, **args: Any) -> Any:  # noqa: D417
         self._record("command", {"execute": name, "arguments": args})

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .cell import cell_id
+from .compare import night_ratios
 from .errors import UserError
 from .executors import Build, Executor
 from .executors.local import LocalExecutor, kjlab_run_argv_late, prebuild_late
@@ -151,7 +152,9 @@ def _record(o: CellOutcome) -> CellRecord:
         else:
             reason = "the cell ended before it wrote any result" + (" (cell timeout)" if o.timed_out else "")
         verdict = Verdict.INTERRUPTED if o.interrupted else Verdict.ERROR
-        return CellRecord(cell=o.cell.id, **parts, verdict=verdict, observed=verdict, expected=expected,
+        c = o.cell
+        return CellRecord(cell=c.id, kernel=c.kernel, arch=c.arch, machine=c.machine, flow=c.flow,
+                          patchset=c.patchset, verdict=verdict, observed=verdict, expected=expected,
                           reason=reason, seconds=round(o.seconds, 3))
     rec = CellRecord.from_run(o.cell.id, parts, o.run_dir)
     if o.interrupted:  # whatever the run made of being stopped, the night stopped it
@@ -184,10 +187,11 @@ def write_night_summary(night_dir: Path, matrix: Matrix, records: dict[str, Cell
                 change[c] = label
     grids = []
     for flow in flows:
+        flow_machines = [m for m in machines_ if any(c.flow == flow and c.machine == m for c in matrix.cells)]
         grid_rows = []
         for kernel, arch, patchset in rows:
             cells: list[dict[str, Any] | None] = []
-            for mach in machines_:
+            for mach in flow_machines:
                 cid = cell_id(kernel, arch, mach, flow, patchset)
                 rec = records.get(cid)
                 trend = history.trend(matrix.name, cid, TREND_NIGHTS) if history else []
@@ -199,13 +203,15 @@ def write_night_summary(night_dir: Path, matrix: Matrix, records: dict[str, Cell
                     "trend": [{"night": n, "verdict": v or "-", "css": verdict_class(v) if v else "none"} for n, v in trend],
                 })
             grid_rows.append({"label": f"{kernel} {arch}", "patchset": patchset, "cells": cells})
-        grids.append({"flow": flow, "machines": machines_, "rows": grid_rows})
+        grids.append({"flow": flow, "machines": flow_machines, "rows": grid_rows})
+    ratios = night_ratios(records, (lambda cid: history.figures_trend(matrix.name, cid, TREND_NIGHTS))
+                          if history else (lambda cid: []))
     counts: dict[str, int] = {}
     for r in records.values():
         counts[r.verdict] = counts.get(r.verdict, 0) + 1
     html = environment().get_template("nightly.html.j2").render(
         matrix=matrix.name, description=matrix.description, night=night_dir.name, grids=grids,
-        counts=sorted(counts.items()), comparison=comparison,
+        counts=sorted(counts.items()), comparison=comparison, ratios=ratios,
         changes=comparison.lines() if comparison else [],
         wall=format_duration(wall), parallel=parallel, n=len(records),
         rate=f"{len(records) / wall * 3600:.0f}" if wall else "-",

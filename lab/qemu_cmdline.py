@@ -84,7 +84,10 @@ def qemu_argv(spec: MachineSpec, files: BootFiles, accel: str) -> list[str]:
         # Start paused: the lab connects QMP and the console first, then `cont`,
         # so not one byte of the boot is lost.
         "-S",
-        "-no-reboot",
+        # A guest's reset (reboot -f, a triple fault, a panic's reboot) or power off stops
+        # the machine but keeps QEMU and the guest's memory: the lab sees SHUTDOWN on QMP,
+        # dumps the memory of a machine that died silently, then quits QEMU (lab.vm).
+        "-action", "reboot=shutdown,shutdown=pause",
         "-kernel", str(files.kernel),
         "-initrd", str(files.initrd),
         "-append", files.append,
@@ -95,6 +98,6 @@ def qemu_argv(spec: MachineSpec, files: BootFiles, accel: str) -> list[str]:
         "-qmp", f"unix:{opt_value(files.qmp_socket)},server=on,wait=off",
         *gdb_args(files),
         # cpu_reset logs the CPU state at every reset and "Triple fault" when one happens:
-        # with -no-reboot that is the only way to tell a triple fault from `reboot -f`.
+        # with every reset ending the machine, that is the only way to tell a triple fault from `reboot -f`.
         "-d", "cpu_reset", "-D", str(files.cpu_reset_log),
     ]

@@ -131,6 +131,8 @@ def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,
     )
     if sc.kernel_tree is not None:  # how the run was asked for: the report's reproduce block
         result.provenance["kernel_tree"] = str(sc.kernel_tree)
+    if sc.patch_files:  # `kjlab run --patch`: the reproduce block repeats them
+        result.provenance["patch_files"] = [str(f) for f in sc.patch_files]
     rec = Recorder(result, run_dir, on_step)
     sock_dir = Path(tempfile.mkdtemp(prefix="kjlab-"))  # mode 0700: sockets stay private
     log.info("run %s in %s (accelerator %s: %s)", run_id, run_dir, accel.accel, accel.reason)

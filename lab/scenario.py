@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .debian_archive import PACKAGE_RE, SUITE_RE
-from .artifacts.kernel import KernelSpec
-from .errors import ScenarioError
+from .artifacts.kernel import PATCHES_DIR, KernelSpec
+from .errors import ScenarioError, UserError
 from .flows import FLOW_NAMES
 from .flows.common import DEFAULT_TIMEOUTS
 from .verdict import EXPECTABLE, Verdict
@@ -24,7 +24,7 @@ from .quirks import DEFAULT_QUIRKS, QUIRKS
 EXPECTABLE_NAMES = tuple(str(v) for v in EXPECTABLE)
 SAVE_METHODS = ("copy", "makedumpfile")
 # /sys/power/disk for the swsusp flow: power off (QEMU quits at "Power down"), reboot
-# (QEMU exits, -no-reboot), or test_resume (the image is read back at once, no power cycle)
+# (the machine ends, lab.vm), or test_resume (the image is read back at once, no power cycle)
 SWSUSP_MODES = ("shutdown", "reboot", "test_resume")
 RECIPES = ("debian", "buildroot")
 # what a Buildroot image may do without: makedumpfile only serves flow.save = "makedumpfile"
@@ -101,6 +101,7 @@ class Scenario:
     quirks: dict[str, bool]
     expect: Expectation
     kernel_tree: Path | None = None  # `kjlab run --kernel-tree`: the kernel comes from this tree
+    patch_files: tuple[Path, ...] = ()  # `kjlab run --patch`: applied after the scenario's own patches
 
     @property
     def a_ram_end(self) -> int:
@@ -137,7 +138,7 @@ def scenario_from_dict(data: dict[str, Any], path: Path, where: str | None = Non
         description=_str(where, "scenario.description", sc.get("description", "")),
         source=_str(where, "scenario.source", sc.get("source", "")),
         links=_str_list(where, "scenario.links", sc.get("links", [])),
-        kernel=_kernel(where, data.get("kernel", {})),
+        kernel=_kernel(where, data.get("kernel", {}), path),
         a_fragments=_str_list(where, "kernel.a_fragments", data.get("kernel", {}).get("a_fragments", [])),
         guest=(guest := _guest(where, data.get("guest", {}))),
         machine=(machine := _machine(where, data.get("machine", {}))),
@@ -243,13 +244,41 @@ def _int(where: str, key: str, value: Any, lo: int, hi: int) -> int:
     return value
 
 
-def _kernel(where: str, k: dict[str, Any]) -> KernelSpec:
+def _kernel(where: str, k: dict[str, Any], path: Path) -> KernelSpec:
+    patches = _str_list(where, "kernel.patches", k.get("patches", []))
     return KernelSpec(
         source=check_kernel_source(where, "kernel.source", k.get("source", "debian:linux-source-6.1")),
         arch=_choice(where, "kernel.arch", k.get("arch", "i386"), ("i386",)),
         fragments=_str_list(where, "kernel.fragments", k.get("fragments", ["kexec-jump-i386"])),
-        patches=_str_list(where, "kernel.patches", k.get("patches", [])),
+        patches=tuple(check_patch(where, f"kernel.patches[{i}]", name, path.parent) for i, name in enumerate(patches)),
     )
+
+
+PATCH_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*(?:/[A-Za-z0-9][A-Za-z0-9._+-]*)*")
+PATCH_PATH_PREFIXES = ("/", "./", "../", "~/")
+
+
+def check_patch(where: str, key: str, value: str, base: Path) -> str:
+    """A kernel patch entry: a name in guests/kernel/patches (the lab's own fixes; the
+    kernel's series picks a backport at build time), or - starting with / ./ ../ or ~/ -
+    the path of a patch, a format-patch series or an mbox, relative to `base` (the
+    scenario's directory, the current one for --patch). A path becomes absolute here."""
+    if value.startswith(PATCH_PATH_PREFIXES):
+        file = Path(value).expanduser()
+        file = (file if file.is_absolute() else base / file).resolve()
+        if "\n" in value or "\0" in value:
+            raise ScenarioError(where, key, f"{value!r}: no newline or NUL allowed")
+        if not file.is_file():
+            raise ScenarioError(where, key, f"{value!r}: no such patch or mbox file ({file})")
+        return str(file)
+    if not PATCH_NAME_RE.fullmatch(value) or ".." in value.split("/"):
+        raise ScenarioError(where, key, f"{value!r} is neither a patch name in guests/kernel/patches nor a path "
+                            f"(a path starts with {', '.join(PATCH_PATH_PREFIXES)})")
+    if not any((d / value).is_file() for d in (PATCHES_DIR, *PATCHES_DIR.iterdir()) if d.is_dir()):
+        choices = sorted(p.name for p in PATCHES_DIR.glob("*.patch"))
+        raise ScenarioError(where, key, f"unknown patch {value!r}; the lab's: {', '.join(choices)} (or a path to "
+                            f"a patch or mbox file, starting with {', '.join(PATCH_PATH_PREFIXES)})")
+    return value
 
 
 def _guest(where: str, g: dict[str, Any]) -> GuestSpec:
@@ -383,3 +412,16 @@ def with_kernel_tree(sc: Scenario, tree: Path) -> Scenario:
 
     tree = tree.resolve()
     return replace(sc, kernel=replace(sc.kernel, source=f"tree:{tree}"), kernel_tree=tree)
+
+
+def with_patches(sc: Scenario, files: list[Path]) -> Scenario:
+    """The scenario with more patches (`kjlab run --patch FILE`, in the order given) after
+    its own; each a patch, a format-patch series or an mbox."""
+    from dataclasses import replace
+
+    paths = tuple(f.expanduser().resolve() for f in files)
+    for given, file in zip(files, paths):
+        if "\n" in str(file) or not file.is_file():
+            raise UserError(f"--patch {given}: no such patch or mbox file")
+    return replace(sc, kernel=replace(sc.kernel, patches=sc.kernel.patches + tuple(map(str, paths))),
+                   patch_files=sc.patch_files + paths)

@@ -136,13 +136,21 @@ _INFO: dict[Verdict, _Info] = {
 EXPECTABLE: tuple[Verdict, ...] = (Verdict.PASS, *(v for v in Verdict if v.kind is Kind.FAILURE and v is not Verdict.XPASS))
 
 
-def exit_code(verdict: Verdict, observed: Verdict, expected: Verdict, bisect: bool = False) -> int:
-    """The process exit code of a run. Under --bisect: good (the run passed), bad (it
-    showed the scenario's failure, or any failure of a scenario that expects PASS), skip."""
+BISECT_MODES = ("", "regression", "fix")
+
+
+def exit_code(verdict: Verdict, observed: Verdict, expected: Verdict, bisect: str = "") -> int:
+    """The process exit code of a run. Under --bisect ("regression": which commit broke
+    it): good (the run passed), bad (it showed the scenario's failure, or any failure of a
+    scenario that expects PASS), skip. Under --bisect-fix ("fix": which commit fixed it)
+    the first two swap, as `git bisect run` takes 0 for its old term: 0 while the failure
+    shows, 1 once the run passes."""
+    if bisect not in BISECT_MODES:
+        raise ValueError(f"bisect mode {bisect!r}; options are {BISECT_MODES}")
     if bisect:
-        if observed is Verdict.PASS:
-            return EXIT_PASS
-        if verdict is Verdict.XFAIL or (expected is Verdict.PASS and observed.is_failure):
-            return EXIT_FAIL
+        passed = observed is Verdict.PASS
+        failed = verdict is Verdict.XFAIL or (expected is Verdict.PASS and observed.is_failure)
+        if passed or failed:
+            return EXIT_PASS if passed == (bisect == "regression") else EXIT_FAIL
         return EXIT_INTERRUPTED if observed is Verdict.INTERRUPTED else EXIT_CANNOT_TEST
     return verdict.exit_code

@@ -1,5 +1,11 @@
 """One QEMU process as a context manager: start paused, attach QMP and console, run,
-and whatever happens, end it (QMP quit, then SIGTERM, then SIGKILL). No orphans."""
+and whatever happens, end it (QMP quit, then SIGTERM, then SIGKILL). No orphans.
+
+A machine that ends by itself (power off, reboot, a triple fault) does not end QEMU:
+QEMU stops it in its shutdown state with its memory intact (`-action
+reboot=shutdown,shutdown=pause`) and says SHUTDOWN on QMP. The lab then hangs up the
+console, so a flow waiting on it sees the end at once, and may dump the memory of a
+machine that died silently (lab.flows.common) before the `with` block quits QEMU."""
 
 from __future__ import annotations
 
@@ -21,6 +27,9 @@ from .monitor import Monitor
 from .qemu_cmdline import BootFiles, qemu_argv
 
 log = logging.getLogger(__name__)
+
+# SHUTDOWN reasons that are the lab's own doing (QMP quit, a signal), not the guest's
+HOST_REASONS = {"host-qmp-quit", "host-signal", "host-ui", "host-qmp-system-reset"}
 
 
 @dataclass
@@ -57,6 +66,7 @@ class QemuVM:
             self._monitor = Monitor(self.files.qmp_socket, self.qmp_log, self.name)
             self._monitor.connect()
             self._console = Console(self.files.serial_socket, self.console_log, self.name)
+            self._monitor.on_event = self._on_event
             self.monitor.cmd("cont")
             self.started_at = time.monotonic()
         except BaseException:
@@ -93,19 +103,39 @@ class QemuVM:
         """GDB on this QEMU's gdbstub (lab.gdbstub), if it has one."""
         return GdbStub(self.files.gdb_socket, log_path) if self.files.gdb_socket else None
 
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "SHUTDOWN" and self._console is not None:
+            self._console.hang_up()
+
+    def _guest_shutdowns(self) -> list[dict[str, Any]]:
+        events = self._monitor.events_named("SHUTDOWN") if self._monitor else []
+        return [e for e in events if (e.get("data") or {}).get("reason") not in HOST_REASONS]
+
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        """The guest runs (or is paused by the lab): QEMU is there and the machine has not ended."""
+        return self.proc is not None and self.proc.poll() is None and not self._guest_shutdowns()
+
+    def halted(self) -> bool:
+        """The machine ended by itself and QEMU holds it stopped, its memory intact."""
+        return self.proc is not None and self.proc.poll() is None and bool(self._guest_shutdowns())
 
     def wait_exit(self, timeout: float) -> VMExit:
-        """Wait for QEMU to exit by itself (reboot -f or a triple fault with -no-reboot)."""
+        """Wait for the machine to end by itself (power off, reboot -f, a triple fault):
+        a SHUTDOWN on QMP, or QEMU's exit."""
         assert self.proc is not None
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise GuestError(f"{self.name}: QEMU still running {timeout:.0f} s after the guest should have stopped") from None
+        deadline = time.monotonic() + timeout
+        while not self._guest_shutdowns():
+            try:
+                self.proc.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    raise GuestError(f"{self.name}: the machine still running {timeout:.0f} s after it should "
+                                     "have stopped") from None
         return self._collect_exit()
 
     def _collect_exit(self) -> VMExit:
+        """How the machine ended; taken once, at its end (teardown takes it too)."""
         if self.exit is None:
             events = self._monitor.events_named("SHUTDOWN") if self._monitor else []
             tail = tail_of_file(self.files.cpu_reset_log, 40)

@@ -5,11 +5,14 @@ when a flow's commands or steps change (the replay compares them with the record
 
 Each scenario of tests/test_replay.py's REPLAYS is run for real with `kjlab run`; kept:
 results.json, the console logs, qmp.log, the kernel config of a passing hibernate run, and for
-a failure the tail of the cpu_reset log and the System.map lines its evidence names.
+a failure the tail of the cpu_reset log, the System.map lines its evidence names (and
+the two a kernel log read from memory needs) and that log's pages (gzipped; the replay
+serves them as the silent guest's memory dump).
 """
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import subprocess
 import sys
@@ -48,6 +51,8 @@ def record(name: str, runs_dir: Path) -> Path:
         system_map = cache_root() / "kernel" / str(kernel.get("cache_key")) / "System.map"
         if system_map.is_file():
             trim_system_map(out, system_map)
+        for pages in run_dir.glob("kernel-log-*.elf"):  # a silent guest's log, read from memory
+            (out / f"{pages.name}.gz").write_bytes(gzip.compress(pages.read_bytes(), 9))
     return out
 
 

@@ -29,6 +29,7 @@ disk (the recorded one is of the real image, which the replay does not have).
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import shutil
@@ -54,7 +55,7 @@ from lab.qemu_cmdline import BootFiles
 from lab.results import RunResult
 from lab.runner import judge, run_flow
 from lab.scenario import Scenario
-from lab.vm import VMExit, triple_fault_in
+from lab.vm import HOST_REASONS, VMExit, triple_fault_in
 from tests.test_snapshots import Seg, write_core
 
 PROMPT = re.compile(rb"kj-[A-Z]# ")
@@ -214,7 +215,14 @@ class ReplayMonitor:
     def cmd(self, name: str, timeout: float = 60.0, **args: Any) -> Any:
         self.commands.append(name)
         if name == "dump-guest-memory":
-            self.guest.replay.memory.write(Path(str(args["protocol"]).removeprefix("file:")))
+            path = Path(str(args["protocol"]).removeprefix("file:"))
+            kept = self.guest.replay.run.path / f"{path.stem.replace('snapshot-', 'kernel-log-', 1)}.elf.gz"
+            if path.stem.startswith("snapshot-silent-") and kept.is_file():
+                # a silent guest's memory: the recording kept its kernel log's pages (a dump
+                # of its own, lab.memory.kernel_log), which the flow reads as it read the dump
+                path.write_bytes(gzip.decompress(kept.read_bytes()))
+            else:
+                self.guest.replay.memory.write(path)
         return {}
 
     def hmp(self, command: str) -> str:
@@ -311,6 +319,12 @@ class ReplayGuest:
 
     def running(self) -> bool:
         return self.serial is not None and not self.serial_ended
+
+    def halted(self) -> bool:
+        """As QEMU holds a machine that ended by itself: the recording's console ended with
+        a SHUTDOWN the guest caused (its memory is the replay's synthetic memory)."""
+        return self.serial_ended and any((e.get("data") or {}).get("reason") not in HOST_REASONS
+                                         for e in self.monitor.events_named("SHUTDOWN"))
 
     def wait_exit(self, timeout: float) -> VMExit:
         assert self.serial is not None

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from lab.cli import main
-from lab.compare import NotComparable, compare, compare_runs, figures
+from lab.compare import NotComparable, compare, compare_runs, cycle_ratios, figures, night_ratios
+from lab.history import CellRecord
 from lab.results import load
 
 RUNS = Path(__file__).resolve().parent / "data" / "runs"
@@ -72,3 +73,21 @@ def test_the_page_and_the_command(tmp_path: Path) -> None:
     assert main(["compare", str(KEXEC), str(SWSUSP), "-o", str(tmp_path / "cli.html")]) == 0
     assert (tmp_path / "cli.html").is_file()
     assert main(["compare", str(KEXEC), str(KEXEC), "-o", str(tmp_path / "no.html")]) == 2
+
+
+def test_a_night_s_ratio_per_kernel_and_machine() -> None:
+    """The nightly summary's kexec-jump/swsusp ratio: only for a hibernate cell whose swsusp
+    twin (same kernel, arch, machine, patch set) passed too; with the earlier nights'."""
+    kexec = CellRecord.from_run("6.1/i386/pc-virtio/hibernate/0001", {}, KEXEC)
+    swsusp = CellRecord.from_run("6.1/i386/pc-virtio/swsusp/0001", {}, SWSUSP)
+    lone = CellRecord.from_run("6.1/i386/pc-ide/hibernate/0001", {}, KEXEC)
+    records = {r.cell: r for r in (kexec, swsusp, lone)}
+    past = {kexec.cell: [("mon", {}), ("tue", kexec.figures)], swsusp.cell: [("mon", swsusp.figures), ("tue", swsusp.figures)]}
+    (row,) = night_ratios(records, lambda cid: past.get(cid, []))
+    assert row.label == "6.1 i386 pc-virtio 0001"
+    assert row.ratios["cycle"] == pytest.approx(kexec.figures["cycle"] / swsusp.figures["cycle"], abs=0.001)
+    assert row.ratios["image_bytes"] > 1  # the uncompressed image against swsusp's compressed one
+    assert row.trend == [("mon", None), ("tue", row.ratios["cycle"])]
+    failed = {**records, swsusp.cell: CellRecord(**{**vars(swsusp), "verdict": "PANIC"})}
+    assert night_ratios(failed, lambda cid: []) == []
+    assert cycle_ratios({"cycle": 10.0}, {"cycle": 0.0}) == {}

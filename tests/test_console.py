@@ -62,3 +62,22 @@ def test_expect_returns_index_for_eof_when_asked(shell):
 
 def test_clean_output_strips_prompts_and_escapes():
     assert clean_output("kj-A# \x1b[6nhello\r\nkj-A# \n") == "hello"
+
+
+def test_hang_up_from_another_thread_ends_a_wait_at_once_keeping_what_came(shell):
+    """A machine that ended while QEMU holds it (lab.vm): the monitor's thread hangs up the
+    console, and the flow waiting on it gets EOF at once, with the last lines it sent."""
+    import threading
+    import time
+
+    console, _ = shell
+    console.expect([r"KJLAB-READY role=A"], 5, "ready")
+    console.send_line("echo last words")
+    time.sleep(0.3)  # the words are on the socket, not yet read
+    threading.Timer(0.3, console.hang_up).start()
+    t0 = time.monotonic()
+    with pytest.raises(ConsoleEOF) as exc:
+        console.expect([r"NEVER"], 30, "anything")
+    assert time.monotonic() - t0 < 5
+    assert "last words" in exc.value.last_lines
+    console.hang_up()  # twice is harmless

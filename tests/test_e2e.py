@@ -83,6 +83,12 @@ def test_unpatched_kernel_triple_faults_on_jump_back(tmp_path):
     assert code == 1
     assert any("Triple fault" in line for line in res["evidence"])
     assert any(line.startswith("GDT=") for line in res["evidence"])
+    # QEMU held the machine after the triple fault: A's own log, read from its memory,
+    # shows how far A got - its jump out, and nothing after the jump back.
+    (klog,) = res["kernel_logs"]
+    assert klog["kernel"] == "A" and klog["step"] == "jump-back", klog
+    assert "kjlab: jump-out 1" in (run_dir / klog["text"]).read_text()
+    assert any("read from memory" in line for line in res["evidence"])
     assert "TRIPLE_FAULT" in (run_dir / "report.html").read_text()
     assert not qemu_processes_for(run_dir)
 
@@ -187,6 +193,27 @@ def test_a_kernel_that_dies_silently_after_the_resume_is_a_panic_read_from_memor
     assert (run_dir / klog["pages"]).stat().st_size < 2 << 20  # the log's pages, not the RAM
     report = (run_dir / "report.html").read_text()
     assert "read from memory" in report and "lkdtm_PANIC" in report
+    assert not qemu_processes_for(run_dir)
+
+
+def test_a_kernel_that_resets_silently_after_the_resume_is_a_panic_read_from_the_memory_qemu_kept(tmp_path):
+    """As above, but A's kernel reboots a second after its silent panic (panic=1): the
+    machine ends in a reset, QEMU holds it stopped, and the lab reads A's panic from its
+    memory before it quits QEMU - at once, not after the step's 60 s timeout."""
+    code, res, run_dir = kjlab_run("checks/silent-reset-after-resume.toml", tmp_path)
+    assert res["observed_verdict"] == "PANIC", (res["reason"], res["evidence"])
+    assert res["verdict"] == "XFAIL" and res["failed_step"] == "verify-A" and code == 0
+    assert "then the machine reset (no triple fault logged)" in res["reason"]
+    console = (run_dir / "console-A-B.log").read_text(errors="replace")
+    assert "Kernel panic" not in console and "dumptest" not in console
+    assert res["evidence"][0] == "-- kernel A's log, read from memory (snapshot-silent-verify-A.elf) --"
+    assert "Kernel panic - not syncing: dumptest" in res["evidence"][1]
+    events = [json.loads(line) for line in (run_dir / "qmp.log").read_text().splitlines()]
+    resets = [e for e in events if e.get("event", {}).get("event") == "SHUTDOWN"
+              and e["event"]["data"]["reason"] == "guest-reset"]
+    assert resets, "the machine's reset is QEMU's SHUTDOWN, reason guest-reset"
+    (step,) = [s for s in res["steps"] if s["name"] == "verify-A"]
+    assert step["seconds"] < 40, "the reset ended the wait, not the timeout"
     assert not qemu_processes_for(run_dir)
 
 

@@ -147,7 +147,7 @@ def test_schema_wal_and_default_path(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert {"nights_by_matrix", "cells_by_cell"} <= indexes
     cols = [r[1] for r in db.execute("PRAGMA table_info(cells)")]
     assert cols == ["night_id", "cell", "kernel", "arch", "machine", "flow", "patchset", "verdict", "observed",
-                    "expected", "reason", "failed_step", "seconds", "run_dir", "report"]
+                    "expected", "reason", "failed_step", "seconds", "run_dir", "report", "figures"]
     assert [r[1] for r in db.execute("PRAGMA table_info(nights)")] == ["id", "name", "matrix", "started", "ended",
                                                                        "summary_path", "status"]
     # a newer schema is refused, not misread
@@ -294,14 +294,15 @@ def test_a_version_1_history_opens_and_is_migrated(tmp_path: Path) -> None:
     db.executescript(SCHEMA_V1)
     db.close()
     with History(path) as h:
-        assert h.schema_version == SCHEMA_VERSION == 2
+        assert h.schema_version == SCHEMA_VERSION == 3
         assert h.night(1).status == NightStatus.COMPLETED  # it had ended
         assert h.night(2).status == NightStatus.RUNNING  # it never ended: died
         assert list(h.cells(1)) == [A]
         n3 = h.start_night("wed", "m")
         assert h.previous_night("m", n3) == 1
     with History(path) as h:  # opening again changes nothing
-        assert h.schema_version == 2 and h.night(1).status == NightStatus.COMPLETED
+        assert h.schema_version == 3 and h.night(1).status == NightStatus.COMPLETED
+        assert h.cells(1)[A].figures == {}  # a cell of before figures were kept has none
 
 
 def test_an_interrupted_night_is_kept_but_not_compared_against(tmp_path: Path) -> None:
@@ -319,3 +320,56 @@ def test_an_interrupted_night_is_kept_but_not_compared_against(tmp_path: Path) -
         assert [v for _, v in h.trend("m", A)] == ["PASS", "PANIC", None]  # its cells still count in trends
         with pytest.raises(ValueError):
             h.finish_night(n3, None, status="half-done")  # type: ignore[arg-type]
+
+
+RUNS = Path(__file__).resolve().parent / "data" / "runs"
+
+
+def test_a_cycle_s_figures_are_kept_per_cell_and_night(tmp_path: Path) -> None:
+    """A hibernation cell's figures (lab.compare.cycle_figures) are read from its run and
+    kept in the history, night by night; a cell of another flow has none."""
+    kexec = CellRecord.from_run("6.1/i386/pc-virtio/hibernate/0001", {}, RUNS / "i386-hibernate-pass")
+    swsusp = CellRecord.from_run("6.1/i386/pc-virtio/swsusp/0001", {}, RUNS / "i386-swsusp-pass")
+    other = CellRecord.from_run("6.1/i386/pc-virtio/jump-roundtrip/0001", {}, RUNS / "i386-jump-roundtrip-pass")
+    assert kexec.figures["image_bytes"] == 92282880 and swsusp.figures["image_bytes"] < kexec.figures["image_bytes"]
+    assert kexec.figures["cycle"] == pytest.approx(sum(kexec.figures[p] for p in ("prepare", "save", "resume")), abs=0.01)
+    assert other.figures == {}
+    with History(tmp_path / "h.sqlite") as h:
+        for night in ("mon", "tue"):
+            n = h.start_night(night, "m")
+            h.record_cell(n, kexec)
+            if night == "tue":
+                h.record_cell(n, swsusp)
+            h.finish_night(n, None)
+        assert h.cells(n)[kexec.cell].figures == kexec.figures
+        assert h.figures_trend("m", swsusp.cell) == [("mon", {}), ("tue", swsusp.figures)]
+
+
+SCHEMA_V2_CELLS = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE nights (id INTEGER PRIMARY KEY, name TEXT NOT NULL, matrix TEXT NOT NULL, started REAL NOT NULL,
+                     ended REAL, summary_path TEXT, status TEXT NOT NULL DEFAULT 'running');
+CREATE TABLE cells (night_id INTEGER NOT NULL REFERENCES nights(id) ON DELETE CASCADE, cell TEXT NOT NULL,
+    kernel TEXT NOT NULL, arch TEXT NOT NULL, machine TEXT NOT NULL, flow TEXT NOT NULL, patchset TEXT NOT NULL,
+    verdict TEXT NOT NULL, observed TEXT NOT NULL, expected TEXT NOT NULL, reason TEXT NOT NULL,
+    failed_step TEXT NOT NULL, seconds REAL NOT NULL, run_dir TEXT NOT NULL, report TEXT NOT NULL,
+    PRIMARY KEY (night_id, cell));
+INSERT INTO schema_version VALUES (1);
+INSERT INTO schema_version VALUES (2);
+INSERT INTO nights VALUES (1, 'mon', 'm', 1000.0, 2000.0, 'mon/summary.html', 'completed');
+INSERT INTO cells VALUES (1, '6.1/i386/pc-virtio/hibernate/gdt-fix', '6.1', 'i386', 'pc-virtio', 'hibernate',
+    'gdt-fix', 'PASS', 'PASS', 'PASS', '', '', 12.0, 'r', '');
+"""
+
+
+def test_a_version_2_history_gains_figures(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_V2_CELLS)
+    db.close()
+    with History(path) as h:
+        assert h.schema_version == 3
+        assert h.cells(1)[A].figures == {} and h.cells(1)[A].verdict == "PASS"
+        n = h.start_night("tue", "m")
+        h.record_cell(n, CellRecord(**{**vars(h.cells(1)[A]), "figures": {"cycle": 14.7}}))
+        assert h.figures_trend("m", A) == [("mon", {}), ("tue", {"cycle": 14.7})]

@@ -1,5 +1,5 @@
-"""A real nightly: 18 cells (three kernels, six machines) run twice in one command each,
-then once more with one cell made to fail. Long: `pytest -m nightly`."""
+"""A real nightly: 21 cells (three kernels, six machines, and swsusp beside kexec jump on
+pc-virtio) run twice in one command each, then once more with one cell made to fail. Long: `pytest -m nightly`."""
 
 from __future__ import annotations
 
@@ -36,12 +36,17 @@ def test_two_nights_then_a_regression(tmp_path):
         nights = h.nights("nightly-i386")
         assert len(nights) == 2
         cells = h.cells(nights[-1].id)
-    assert len(cells) == 18
+    assert len(cells) == 21
     assert all(c.verdict == "PASS" for c in cells.values()), {k: (c.verdict, c.reason) for k, c in cells.items() if c.verdict != "PASS"}
     summary = (night2 / "summary.html").read_text()
-    assert summary.count('class="cell"') == 18
+    assert summary.count('class="cell"') == 21
+    # kexec jump against swsusp, per kernel, this night and the one before
+    assert "kexec jump against swsusp" in summary
+    for kernel in ("6.1", "6.12", "7.2"):
+        assert f"{kernel} i386 pc-virtio fixes" in summary
+        assert cells[f"{kernel}/i386/pc-virtio/swsusp/fixes"].figures["cycle"] > 0
     junit = ET.parse(night2 / "junit.xml").getroot()
-    assert sum(int(s.get("tests")) for s in junit.iter("testsuite")) == 18
+    assert sum(int(s.get("tests")) for s in junit.iter("testsuite")) == 21
     import kcidb_io
 
     kcidb_io.schema.LATEST.validate(json.loads((night2 / "kcidb.json").read_text()))

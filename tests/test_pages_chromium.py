@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
+from lab.compare import compare_runs
 from lab.exports import write_exports
 from lab.history import CellRecord, History, compare
 from lab.matrix import load_matrix
@@ -103,3 +104,52 @@ def test_nightly_summary_renders_in_chromium(tmp_path):
     assert "REGRESSION" in dom and matrix.cells[0].id in dom
     assert dom.count('class="cell"') == len(matrix.cells)
     assert assert_links_resolve(page, dom) >= len(matrix.cells)
+
+
+RUNS = Path(__file__).resolve().parent / "data" / "runs"
+
+
+def test_comparison_page_renders_in_chromium(tmp_path):
+    """kjlab compare's page on two real recorded runs (6.1 i386 pc-virtio, TCG): both flows'
+    phases side by side with the ratio, and the links to both runs' reports."""
+    for name in ("i386-hibernate-pass", "i386-swsusp-pass"):
+        shutil.copytree(RUNS / name, tmp_path / name)
+        render_report(tmp_path / name)
+    cmp, page = compare_runs(tmp_path / "i386-hibernate-pass", tmp_path / "i386-swsusp-pass")
+    dom = open_page(page, "comparison.png")
+    whole = next(r for r in cmp.rows if r.label == "whole cycle")
+    assert "whole cycle" in dom and whole.ratio in dom and whole.kexec in dom
+    assert "time to save" in dom and "image size" in dom
+    assert assert_links_resolve(page, dom) >= 2
+
+
+def test_nightly_summary_shows_the_swsusp_ratio_in_chromium(tmp_path):
+    """A night of the nightly matrix (hibernate on six machines, swsusp on pc-virtio) whose
+    6.1 pc-virtio pair carries the figures of two real recorded runs: the summary's table
+    gives their cycle ratio, with the earlier night's."""
+    matrix = load_matrix(Path(__file__).parent.parent / "scenarios" / "matrices" / "nightly-i386.matrix.toml")
+    assert any(c.flow == "swsusp" for c in matrix.cells)
+    history = History(tmp_path / "history.sqlite")
+    real = {"hibernate": RUNS / "i386-hibernate-pass", "swsusp": RUNS / "i386-swsusp-pass"}
+    records = {}
+    for cell in matrix.cells:
+        run_dir = tmp_path / "runs" / cell.slug
+        if cell.kernel == "6.1" and cell.machine == "pc-virtio":
+            shutil.copytree(real[cell.flow], run_dir)
+        else:
+            make_run(run_dir)
+        render_report(run_dir)
+        records[cell.id] = CellRecord.from_run(cell.id, cell.parts, run_dir)
+    for night in ("night-1", "night-2"):
+        n = history.start_night(night, matrix.name)
+        for rec in records.values():
+            history.record_cell(n, rec)
+        history.finish_night(n, None)
+    page = write_night_summary(tmp_path, matrix, records, compare(history.cells(n - 1), records), history, 600.0, 2)
+    write_exports(tmp_path, matrix.name, list(records.values()))
+    dom = open_page(page, "nightly-ratio.png")
+    assert "kexec jump against swsusp" in dom and "6.1 i386 pc-virtio fixes" in dom
+    k = records["6.1/i386/pc-virtio/hibernate/fixes"].figures["cycle"]
+    s = records["6.1/i386/pc-virtio/swsusp/fixes"].figures["cycle"]
+    assert f"{k / s:.2f}" in dom
+    assert dom.count('class="cell"') == len(matrix.cells)

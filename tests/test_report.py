@@ -432,7 +432,11 @@ def test_triple_fault_evidence_links_to_its_console_lines(tmp_path: Path) -> Non
     assert all(r.evidence for r in failed.excerpt.rows if r.id == f"console-C-A-L{numbers[-1]}")
 
     # the steps holding linked lines are open (a link into a closed <details> shows nothing)
-    assert {i.split("-", 2)[2] for i in page.open_steps} == {"jump-back", "load-image"}
+    assert {i.split("-", 2)[2] for i in page.open_steps if not i.startswith("kernel-log-")} == {"jump-back", "load-image"}
+    # A's log, read from the memory QEMU kept after the triple fault: heading and lines link to it
+    from_memory = result.evidence.index(next(e for e in result.evidence if "read from memory" in e))
+    assert {links[e] for e in result.evidence[from_memory:-1]} == {"#kernel-log-0"} and "kernel-log-0" in page.ids
+    assert any("kjlab: jump-out 1" in e for e in result.evidence[from_memory:])
     tf = [e for e in result.evidence if e.strip() == "Triple fault"]
     assert links[tf[0]] == "#log-cpu-reset-C-A-log" and "log-cpu-reset-C-A-log" in page.ids
     qmp = [e for e in result.evidence if e.startswith("QMP event")]
@@ -517,19 +521,19 @@ def test_reproduce_block_of_a_saved_run(tmp_path: Path) -> None:
     view = build_view(saved_run(tmp_path, "i386-triple-fault-resume"))
     r = view.reproduce
     assert r.command == "kjlab run /work/main/scenarios/bugs/i386-triple-fault-resume.toml"
-    assert r.one_liner == ("git checkout 7f6ec6043cfc && ./bootstrap.sh && "
+    assert r.one_liner == ("git checkout b162c922b33f && ./bootstrap.sh && "
                            ".venv/bin/kjlab run scenarios/bugs/i386-triple-fault-resume.toml")
     assert "\n" not in r.one_liner
     args = _parser().parse_args(shlex.split(r.command)[1:])
     assert args.func.__name__ == "cmd_run" and str(args.scenario) == view.scenario_path and args.kernel_tree is None
     facts = dict(r.facts)
-    assert facts["kjlab"] == "7f6ec6043cfc + uncommitted changes"
+    assert facts["kjlab"] == "b162c922b33f + uncommitted changes"
     assert facts["kernel"] == "debian:linux-source-6.1 6.1.192-3 (release 6.1.192)"
     assert facts["kernel patches"] == "none" and facts["kernel fragments"] == "kexec-jump-i386.config"
     assert facts["QEMU"].startswith("QEMU emulator version 7.2")
     assert any("uncommitted changes" in n for n in r.notes)
     html = render_report(view_dir := tmp_path / "i386-triple-fault-resume").read_text()
-    assert 'id="reproduce"' in html and "git checkout 7f6ec6043cfc &amp;&amp; ./bootstrap.sh" in html
+    assert 'id="reproduce"' in html and "git checkout b162c922b33f &amp;&amp; ./bootstrap.sh" in html
     assert view_dir.is_dir()
 
 
@@ -617,6 +621,24 @@ def test_a_kernel_log_read_from_memory_is_shown_whole_and_marked(tmp_path: Path)
     assert "kernel-log-silent-jump.txt" in page.hrefs and "kernel-log-silent-jump.elf" in page.hrefs
     (view,) = build_view(tmp_path).kernel_logs
     assert view.title == "kernel A (6.1.192)" and view.lines == 302 and view.step_anchor and view.step_anchor.endswith("-jump")
+
+
+def test_evidence_read_from_memory_links_to_its_log(tmp_path: Path) -> None:
+    """A verdict's evidence quoting a kernel log read from memory links, heading and lines,
+    to that log's place in the report; the console lines after it are console lines again."""
+    from lab.results import load
+
+    make_run(tmp_path)
+    add_memory_log(tmp_path, "[    6.1] Kernel panic - not syncing: dumptest\n")
+    result = load(tmp_path)
+    result.evidence = ["-- kernel A's log, read from memory (snapshot-silent-jump.elf) --",
+                       "[    6.1] Kernel panic - not syncing: dumptest", "-- the console --", "some console line"]
+    save(result, tmp_path)
+    view = build_view(tmp_path)
+    links = [(e.text, e.href) for e in view.evidence]
+    assert links[0][1] == links[1][1] == "#kernel-log-0"
+    assert links[3][1] != "#kernel-log-0"
+    assert 'id="kernel-log-0"' in render_report(tmp_path).read_text()
 
 
 def test_a_missing_memory_log_file_still_renders(tmp_path: Path) -> None:

@@ -106,6 +106,12 @@ def matrix(tmp_path: Path, matrix: str = "", kernels: str = "", patchsets: str =
     ({"matrix": "cell_timeout = 0"}, "matrix.cell_timeout", "above 0"),
     ({"matrix": "cell_timeout = -1"}, "matrix.cell_timeout", "above 0"),
     ({"matrix": "cell_timeout = nan"}, "matrix.cell_timeout", "finite"),
+    ({"matrix": 'flow_machines = { swsusp = ["pc-virtio"] }'}, "matrix.flow_machines.swsusp", "not one of matrix.flows"),
+    ({"matrix": 'flows = ["hibernate", "swsusp"]\nflow_machines = { swsusp = ["pc-ide"] }'},
+     "matrix.flow_machines.swsusp[0]", "'pc-ide' is not one of matrix.machines"),
+    ({"matrix": 'flows = ["hibernate", "swsusp"]\nflow_machines = { swsusp = [] }'}, "matrix.flow_machines.swsusp",
+     "non-empty list"),
+    ({"matrix": 'flows = ["swsusp"]\nflow_machines = ["pc-virtio"]'}, "matrix.flow_machines", "must be a table"),
     ({"matrix": "parallel = -1"}, "matrix.parallel", "1 to 256, or 0 for the number of cores"),
     ({"matrix": "parallel = 2.5"}, "matrix.parallel", "whole number"),
     ({"matrix": "parallel = true"}, "matrix.parallel", "whole number"),
@@ -119,6 +125,13 @@ def test_bad_matrices_are_refused(tmp_path: Path, kw: dict[str, str], key: str, 
         load_matrix(path)
     msg = str(exc.value)
     assert str(path) in msg and f": {key}: " in msg and allowed in msg, msg
+
+
+def test_a_flow_runs_only_on_its_machines(tmp_path: Path) -> None:
+    path = matrix(tmp_path, matrix='flows = ["hibernate", "swsusp"]\nflow_machines = { swsusp = ["pc-virtio"] }')
+    path.write_text(path.read_text().replace('machines = ["pc-virtio"]', 'machines = ["pc-virtio", "pc-ide"]', 1))
+    assert [c.id for c in load_matrix(path).cells] == [
+        "6.1/i386/pc-virtio/hibernate/fixes", "6.1/i386/pc-virtio/swsusp/fixes", "6.1/i386/pc-ide/hibernate/fixes"]
 
 
 def test_matrix_name_and_cell_override_values_are_checked(tmp_path: Path) -> None:

@@ -33,15 +33,29 @@ def test_exit_codes(verdict: Verdict, code: int) -> None:
 
 def test_bisect_exit_codes() -> None:
     # a scenario that expects PASS: any failure is bad, a lab error is skip
-    assert exit_code(Verdict.PASS, Verdict.PASS, Verdict.PASS, bisect=True) == 0
-    assert exit_code(Verdict.PANIC, Verdict.PANIC, Verdict.PASS, bisect=True) == 1
-    assert exit_code(Verdict.ERROR, Verdict.ERROR, Verdict.PASS, bisect=True) == 125
-    assert exit_code(Verdict.HOST_IO_ERROR, Verdict.HOST_IO_ERROR, Verdict.PASS, bisect=True) == 125
+    assert exit_code(Verdict.PASS, Verdict.PASS, Verdict.PASS, bisect="regression") == 0
+    assert exit_code(Verdict.PANIC, Verdict.PANIC, Verdict.PASS, bisect="regression") == 1
+    assert exit_code(Verdict.ERROR, Verdict.ERROR, Verdict.PASS, bisect="regression") == 125
+    assert exit_code(Verdict.HOST_IO_ERROR, Verdict.HOST_IO_ERROR, Verdict.PASS, bisect="regression") == 125
     # a known-bug scenario: its own bug is bad, passing is good, another failure is skip
-    assert exit_code(Verdict.XFAIL, Verdict.TRIPLE_FAULT, Verdict.TRIPLE_FAULT, bisect=True) == 1
-    assert exit_code(Verdict.XPASS, Verdict.PASS, Verdict.TRIPLE_FAULT, bisect=True) == 0
-    assert exit_code(Verdict.PANIC, Verdict.PANIC, Verdict.TRIPLE_FAULT, bisect=True) == 125
-    assert exit_code(Verdict.INTERRUPTED, Verdict.INTERRUPTED, Verdict.PASS, bisect=True) == 130
+    assert exit_code(Verdict.XFAIL, Verdict.TRIPLE_FAULT, Verdict.TRIPLE_FAULT, bisect="regression") == 1
+    assert exit_code(Verdict.XPASS, Verdict.PASS, Verdict.TRIPLE_FAULT, bisect="regression") == 0
+    assert exit_code(Verdict.PANIC, Verdict.PANIC, Verdict.TRIPLE_FAULT, bisect="regression") == 125
+    assert exit_code(Verdict.INTERRUPTED, Verdict.INTERRUPTED, Verdict.PASS, bisect="regression") == 130
+
+
+def test_bisect_fix_exit_codes() -> None:
+    """Looking for the fix: git bisect run's 0 is the old term (the failure still shows),
+    1 the new (it passes); what cannot tell either way is still skip or abort."""
+    assert exit_code(Verdict.TRIPLE_FAULT, Verdict.TRIPLE_FAULT, Verdict.PASS, bisect="fix") == 0
+    assert exit_code(Verdict.PASS, Verdict.PASS, Verdict.PASS, bisect="fix") == 1
+    assert exit_code(Verdict.XFAIL, Verdict.TRIPLE_FAULT, Verdict.TRIPLE_FAULT, bisect="fix") == 0
+    assert exit_code(Verdict.XPASS, Verdict.PASS, Verdict.TRIPLE_FAULT, bisect="fix") == 1
+    assert exit_code(Verdict.PANIC, Verdict.PANIC, Verdict.TRIPLE_FAULT, bisect="fix") == 125
+    assert exit_code(Verdict.ERROR, Verdict.ERROR, Verdict.PASS, bisect="fix") == 125
+    assert exit_code(Verdict.INTERRUPTED, Verdict.INTERRUPTED, Verdict.PASS, bisect="fix") == 130
+    with pytest.raises(ValueError, match="options are"):
+        exit_code(Verdict.PASS, Verdict.PASS, Verdict.PASS, bisect="yes")
 
 
 def test_an_expected_failure_needs_its_step_and_its_signature() -> None:

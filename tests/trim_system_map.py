@@ -21,7 +21,8 @@ def main(run: Path, full: Path) -> None:
              if len(line.split()) >= 3 and line.split()[1] in set("tTwWdDbBrR")]
     entries = sorted((int(line.split()[0], 16), line) for line in lines)
     addrs = [a for a, _ in entries]
-    keep: set[int] = set()
+    # what lab.memory.kernel_log reads a kernel's log from memory with
+    keep: set[int] = {i for i, (_, line) in enumerate(entries) if line.split()[2] in ("vmcoreinfo_note", "prb")}
     for line in json.loads((run / "results.json").read_text())["evidence"]:
         for m in _HEX_ADDR.finditer(line):
             k = bisect.bisect_right(addrs, int(m.group(1), 16)) - 1

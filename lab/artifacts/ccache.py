@@ -2,10 +2,13 @@
 step recompiles only what changed. The compiler output is the same with or without it,
 so the kernel's cache key does not name it.
 
-Paths: every build compiles in its own staging directory under the lab's cache, so
-CCACHE_BASEDIR is the cache root (absolute paths below it become relative, and two
-builds of the same tree at different places share results) and the directory is not
-hashed (CCACHE_NOHASHDIR; the kernel is built without debug info). The ccache store is
+Paths: every build compiles a hard-linked copy of its source (`<staging>/src`, objects in
+`<staging>/obj`) in its own staging directory under the lab's cache, whatever the source
+(a Debian package, a tarball, a local tree outside the cache such as a bisect's), so
+CCACHE_BASEDIR is the cache root: absolute paths below it become relative (`../src/...`),
+the same for every build, and builds of the same code share results wherever the tree
+lives; the directory is not hashed (CCACHE_NOHASHDIR; the kernel is built without debug
+info). The ccache store is
 bounded (MAX_SIZE): a lab machine's disk is not the ccache's. $KJLAB_CCACHE=0 turns it off.
 """
 

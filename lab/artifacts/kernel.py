@@ -1,8 +1,15 @@
 """Kernels from Debian's linux-source packages: fetch, unpack, patch, configure, build.
 
 The artifact (bzImage, .config, build log) is cached under a hash of the source version,
-the patches' diffs (not their commit messages: see hash_patch), the config fragments, the
-arch and the compiler version.
+the patches' diffs (not their commit messages or file names: see patch_mail.diff_sha256),
+the config fragments, the arch and the compiler version.
+
+Every build compiles a hard-linked copy of its source in its own staging directory
+(`<staging>/src`, objects in `<staging>/obj`), whatever the source: a Debian package, a
+tarball or a local tree (`kjlab run --kernel-tree`, a bisect step). The patches go onto
+that copy with `git am` (lab.artifacts.git_am). So every compiler command line has the same
+paths relative to its object directory, and ccache (base directory: the cache root) finds a
+bisect step's objects among those of any earlier build of the same code.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from ..kconfig import verify_config
 from ..proc import run
 from ..progress import Tracker
 from . import ccache
+from .git_am import apply_series
+from .patch_mail import PatchMail, diff_sha256, read_series
 from ..debian_archive import APT_CACHE_TIMEOUT, APT_TIMEOUT, DPKG_TIMEOUT, check_spec, check_suite
 
 log = logging.getLogger(__name__)
@@ -70,31 +79,39 @@ def resolve_fragment(name: str) -> Path:
 def resolve_patch(name: str, series: str = "") -> Path:
     """A patch by name; guests/kernel/patches/<series>/<name> (e.g. 6.12/) overrides the
     generic one (the form sent upstream, against the newest kernel) with a backport for
-    kernels whose code differs under the patch's context."""
+    kernels whose code differs under the patch's context. An absolute path is any patch
+    or mbox file (scenario files and `kjlab run --patch` make their paths absolute)."""
     if os.path.isabs(name):
         path = Path(name)
-    else:
-        specific = PATCHES_DIR / series / name if series else None
-        path = specific if specific and specific.is_file() else PATCHES_DIR / name
+        if not path.is_file():
+            raise UserError(f"kernel patch file {name}: no such file")
+        return path
+    specific = PATCHES_DIR / series / name if series else None
+    path = specific if specific and specific.is_file() else PATCHES_DIR / name
     if not path.is_file():
         choices = sorted(p.name for p in PATCHES_DIR.glob("*.patch"))
-        raise UserError(f"unknown kernel patch {name!r}; available: {', '.join(choices)}")
+        raise UserError(f"unknown kernel patch {name!r}; available: {', '.join(choices)} "
+                        "(or the path of a patch or mbox file)")
     return path
 
 
+def patch_label(path: Path) -> str:
+    """A patch file as records name it: its name in guests/kernel/patches, else its path."""
+    return str(path.relative_to(PATCHES_DIR)) if path.is_relative_to(PATCHES_DIR) else str(path)
+
+
+def patch_series(names: tuple[str, ...] | list[str], series: str = "") -> list[PatchMail]:
+    """Every patch of every named file (a patch, a format-patch series, an mbox), in order."""
+    mails: list[PatchMail] = []
+    for name in names:
+        path = resolve_patch(name, series)
+        mails.extend(read_series(path, patch_label(path)))
+    return mails
+
+
 def hash_patch(path: Path) -> str:
-    """The hash of what a patch changes: its diff, from the first ``diff --git`` (or
-    ``--- ``) line on, without a ``git format-patch`` signature (``-- `` and git's version).
-    The commit message, the notes below its ``---`` and the sender's sign-off are left out,
-    so editing them does not rebuild kernels; a changed hunk, context line or index line does."""
-    lines = path.read_bytes().splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.startswith((b"diff --git ", b"--- "))), 0)
-    body = lines[start:]
-    for i in range(len(body) - 1, -1, -1):
-        if body[i].rstrip(b"\r\n") == b"-- ":
-            body = body[:i]
-            break
-    return hashlib.sha256(b"".join(body)).hexdigest()
+    """The hash of what a patch file changes (patch_mail.diff_sha256 of its bytes)."""
+    return diff_sha256(path.read_bytes())
 
 
 def kernel_series(tree: Path) -> str:
@@ -264,22 +281,21 @@ def build_kernel(spec: KernelSpec, log_path: Path | None = None) -> Kernel:
         raise UserError(f"arch {spec.arch!r} is not supported; options are {sorted(KARCH)}")
     fragments = [resolve_fragment(f) for f in spec.fragments]
     tree, version = source_tree(spec, log_path)
-    patches = [resolve_patch(p, kernel_series(tree)) for p in spec.patches]
+    mails = patch_series(spec.patches, kernel_series(tree))
     inputs = {
         "builder": BUILDER_VERSION,
         "source": spec.source,
         "version": version,
         "arch": spec.arch,
         "fragments": {f.name: hash_file(f) for f in fragments},
-        "patches": [(str(p.relative_to(PATCHES_DIR)) if p.is_relative_to(PATCHES_DIR) else p.name, hash_patch(p))
-                    for p in patches],
+        "patches": [m.diff_sha256 for m in mails],  # what they change, in order; not their names
         "compiler": compiler_version(),
     }
     key = hash_inputs(inputs)
     what = BuildWhat(f"kernel build {version} {spec.arch}",
                      f"{spec.source}@{version} {spec.arch} {','.join(f.name for f in fragments)}")
     out, cached = cached_dir("kernel", key,
-                             lambda tmp: _build_keeping_log(tree, spec.arch, fragments, patches, tmp, key, what))
+                             lambda tmp: _build_keeping_log(tree, spec.arch, fragments, mails, tmp, key, what))
     release = (out / "release").read_text().strip()
     provenance = {
         "source": spec.source,
@@ -287,7 +303,8 @@ def build_kernel(spec: KernelSpec, log_path: Path | None = None) -> Kernel:
         "release": release,
         "arch": spec.arch,
         "fragments": [f.name for f in fragments],
-        "patches": [str(p.relative_to(PATCHES_DIR)) if p.is_relative_to(PATCHES_DIR) else p.name for p in patches],
+        "patches": [m.name for m in mails],
+        "patch_mails": [m.provenance() for m in mails],
         "compiler": inputs["compiler"],
         "config_sha256": hash_file(out / "config"),
         "cache_key": key,
@@ -304,8 +321,8 @@ class BuildWhat:
     estimate_key: str  # builds of the same source, arch and fragments compile about as many objects
 
 
-def _build_keeping_log(tree: Path, arch: str, fragments: list[Path], patches: list[Path], out: Path, key: str,
-                       what: BuildWhat) -> None:
+def _build_keeping_log(tree: Path, arch: str, fragments: list[Path], patches: list[PatchMail], out: Path,
+                       key: str, what: BuildWhat) -> None:
     """_build, and when it fails the build log survives the staging directory, and the
     error lines (not just the last lines of a parallel make) are in the message."""
     try:
@@ -326,20 +343,20 @@ def failure_lines(log_text: str, limit: int = 15) -> list[str]:
     lines = log_text.splitlines()
     errors = [line for line in lines
               if re.search(r"\berror\b|\*\*\*|FAILED|can't find file to patch|hunks? (ignored|FAILED)|"
-                           r"Reversed \(or previously applied\)", line)]
+                           r"Reversed \(or previously applied\)|Patch failed at|does not apply", line)]
     if errors:
         return errors[:limit]
     starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]
     return lines[starts[-1] + 1:][:limit] if starts else lines[-limit:]
 
 
-def _build(pristine: Path, arch: str, fragments: list[Path], patches: list[Path], out: Path,
+def _build(pristine: Path, arch: str, fragments: list[Path], patches: list[PatchMail], out: Path,
            what: BuildWhat | None = None, use_ccache: bool | None = None) -> None:
     work = out.parent / (out.name + ".work")
     shutil.rmtree(work, ignore_errors=True)
     build_log = out / "build.log"
     try:
-        src = _patched_tree(pristine, patches, work / "src", build_log) if patches else pristine
+        src = _staged_tree(pristine, patches, work, build_log)
         obj = work / "obj"
         obj.mkdir(parents=True)
         make = ["make", "-C", str(src), f"O={obj}", f"ARCH={KARCH[arch]}"]
@@ -377,34 +394,16 @@ def _build(pristine: Path, arch: str, fragments: list[Path], patches: list[Path]
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _patched_tree(pristine: Path, patches: list[Path], dest: Path, build_log: Path) -> Path:
-    """A hard-linked copy of the pristine tree with the patches applied.
-
-    Files a patch touches are first replaced by real copies, so the shared pristine
-    tree in the cache is never modified through a hard link.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    run(["cp", "-al", str(pristine), str(dest)], log_path=build_log, timeout=UNPACK_TIMEOUT)
-    for patch in patches:
-        for rel in _patched_files(patch):
-            target = dest / rel
-            if target.exists():
-                data = target.read_bytes()
-                target.unlink()
-                target.write_bytes(data)
-        log.info("applying %s", patch.name)
-        run(["patch", "-p1", "-d", str(dest), "-i", str(patch)], log_path=build_log, timeout=CONFIG_TIMEOUT)
+def _staged_tree(pristine: Path, patches: list[PatchMail], work: Path, build_log: Path) -> Path:
+    """work/src: a hard-linked copy of the source tree (without its .git), the patches
+    applied with git am (the throwaway repository in work/am)."""
+    dest = work / "src"
+    dest.mkdir(parents=True)
+    entries = sorted(str(p) for p in pristine.iterdir() if p.name != ".git")
+    run(["cp", "-al", "--", *entries, str(dest)], log_path=build_log, timeout=UNPACK_TIMEOUT)
+    if patches:
+        apply_series(dest, patches, work / "am", str(pristine), build_log)
     return dest
-
-
-def _patched_files(patch: Path) -> list[str]:
-    files = []
-    for line in patch.read_text(errors="replace").splitlines():
-        if line.startswith("+++ "):
-            name = line[4:].split("\t")[0].strip()
-            if name != "/dev/null":
-                files.append(name.split("/", 1)[1] if "/" in name else name)
-    return files
 
 
 class _BuildProgress:

@@ -169,7 +169,7 @@ def stop_for_console_failure(vm: GuestVM, err: Exception, step_text: str) -> Flo
         panic = panic_lines(step_text)
         if panic:
             return FlowStop(Verdict.PANIC, f"kernel panic while waiting for {err.waiting_for}", panic + events)
-        return FlowStop(Verdict.GUEST_RESET, f"QEMU exited (guest reset, no triple fault logged) while waiting for {err.waiting_for}",
+        return FlowStop(Verdict.GUEST_RESET, f"the machine reset (no triple fault logged) while waiting for {err.waiting_for}",
                         [*err.last_lines.splitlines()[-15:], *events])
     assert isinstance(err, ConsoleTimeout)
     panic = panic_lines(step_text)
@@ -199,18 +199,23 @@ def oops_trace(lines: list[str], context_after: int = 30) -> list[str]:
 
 
 def judge_with_memory_log(stop: FlowStop, mlog: MemoryLog, jumps_out: int) -> FlowStop:
-    """A guest stopped answering (`stop`, a HANG) and its kernel log was read from memory:
-    an oops or a panic there (for kernel A: after its latest jump out) makes the verdict
-    PANIC with that trace as evidence; otherwise the verdict stands and the log's last
-    lines join the evidence. Either way the console's evidence follows."""
+    """A guest died silently (`stop`: a HANG, a reset or a triple fault) and its kernel log
+    was read from memory. An oops or a panic there (for kernel A: after its latest jump
+    out) is the cause of a hang or a reset: the verdict becomes PANIC with that trace as
+    evidence. A triple fault stays one (the CPU's own record says how it died) with the
+    trace leading its evidence. Otherwise the verdict stands and the log's last lines join
+    the evidence. The console's evidence is kept either way."""
     lines = mlog.lines
     since = log_since_jump("\n".join(lines), jumps_out) if mlog.role == "A" and jumps_out else None
     trace = oops_trace(since if since is not None else lines)
     where = f"{mlog.kernel}'s log, {FROM_MEMORY} ({mlog.snapshot.name})"
-    if trace:
+    if trace and stop.verdict is not Verdict.TRIPLE_FAULT:
+        then = f"no answer ({stop.reason})" if stop.verdict is Verdict.HANG else stop.reason
         return FlowStop(Verdict.PANIC, f"{mlog.kernel} died with nothing on the console: {trace[0].strip()} "
-                        f"(its log {FROM_MEMORY}); then no answer ({stop.reason})",
+                        f"(its log {FROM_MEMORY}); then {then}",
                         [f"-- {where} --", *trace, "-- the console --", *stop.evidence])
+    if trace:
+        return FlowStop(stop.verdict, stop.reason, [f"-- {where} --", *trace, "-- the console --", *stop.evidence])
     tail = lines[-MEMORY_LOG_TAIL:]
     return FlowStop(stop.verdict, stop.reason,
                     [*stop.evidence, f"-- last {len(tail)} lines of {where} --", *tail])

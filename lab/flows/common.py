@@ -51,6 +51,8 @@ DEFAULT_TIMEOUTS = {
     "after-resume": 60.0,  # flow.after_resume_command (a test option that may kill A on purpose)
 }
 READY_RE = r"KJLAB-READY role={role}\b"
+# Machines that ended with nothing (or not enough) said on the console: their memory is read
+SILENT_ENDS = (Verdict.TRIPLE_FAULT, Verdict.GUEST_RESET)
 PROOF_CHECKS = ("proof-file", "counter")  # what guests/rootfs/bin/kj-proof-check must report
 
 
@@ -157,17 +159,22 @@ class FlowContext:
         return result.output
 
     def console_stop(self, vm: GuestVM, err: Exception) -> FlowStop:
-        """The verdict for a console that timed out or closed (lab.flows.base); a guest that
-        is still there but stopped answering (HANG) has its memory dumped and its kernel's
-        log read from it: a kernel that died with its console suspended or silenced
-        leaves its panic there, not on the serial line."""
+        """The verdict for a console that timed out or closed (lab.flows.base). A kernel that
+        died with its console suspended or silenced leaves its last words in its log, not on
+        the serial line, so a guest that died silently has its memory dumped and its
+        kernel's log read from it: one still there but no longer answering (HANG), and one
+        whose machine ended in a triple fault or a reset (QEMU holds it, lab.vm)."""
         stop = stop_for_console_failure(vm, err, self.text(vm))
-        if stop.verdict is not Verdict.HANG or not vm.running():
+        if stop.verdict is Verdict.HANG and vm.running():
+            why = "the guest stopped answering: QMP stop; dump-guest-memory"
+        elif stop.verdict in SILENT_ENDS and vm.halted():
+            why = f"the machine ended ({stop.verdict.value}), QEMU held it: dump-guest-memory"
+        else:
             return stop
-        mlog = self.memory_log_of_silent_guest(vm)
+        mlog = self.memory_log_of_silent_guest(vm, why)
         return judge_with_memory_log(stop, mlog, self.jumps_out) if mlog else stop
 
-    def memory_log_of_silent_guest(self, vm: GuestVM) -> MemoryLog | None:
+    def memory_log_of_silent_guest(self, vm: GuestVM, why: str) -> MemoryLog | None:
         """Stop the guest, dump its memory and read the kernel log from it; None (and a
         note saying why) when that cannot be done. The guest stays stopped: it is done."""
         self.silent_dumps += 1
@@ -175,7 +182,7 @@ class FlowContext:
         name = f"silent-{step}" + (f"-{self.silent_dumps}" if self.silent_dumps > 1 else "")
         try:
             vm.monitor.cmd("stop")
-            snapshot = self.dump_memory(vm, name, "the guest stopped answering: QMP stop; dump-guest-memory")
+            snapshot = self.dump_memory(vm, name, why)
         except (GuestError, OSError) as e:
             self.rec.note("memory of the silent guest: not dumped", str(e))
             return None
@@ -529,11 +536,11 @@ class FlowContext:
         return entry
 
     def power_off(self, vm: GuestVM) -> None:
-        with self.rec.step("power-off", "Shut down (reboot -f; QEMU exits with -no-reboot)", "7", vm):
+        with self.rec.step("power-off", "Shut down (reboot -f; the machine ends)", "7", vm):
             vm.console.send_line("reboot -f")
             self.rec.note("reboot -f")
             try:
-                vm.console.expect([pexpect.EOF], self.timeouts["power-off"], "QEMU exit")
+                vm.console.expect([pexpect.EOF], self.timeouts["power-off"], "the machine's end")
             except ConsoleTimeout as e:
                 raise self.console_stop(vm, e) from None
             exit_info = vm.wait_exit(self.timeouts["power-off"])

@@ -1,7 +1,7 @@
 """The ten steps of seed 004 (kexec jump hibernation), driven for real.
 
 A boots; loads B with --load-preserve-context; jumps (kexec -e); B saves A's memory
-from /proc/vmcore to the hibernation disk and powers off (QEMU exits: -no-reboot);
+from /proc/vmcore to the hibernation disk and powers off (reboot -f ends the machine);
 a new QEMU boots C on the same disk; C loads the image with --entry=the jump-back
 entry; kexec -e jumps back into A, whose shell returns from its own `kexec -e`.
 """

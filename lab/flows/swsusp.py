@@ -2,8 +2,8 @@
 
 A boots with a swap disk (a second disk) and resume= naming it; swapon; `echo disk >
 /sys/power/state` writes A's image to swap and powers off (with no ACPI the kernel halts,
-"reboot: System halted", and QEMU is told to quit; in `reboot` mode QEMU exits by
--no-reboot); a new QEMU boots the same kernel with the same command line, which finds
+"reboot: System halted", and QEMU is told to quit; in `reboot` mode the machine ends
+and QEMU holds it, lab.vm); a new QEMU boots the same kernel with the same command line, which finds
 the image on the resume device and restores A, whose shell returns from its `echo disk`.
 A is then checked as in the kexec-jump flow (proof file, counter, sentinel pages, kernel
 log since the jump mark) and its memory compared with a snapshot taken before it
@@ -22,7 +22,7 @@ from ..errors import ConsoleEOF, ConsoleTimeout
 from ..evidence import PANIC_RE, clean, jump_mark, panic_lines
 from ..guest import GuestVM
 from ..verdict import Verdict
-from .base import FlowStop, stop_for_console_failure
+from .base import FlowStop
 from .common import READY_RE, FlowContext
 
 # With no ACPI (pc-virtio) the kernel cannot power off: power_down() halts instead.
@@ -139,14 +139,14 @@ class SwsuspFlow(FlowContext):
                            failure_lines(self.text(vm)) or vm.console.last_lines().splitlines())
 
     def wait_power_off(self, vm: GuestVM, marker: str) -> None:
-        """The image written, the kernel powers off: QEMU exits (reboot mode, -no-reboot),
-        or the kernel says "Power down" or, with no ACPI to power off, "System halted" and
+        """The image written, the kernel powers off: the machine ends (reboot mode; QEMU holds
+        it stopped, lab.vm), or the kernel says "Power down" or, with no ACPI to power off, "System halted" and
         halts: QEMU is told to quit, as the power button would."""
         try:
             idx = vm.console.expect([pexpect.EOF, POWER_DOWN, marker, PANIC_RE.pattern], self.timeouts["save"],
                                     "the image written and the power off")
         except ConsoleTimeout as e:
-            raise stop_for_console_failure(vm, e, self.text(vm)) from None
+            raise self.console_stop(vm, e) from None
         if idx == 2:  # the write returned: no image
             status = int(re.search(r":(\d+)>", vm.console.match_text).group(1))  # type: ignore[union-attr]
             self.rec.note("(A's shell) echo disk > /sys/power/state returned", vm.console.match_text, status)
@@ -159,7 +159,7 @@ class SwsuspFlow(FlowContext):
             self.rec.note("QMP quit (the kernel halted or powered down: " + vm.console.match_text.strip() + ")")
         exit_info = vm.wait_exit(self.timeouts["power-off"])
         if exit_info.triple_fault:
-            raise stop_for_console_failure(vm, ConsoleEOF("power-off", vm.console.last_lines()), self.text(vm))
+            raise self.console_stop(vm, ConsoleEOF("power-off", vm.console.last_lines())) from None
 
     def measure_image(self, swap: Path) -> None:
         """Host: the image as the swap disk holds it (the sparse file's allocated blocks)."""
@@ -174,7 +174,7 @@ class SwsuspFlow(FlowContext):
                 idx = vm.console.expect([marker, READY_RE.format(role="A"), PANIC_RE.pattern], self.timeouts["boot"],
                                         "A's shell returning from echo disk")
             except (ConsoleTimeout, ConsoleEOF) as e:
-                raise stop_for_console_failure(vm, e, self.text(vm)) from None
+                raise self.console_stop(vm, e) from None
             if idx == 1:
                 raise FlowStop(Verdict.CHECK_FAILED, "the kernel booted afresh: it did not resume A's image",
                                pm_lines(self.text(vm))[-15:])

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from lab.evidence import clean
 from lab.expectation import LATER_EVIDENCE
+from lab.flows.base import FROM_MEMORY
 from lab.results import RunResult, Step
 
 from .anchors import console_line_id, section_id
@@ -72,6 +73,10 @@ def link_evidence(evidence: list[str], result: RunResult, logs: dict[str, Consol
                 targets[i] = t
             block.clear()
 
+    # a kernel log read from memory: its heading names its snapshot (lab.flows.base.judge_with_memory_log)
+    memory_logs = {str(k.get("snapshot", "")): f"kernel-log-{n}" for n, k in enumerate(result.kernel_logs)}
+    memory_log: str | None = None
+
     def cpu_reset_log() -> str | None:
         name = f"cpu-reset-{context.vm}.log" if context is not None and context.vm else None
         return name if name in log_files else None
@@ -87,6 +92,11 @@ def link_evidence(evidence: list[str], result: RunResult, logs: dict[str, Consol
                 if later in anchors:
                     view = EvidenceView(text, "#" + anchors[later], f"step {later}")
                 mode = "console"
+            elif FROM_MEMORY in line:
+                mode = "memory_log"
+                memory_log = next((a for snap, a in memory_logs.items() if snap and f"({snap})" in line), None)
+                if memory_log is not None:
+                    view = EvidenceView(text, "#" + memory_log, "the kernel log read from memory")
             elif "cpu_reset" in line:
                 mode = "cpu_reset"
                 if (name := cpu_reset_log()) is not None:
@@ -99,6 +109,9 @@ def link_evidence(evidence: list[str], result: RunResult, logs: dict[str, Consol
         elif mode == "cpu_reset":
             if (name := cpu_reset_log()) is not None:
                 view = EvidenceView(text, "#" + section_id(name), name)
+        elif mode == "memory_log":
+            if memory_log is not None:
+                view = EvidenceView(text, "#" + memory_log, "the kernel log read from memory")
         else:
             block.append(i)
         views.append(view)

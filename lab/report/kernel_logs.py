@@ -18,7 +18,7 @@ def kernel_log_views(run_dir: Path, logs: list[dict[str, Any]], step_anchors: di
         kernel, release = str(entry.get("kernel") or ""), str(entry.get("release") or "")
         title = (f"kernel {kernel}" if kernel else "a kernel") + (f" ({release})" if release else "")
         step = str(entry.get("step") or "")
-        source = f"read from memory: {entry.get('snapshot', '?')}" + (f", when the guest stopped answering in {step}"
+        source = f"read from memory: {entry.get('snapshot', '?')}" + (f", when the guest died silently in {step}"
                                                                          if step else "")
         text_rel, pages_rel = str(entry.get("text", "")), str(entry.get("pages", ""))
         text: str | None = None

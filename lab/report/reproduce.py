@@ -30,12 +30,25 @@ def _in_checkout(scenario_path: str, root: Any) -> str | None:
     return None
 
 
+def _mail_fact(mail: dict[str, Any]) -> str:
+    """One patch as the kernel lists know it: subject, author, and where to find the mail."""
+    text = f"{mail.get('subject') or mail.get('file') or '?'} ({mail.get('author') or 'unknown author'})"
+    if mail.get("message_id"):
+        text += f" Message-Id: {mail['message_id']}"
+    if mail.get("link"):
+        text += f" Link: {mail['link']}"
+    return text
+
+
 def reproduce_view(result: RunResult) -> ReproduceView:
     """The command that reproduces the run, the kjlab commit it ran at, and what it ran on."""
     prov = result.provenance
     extra: list[str] = []
     if prov.get("kernel_tree"):
         extra = ["--kernel-tree", str(prov["kernel_tree"])]
+    patch_files = [str(f) for f in prov.get("patch_files") or []]
+    for file in patch_files:
+        extra += ["--patch", file]
     scenario = result.scenario_path or "SCENARIO.toml"
     command = shlex.join(["kjlab", "run", scenario, *extra])
 
@@ -73,8 +86,13 @@ def reproduce_view(result: RunResult) -> ReproduceView:
         facts.append((label, version or "unknown"))
         facts.append((f"{label} fragments", ", ".join(map(str, k.get("fragments", []))) or "none"))
         facts.append((f"{label} patches", ", ".join(map(str, k.get("patches", []))) or "none"))
-    if extra:
-        facts.append(("kernel tree", extra[1]))
+        for mail in k.get("patch_mails") or []:
+            if isinstance(mail, dict):
+                facts.append((f"{label} patch", _mail_fact(mail)))
+    if prov.get("kernel_tree"):
+        facts.append(("kernel tree", str(prov["kernel_tree"])))
+    if patch_files:
+        notes.append("the --patch files are outside the kjlab checkout: copy them along")
     facts.append(("QEMU", str(prov.get("qemu") or "unknown")))
     if prov.get("accelerator"):
         facts.append(("accelerator", str(prov["accelerator"])))
