@@ -9,6 +9,8 @@ PACKAGES=(
   qemu-system-x86 e2fsprogs cpio xz-utils gzip patch gdb ccache
   make gcc libc6-dev bc flex bison libelf-dev libssl-dev
   kexec-tools
+  gcc-i686-linux-gnu libc6-dev-i386-cross rsync  # [guest] recipe = "buildroot": its toolchain, and Buildroot's needs
+  autoconf automake libtool  # the Buildroot recipe's offline sources: git exports without configure
   python3 python3-venv python3-pip git ca-certificates chromium
 )
 SUDO=""

@@ -16,5 +16,7 @@ def _data_dir(in_package: str, in_checkout: str) -> Path:
 GUESTS_DIR = _data_dir("guests", "guests")
 SCENARIOS_DIR = _data_dir("scenarios", "scenarios")
 TEMPLATES_DIR = _data_dir("templates", "reports/templates")
+BUILDROOT_CONFIG_DIR = _data_dir("buildroot_config", "buildroot-config")  # the recipe (BR2_EXTERNAL)
+BUILDROOT_OFFLINE_DIR = _data_dir("buildroot_offline", "buildroot-offline")  # the offline layer's files
 # Run directories go to the checkout's reports/, or to ./reports where kjlab is installed.
 REPORTS_DIR = REPO_ROOT / "reports" if (REPO_ROOT / "reports").is_dir() else Path.cwd() / "reports"

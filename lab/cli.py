@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         handlers=[_log_handler()],
     )
     if not args.verbose:  # the long stages (downloads, builds) say what they are doing
-        for name in ("lab.artifacts", "lab.debian_archive", "lab.progress"):
+        for name in ("lab.artifacts", "lab.buildroot", "lab.debian_archive", "lab.progress"):
             logging.getLogger(name).setLevel(logging.INFO)
     logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)  # connect retries and EOFs: lab.monitor reports
     try:

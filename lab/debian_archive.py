@@ -112,8 +112,12 @@ def _deb822_stanzas(text: str) -> list[dict[str, str]]:
     return stanzas
 
 
-def sources_lines(suite: str, host_sources: Path = HOST_SOURCES) -> list[str]:
-    """One-line sources for `suite` (+ `suite`-security when the host lists it).
+SOURCE = "source"  # the "arch" of the private lists of source packages (deb-src)
+
+
+def sources_lines(suite: str, host_sources: Path = HOST_SOURCES, kind: str = "deb") -> list[str]:
+    """One-line sources for `suite` (+ `suite`-security when the host lists it); `kind` "deb"
+    (binary packages) or "deb-src" (source packages).
 
     The URIs come from the host's deb822 sources so that the same mirror (or proxy) is
     used. `-updates` is left out on purpose: the lab wants the suite plus security fixes,
@@ -131,7 +135,7 @@ def sources_lines(suite: str, host_sources: Path = HOST_SOURCES) -> list[str]:
         # an inline key block cannot go into a one-line source; apt then uses its keyrings
         opts = f"[signed-by={signed}] " if signed.startswith("/") and "\n" not in signed else ""
         components = (stanza or {}).get("Components", "main")
-        return f"deb {opts}{uri} {name} {components}"
+        return f"{kind} {opts}{uri} {name} {components}"
 
     def uri_of(stanza: dict[str, str]) -> str:
         return stanza["URIs"].split()[0]
@@ -155,9 +159,10 @@ def apt_dir(suite: str, arch: str) -> Path:
 def apt_options(suite: str, arch: str) -> list[str]:
     """The -o options that point apt at the private state of (suite, arch)."""
     base = apt_dir(suite, arch)
+    # source lists have no architecture; apt's own (the host's) is then harmless
+    arches = {} if arch == SOURCE else {"APT::Architecture": arch, "APT::Architectures": arch}
     opts = {
-        "APT::Architecture": arch,
-        "APT::Architectures": arch,
+        **arches,
         "Dir::State::Lists": f"{base}/lists",
         # the host's dpkg status lists amd64 packages; an empty one keeps it out of the picture
         "Dir::State::status": f"{base}/status",
@@ -191,7 +196,7 @@ def ensure_lists(suite: str, arch: str, log_path: Path | None = None, force: boo
     (base / "lists" / "partial").mkdir(parents=True, exist_ok=True)
     (base / "cache").mkdir(parents=True, exist_ok=True)
     (base / "status").touch()
-    sources = "\n".join(sources_lines(suite)) + "\n"
+    sources = "\n".join(sources_lines(suite, kind="deb-src" if arch == SOURCE else "deb")) + "\n"
     with _locked(base / "lock"):
         stamp = base / "updated"
         src_file = base / "sources.list"
@@ -240,7 +245,8 @@ def _update(suite: str, arch: str, log_path: Path | None) -> str:
 
 def _has_index(suite: str, arch: str) -> bool:
     lists = apt_dir(suite, arch) / "lists"
-    return any(lists.glob(f"*_dists_{suite}_*_binary-{arch}_Packages*"))
+    index = "source_Sources" if arch == SOURCE else f"binary-{arch}_Packages"
+    return any(lists.glob(f"*_dists_{suite}_*_{index}*"))
 
 
 # -- metadata -----------------------------------------------------------------------------
@@ -429,3 +435,95 @@ def package_files(deb: Path) -> list[str]:
 def extract(deb: Path, dest: Path, log_path: Path | None = None) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     run(["dpkg-deb", "-x", str(deb), str(dest)], log_path=log_path, timeout=DPKG_TIMEOUT)
+
+
+# -- source packages ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SourcePackage:
+    """One version of a source package as the private deb-src lists of `suite` describe it."""
+
+    name: str
+    version: str
+    suite: str
+    files: tuple[SourceFile, ...]  # the .dsc, the .orig tarball(s), the Debian changes
+
+    @property
+    def upstream_version(self) -> str:
+        """1:1.38.0-3 -> 1.38.0; 1.3.dfsg+really1.3.2-4 stays 1.3.dfsg+really1.3.2."""
+        v = self.version.split(":", 1)[-1]
+        return v.rsplit("-", 1)[0] if "-" in v else v
+
+    @property
+    def orig_tarballs(self) -> tuple[SourceFile, ...]:
+        """The upstream tarball(s) (a native package: its only tarball)."""
+        tars = [f for f in self.files if ".tar." in f.name and not f.name.endswith(".asc")]
+        orig = [f for f in tars if ".orig." in f.name or ".orig-" in f.name]
+        return tuple(orig or tars)
+
+
+def source_versions(name: str, suite: str, log_path: Path | None = None) -> list[SourcePackage]:
+    """Every version of source package `name` in the suite's (and its security suite's) lists."""
+    check_spec(name)
+    ensure_lists(suite, SOURCE, log_path)
+    try:
+        out = run(["apt-cache", *apt_options(suite, SOURCE), "showsrc", "--", name], timeout=APT_CACHE_TIMEOUT)
+    except CommandFailed:
+        return []  # apt-cache exits 100 on a name it does not know
+    found = []
+    for s in _deb822_stanzas(out):
+        if s.get("Package") != name or "Version" not in s:
+            continue
+        files = []
+        for line in s.get("Checksums-Sha256", "").splitlines():
+            fields = line.split()
+            if len(fields) == 3:
+                files.append(SourceFile(fields[2], int(fields[1]), fields[0]))
+        found.append(SourcePackage(name, s["Version"], suite, tuple(files)))
+    return found
+
+
+def sources_dir(name: str) -> Path:
+    path = cache_root() / "sources" / check_spec(name)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def fetch_orig_tarballs(src: SourcePackage, log_path: Path | None = None) -> dict[str, Path]:
+    """The upstream tarball(s) of `src`, {file name: path} in the sources cache.
+
+    `apt-get source --download-only --tar-only` checks each file against the hash of the
+    Sources index, which the suite's Release file signs; the files are checked again here
+    against the same stanza (and when reused from the cache). BuildError with apt's reasons
+    (a 404: the archive no longer holds that version) when a file cannot be had.
+    """
+    dest = sources_dir(src.name)
+    wanted = src.orig_tarballs
+    if not wanted:
+        raise BuildError(f"{src.suite}: source package {src.name} {src.version} lists no tarball")
+    with _locked(dest / ".lock"):
+        todo = [f for f in wanted if not (dest / f.name).is_file() or _sha256(dest / f.name) != f.sha256]
+        if todo:
+            errors: list[str] = []
+            try:
+                run(["apt-get", *apt_options(src.suite, SOURCE), "source", "--download-only", "--tar-only", "--",
+                     check_spec(f"{src.name}={src.version}")], log_path=log_path, cwd=dest, timeout=APT_TIMEOUT,
+                    on_line=lambda line: errors.append(line) if line.startswith("E: Failed to fetch") else None)
+            except CommandFailed as exc:
+                reasons = errors or [exc.log_tail]
+                raise BuildError(f"{src.suite}: source package {src.name} {src.version}: "
+                                 + "; ".join(r.removeprefix("E: ") for r in reasons)) from exc
+        for f in wanted:
+            got = dest / f.name
+            if not got.is_file() or _sha256(got) != f.sha256:
+                raise BuildError(f"{got}: missing after apt-get source or its SHA256 differs from the "
+                                 f"{src.suite} Sources index ({f.sha256})")
+    return {f.name: dest / f.name for f in wanted}

@@ -16,11 +16,14 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from . import REPORTS_DIR
 from .accel import choose_accel
 from .hibernation_disk import make_disk
-from .artifacts.initramfs import build_base, build_with_payload
+from .artifacts.initramfs import Initramfs, build_base, build_with_payload
+from .artifacts.progs import build_progs
+from .buildroot.build import build_initramfs as build_buildroot_initramfs
 from .artifacts.kernel import KernelSpec, build_kernel
 from .errors import KjlabError
 from .flows import FLOWS
@@ -94,9 +97,9 @@ def prepare_artifacts(sc: Scenario, run_dir: Path, rec: Recorder) -> FlowArtifac
             rec.provenance("kernel_a", kernel_a.provenance)
             shutil.copy2(kernel_a.config, run_dir / "kernel-A.config")
             rec.artifact("kernel A config", run_dir / "kernel-A.config")
-        base = build_base(sc.kernel.arch, extra_packages=sc.guest.extra_packages, log_path=build_log)
+        base, base_provenance = build_guest_base(sc, build_log)
         initrd_a = build_with_payload(base, {"boot/bzImage": kernel.image, "boot/rootfsB.gz": base.path}, log_path=build_log)
-        rec.provenance("initramfs", {"base_key": base.key, "a_key": initrd_a.key, "packages": base.packages})
+        rec.provenance("initramfs", {**base_provenance, "base_key": base.key, "a_key": initrd_a.key})
         disk = make_disk(run_dir / "hibernation-disk.img", size_mib=sc.flow.disk_mib, log_path=build_log)
         rec.artifact("hibernation disk", disk)
         rec.note("kernel", f"{kernel.release} {kernel.image} (cached: {kernel.provenance['cached']})")
@@ -106,6 +109,16 @@ def prepare_artifacts(sc: Scenario, run_dir: Path, rec: Recorder) -> FlowArtifac
     return FlowArtifacts(kernel=kernel.image, kernel_a=kernel_a.image, initrd_a=initrd_a.path,
                          initrd_c=base.path, disk=disk, system_map=kernel_a.image.parent / "System.map",
                          system_map_bc=kernel.image.parent / "System.map")
+
+
+def build_guest_base(sc: Scenario, build_log: Path) -> tuple[Initramfs, dict[str, Any]]:
+    """The scenario's base initramfs by its recipe, and what the provenance says of it."""
+    if sc.guest.recipe == "buildroot":
+        br = build_buildroot_initramfs(build_progs(build_log), without=sc.guest.buildroot_without,
+                                       log_path=build_log)
+        return Initramfs(path=br.path, packages=br.packages, key=br.key), br.provenance
+    base = build_base(sc.kernel.arch, extra_packages=sc.guest.extra_packages, log_path=build_log)
+    return base, {"recipe": "debian", "packages": base.packages}
 
 
 def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,

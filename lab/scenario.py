@@ -28,6 +28,8 @@ SAVE_METHODS = ("copy", "makedumpfile")
 # (the machine ends, lab.vm), or test_resume (the image is read back at once, no power cycle)
 SWSUSP_MODES = ("shutdown", "reboot", "test_resume")
 RECIPES = ("debian", "buildroot")
+# what a Buildroot image may do without: makedumpfile only serves flow.save = "makedumpfile"
+BUILDROOT_OPTIONAL = ("makedumpfile",)
 # Names become directory names (run directories, matrix cells): no '/', no '..', no
 # spaces or commas, nothing a shell or a path could read as more than one name.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,80}")
@@ -37,7 +39,7 @@ KERNEL_SOURCES = "'debian:PACKAGE[@SUITE]', 'tree:PATH' or 'tarball:PATH'"
 _SCHEMA: dict[str, set[str]] = {
     "scenario": {"name", "description", "links", "source"},
     "kernel": {"source", "arch", "fragments", "patches", "a_fragments"},
-    "guest": {"recipe", "extra_packages"},
+    "guest": {"recipe", "extra_packages", "buildroot_without"},
     "machine": {"name", "memory_mib", "c_memory_mib", "cpu", "smp", "disk_bus", "machine", "accel", "acpi"},
     "flow": {"name", "a_mem", "a_append", "b_window", "save", "dump_level", "cycles", "proof_kib", "timeouts",
              "split_image_segments", "sentinel_pages", "corrupt_image_pages", "a_reserves_window",
@@ -73,6 +75,7 @@ class FlowParams:
 class GuestSpec:
     recipe: str = "debian"
     extra_packages: tuple[str, ...] = ()
+    buildroot_without: tuple[str, ...] = ()  # packages of the Buildroot defconfig left out
 
 
 @dataclass(frozen=True)
@@ -141,13 +144,21 @@ def scenario_from_dict(data: dict[str, Any], path: Path, where: str | None = Non
         kernel=kernel,
         a_fragments=_str_list(where, "kernel.a_fragments",
                               data.get("kernel", {}).get("a_fragments", list(kernel.arch.info.a_fragments))),
-        guest=_guest(where, data.get("guest", {})),
+        guest=(guest := _guest(where, data.get("guest", {}))),
         machine=machine,
         c_memory_mib=_int(where, "machine.c_memory_mib", data.get("machine", {}).get("c_memory_mib", machine.memory_mib), 128, 3584),
-        flow=_flow_on_arch(where, _swap_bus(where, _flow(where, data.get("flow", {})), machine), kernel.arch),
+        flow=_save_tool(where, guest, _flow_on_arch(where, _swap_bus(where, _flow(where, data.get("flow", {})), machine),
+                                                    kernel.arch)),
         quirks=_quirks(where, data.get("quirks", {})),
         expect=_expect(where, data.get("expect", {})),
     )
+
+
+def _save_tool(where: str, guest: GuestSpec, flow: FlowParams) -> FlowParams:
+    if flow.save == "makedumpfile" and "makedumpfile" in guest.buildroot_without:
+        raise ScenarioError(where, "flow.save", "'makedumpfile' needs makedumpfile in the image; "
+                            "guest.buildroot_without leaves it out")
+    return flow
 
 
 def _check_keys(where: str, data: dict[str, Any]) -> None:
@@ -284,13 +295,20 @@ def check_patch(where: str, key: str, value: str, base: Path) -> str:
 
 def _guest(where: str, g: dict[str, Any]) -> GuestSpec:
     recipe = _choice(where, "guest.recipe", g.get("recipe", "debian"), RECIPES)
-    if recipe == "buildroot":
-        raise ScenarioError(where, "guest.recipe", "'buildroot' needs Buildroot's source downloads, which this "
-                            "machine cannot reach; build it by hand from buildroot-config/ or use 'debian'")
     packages = _str_list(where, "guest.extra_packages", g.get("extra_packages", []))
     for i, name in enumerate(packages):
         check_package(where, f"guest.extra_packages[{i}]", name)
-    return GuestSpec(recipe, packages)
+    without = _str_list(where, "guest.buildroot_without", g.get("buildroot_without", []))
+    for i, name in enumerate(without):
+        if name not in BUILDROOT_OPTIONAL:
+            raise ScenarioError(where, f"guest.buildroot_without[{i}]",
+                                f"{name!r}: only {', '.join(BUILDROOT_OPTIONAL)} can be left out")
+    if recipe == "buildroot" and packages:
+        raise ScenarioError(where, "guest.extra_packages", "Debian packages; the 'buildroot' recipe takes its "
+                            "packages from buildroot-config/ (add them to its defconfig)")
+    if recipe != "buildroot" and without:
+        raise ScenarioError(where, "guest.buildroot_without", "only with recipe = 'buildroot'")
+    return GuestSpec(recipe, packages, without)
 
 
 def _machine(where: str, m: dict[str, Any]) -> MachineSpec:
