@@ -5,7 +5,7 @@ give them (lore's "mbox" of the thread), made from the lab's own patches:
                          "[PATCH 1/2]" and "[PATCH 2/2]" under a cover letter, with a
                          reviewer's reply quoting patch 1; mails not in series order
   gdt-fix-6.1.mbox       the 6.1 backport of the GDT fix under a cover letter, with a reply
-  machine_kexec_32.c     the file both apply to, from Debian's linux-source-7.2 (7.2.13)
+  tree/                  the files they touch, from Debian's linux-source-7.2 (7.2.13)
 
     .venv/bin/python tests/make_patch_mails.py [--tree-72 PATH]
 """
@@ -88,7 +88,10 @@ def main() -> None:
               mid("61.1"), PATCHES / "6.1" / GDT),
     ]
     (OUT / "gdt-fix-6.1.mbox").write_text(mbox(backport))
-    (OUT / "machine_kexec_32.c").write_bytes((args.tree_72 / "arch/x86/kernel/machine_kexec_32.c").read_bytes())
+    for rel in sorted({line[6:].strip() for name in (GDT, MWAIT) for line in (PATCHES / name).read_text().splitlines()
+                       if line.startswith("+++ b/")}):
+        (OUT / "tree" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (OUT / "tree" / rel).write_bytes((args.tree_72 / rel).read_bytes())
 
 
 if __name__ == "__main__":

@@ -30,12 +30,16 @@ FILE = Path("arch/x86/kernel/machine_kexec_32.c")
 GDT_TITLE = "x86/kexec/32: Reload the GDT before restore_processor_state()"
 
 
+ORIG = DATA / "tree"  # the files the fixes touch, from Debian's linux-source-7.2
+FILES = sorted(p.relative_to(ORIG) for p in ORIG.rglob("*") if p.is_file())
+
+
 def small_tree(root: Path) -> Path:
-    """A tree holding the one file the fixes touch, 7.2's machine_kexec_32.c, hard-linked
-    to the fixture as a build's copy is hard-linked to the cached source."""
-    (root / FILE.parent).mkdir(parents=True)
-    os.link(DATA / "machine_kexec_32.c", root / FILE) if _same_fs(root) else shutil.copy(DATA / "machine_kexec_32.c",
-                                                                                          root / FILE)
+    """A tree holding the files the fixes touch (7.2's), hard-linked to the fixture as a
+    build's copy is hard-linked to the cached source."""
+    for rel in FILES:
+        (root / rel.parent).mkdir(parents=True, exist_ok=True)
+        os.link(ORIG / rel, root / rel) if _same_fs(root) else shutil.copy(ORIG / rel, root / rel)
     return root
 
 
@@ -60,7 +64,7 @@ def test_a_thread_gives_its_patches_in_series_order_without_cover_letter_and_rep
     # patch 1 carries a Link: trailer; patch 2 has none, its lore address comes from its Message-Id
     assert mails[0].link == "https://bugs.example.org/kexec-jump/1"
     assert mails[1].link == LORE + "20261201095119.2@kjlab.invalid"
-    assert all(m.paths == (str(FILE),) for m in mails)
+    assert mails[0].paths == (str(FILE),) and str(FILE) in mails[1].paths
     # the diff, not the mail around it, is what a kernel's cache key holds
     assert [m.diff_sha256 for m in mails] == [hash_patch(PATCHES_DIR / GDT), hash_patch(PATCHES_DIR / MWAIT)]
 
@@ -72,7 +76,8 @@ def test_git_am_applies_the_thread_as_patch_applies_the_files(tmp_path):
     for name in (GDT, MWAIT):
         subprocess.run(["patch", "-s", "-p1", "-d", str(expected), "-i", str(PATCHES_DIR / name)], check=True,
                        timeout=60)
-    assert (tree / FILE).read_bytes() == (expected / FILE).read_bytes() != (DATA / "machine_kexec_32.c").read_bytes()
+    assert (tree / FILE).read_bytes() == (expected / FILE).read_bytes() != (ORIG / FILE).read_bytes()
+    assert all((tree / rel).read_bytes() == (expected / rel).read_bytes() for rel in FILES)
     # git am made commits with the mails' authors and titles, in series order
     log = subprocess.run(["git", f"--git-dir={tmp_path / 'am' / '.git'}", "log", "--format=%an|%s"],
                          capture_output=True, text=True, check=True).stdout.splitlines()
@@ -82,10 +87,10 @@ def test_git_am_applies_the_thread_as_patch_applies_the_files(tmp_path):
 
 
 def test_the_fixture_behind_the_hard_link_is_not_written(tmp_path):
-    before = (DATA / "machine_kexec_32.c").read_bytes()
+    before = (ORIG / FILE).read_bytes()
     tree = small_tree(tmp_path / "tree")
     apply_series(tree, read_series(THREAD), tmp_path / "am", "7.2 test tree", None)
-    assert (DATA / "machine_kexec_32.c").read_bytes() == before
+    assert (ORIG / FILE).read_bytes() == before
     assert (tree / FILE).stat().st_nlink == 1
 
 
@@ -93,7 +98,7 @@ def test_a_failing_hunk_names_the_mail_and_stops_the_series(tmp_path):
     tree = small_tree(tmp_path / "tree")
     text = (tree / FILE).read_text()
     # a context line only patch 2 needs: patch 1 applies, patch 2 does not
-    patch2 = (PATCHES_DIR / MWAIT).read_text()
+    patch2 = (PATCHES_DIR / MWAIT).read_text().split(f"diff --git a/{FILE} ", 1)[1].split("\ndiff --git ", 1)[0]
     context = next(line[1:] for line in patch2.split("\n@@", 1)[1].splitlines()[1:]
                    if line.startswith(" ") and line.strip() and line[1:] not in (PATCHES_DIR / GDT).read_text())
     assert context in text
@@ -112,7 +117,7 @@ def test_a_patch_for_another_kernel_fails_with_its_subject(tmp_path):
     tree = small_tree(tmp_path / "tree")
     with pytest.raises(PatchDoesNotApply, match=re.escape(f'"[PATCH] {GDT_TITLE}" does not apply')):
         apply_series(tree, read_series(BACKPORT), tmp_path / "am", "7.2", None)
-    assert (tree / FILE).read_bytes() == (DATA / "machine_kexec_32.c").read_bytes()
+    assert (tree / FILE).read_bytes() == (ORIG / FILE).read_bytes()
 
 
 def test_a_build_stage_holds_the_patched_copy_and_leaves_out_git(tmp_path):
