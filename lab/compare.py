@@ -184,6 +184,14 @@ def cycle_figures(result: RunResult) -> dict[str, float]:
     return out
 
 
+def jump_figures(result: RunResult) -> dict[str, float]:
+    """How many kexec jumps from A to B the run made (its jump-to-B steps that ran to an
+    end, ok or failed), for `kjlab run --repeat` to count jumps rather than runs: a cycles
+    run jumps N times. {} for a run with none."""
+    made = [s for s in result.steps if s.name.startswith("jump-to-B") and s.outcome in ("ok", "failed")]
+    return {"jumps_to_b": float(len(made))} if made else {}
+
+
 def cycle_ratios(kexec: dict[str, float], swsusp: dict[str, float]) -> dict[str, float]:
     """kexec jump over swsusp for each figure both have (a nightly's per-night ratio)."""
     return {k: round(kexec[k] / swsusp[k], 3) for k in ("image_bytes", "cycle", "core_cycle", *PHASES)

@@ -156,11 +156,12 @@ class CellRecord:
                        reason=f"no readable results.json in {run_dir}: {type(e).__name__}: {e}")
         ends = [s.ended for s in res.steps if s.ended]
         ended = res.ended or max(ends, default=res.started)
-        from .compare import cycle_figures
+        from .compare import cycle_figures, jump_figures
 
         return cls(**base, verdict=res.verdict, observed=res.observed_verdict or res.verdict,
                    expected=res.expected_verdict, reason=res.reason, failed_step=res.failed_step,
-                   seconds=round(max(0.0, ended - res.started), 3), figures=cycle_figures(res))
+                   seconds=round(max(0.0, ended - res.started), 3),
+                   figures=cycle_figures(res) | jump_figures(res))
 
 
 @dataclass

@@ -70,6 +70,8 @@ class RepeatSummary:
     wall_seconds: float
     run_seconds: list[float]
     failed: list[dict[str, str]] = field(default_factory=list)  # run, verdict, step, reason, run_dir
+    jumps: int = 0  # kexec jumps from A to B the ended runs made (a cycles run makes N)
+    jump_failures: int = 0  # runs that failed in a jump-to-B step
     interrupted: bool = False
     night_dir: str = ""
     summary_page: str = ""
@@ -92,6 +94,9 @@ class RepeatSummary:
             + f"; one-sided {CONFIDENCE:.0%} upper bound {self.rate_upper_bound:.3f} (Clopper-Pearson"
             + (f"; rule of three 3/N = {3 / self.runs:.3f})" if self.failures == 0 and self.runs else ")"),
         ]
+        if self.jumps:
+            out.append(f"jumps from A to B: {self.jumps} made, {self.jump_failures} failed; one-sided "
+                       f"{CONFIDENCE:.0%} upper bound per jump {upper_bound(self.jump_failures, self.jumps):.3f}")
         for f in self.failed:
             out.append(f"  {f['run']}: {f['verdict']} at {f['step'] or '-'}: {f['reason']} ({f['run_dir']})")
         if self.interrupted:
@@ -136,10 +141,13 @@ def run_repeat(scenario_file: Path, n: int, runs_root: Path, *, parallel: int = 
         scenario=matrix.cells[0].kernel, scenario_path=str(scenario_file), runs=len(ended), parallel=parallel,
         failures=len(bad), verdicts=verdicts, wall_seconds=round(time.monotonic() - t0, 1),
         run_seconds=[r.seconds for r in ended],
+        jumps=int(sum(r.figures.get("jumps_to_b", 0) for r in ended)),
+        jump_failures=sum(1 for r in bad if r.failed_step.startswith("jump-to-B")),
         failed=[{"run": r.patchset, "verdict": r.verdict, "step": r.failed_step, "reason": r.reason.splitlines()[0]
                  if r.reason else "", "run_dir": r.run_dir} for r in bad],
         interrupted=night.interrupted, night_dir=str(night.night_dir), summary_page=str(night.summary))
     (night.night_dir / "repeat.txt").write_text("\n".join(summary.lines()) + "\n")
     (night.night_dir / "repeat.json").write_text(
-        json.dumps({**asdict(summary), "rate_upper_bound_95": summary.rate_upper_bound}, indent=1) + "\n")
+        json.dumps({**asdict(summary), "rate_upper_bound_95": summary.rate_upper_bound,
+                    "jump_rate_upper_bound_95": upper_bound(summary.jump_failures, summary.jumps)}, indent=1) + "\n")
     return summary

@@ -26,7 +26,7 @@ from types import FrameType
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's lab
 
 from lab.lifetime import die_with_parent
-from lab.results import RunResult, save
+from lab.results import RunResult, Step, save
 from lab.verdict import Verdict
 
 SLOW_SECONDS = 8.0
@@ -41,15 +41,26 @@ def main(mode: str, scenario_file: str, runs_dir: str, marker_dir: str) -> None:
                        started=time.time(), expected_verdict=Verdict(sc["expect"]["verdict"]))
     save(result, run_dir)
 
+    def jumps(ok: int, failed: int = 0) -> None:
+        # the jump-to-B steps a run of the scenario's flow makes (cycles: flow.cycles of them)
+        for i in range(1, ok + failed + 1):
+            outcome = "ok" if i <= ok else "failed"
+            result.steps.append(Step(f"jump-to-B-{i}", "kexec -e in A", "6", "A-B", time.time(), time.time(), outcome))
+            if outcome == "failed":
+                result.failed_step = f"jump-to-B-{i}"
+
     def finish(verdict: Verdict, reason: str, code: int) -> None:
         result.verdict = result.observed_verdict = verdict
         result.reason, result.ended = reason, time.time()
         save(result, run_dir)
         sys.exit(code)
 
+    cycles = int(sc["flow"].get("cycles", 1))
     if mode == "pass":
+        jumps(cycles)
         finish(Verdict.PASS, "kernel A resumed and every check held", 0)
     if mode == "panic":
+        jumps(cycles - 1, failed=1)
         finish(Verdict.PANIC, "Kernel panic - not syncing", 1)
     if mode == "slow":
         with open(Path(marker_dir) / f"{name}.starts", "a") as f:

@@ -333,7 +333,8 @@ def test_a_cycle_s_figures_are_kept_per_cell_and_night(tmp_path: Path) -> None:
     other = CellRecord.from_run("6.1/i386/pc-virtio/jump-roundtrip/0001", {}, RUNS / "i386-jump-roundtrip-pass")
     assert kexec.figures["image_bytes"] == 92282880 and swsusp.figures["image_bytes"] < kexec.figures["image_bytes"]
     assert kexec.figures["cycle"] == pytest.approx(sum(kexec.figures[p] for p in ("prepare", "save", "resume")), abs=0.01)
-    assert other.figures == {}
+    assert other.figures == {"jumps_to_b": 1.0}  # no cycle figures: not a hibernation cycle
+    assert kexec.figures["jumps_to_b"] == 1.0 and "jumps_to_b" not in swsusp.figures
     with History(tmp_path / "h.sqlite") as h:
         for night in ("mon", "tue"):
             n = h.start_night(night, "m")

@@ -79,6 +79,22 @@ def test_repeat_counts_failures(tmp_path):
     assert (night / "summary.html").is_file()
 
 
+def test_a_cycles_scenario_counts_its_jumps(tmp_path):
+    # 4 runs of 5 round trips: 3 pass (5 jumps each), one fails at its 5th jump to B
+    path = tmp_path / "flaky.toml"
+    path.write_text(SCENARIO.replace('name = "hibernate"', 'name = "cycles"\ncycles = 5'))
+    m = repeat_matrix(path, 4, 2)
+    modes = {c.id: "pass" for c in m.cells}
+    modes[m.cells[1].id] = "panic"
+    summary = run_repeat(path, 4, tmp_path / "runs", parallel=2, build=no_build, cell_argv=fake_cells(modes, tmp_path))
+    assert (summary.runs, summary.failures) == (4, 1)
+    assert (summary.jumps, summary.jump_failures) == (20, 1)
+    text = (Path(summary.night_dir) / "repeat.txt").read_text()
+    assert "jumps from A to B: 20 made, 1 failed" in text
+    data = json.loads((Path(summary.night_dir) / "repeat.json").read_text())
+    assert data["jump_rate_upper_bound_95"] == pytest.approx(upper_bound(1, 20))
+
+
 def test_the_command_line_refuses_bad_repeats(tmp_path):
     from lab.cli import main
 
