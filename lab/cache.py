@@ -91,6 +91,7 @@ def cached_dir(kind: str, key: str, build: Callable[[Path], None]) -> tuple[Path
         if _usable(final, kind, key, warn=True):
             log.info("%s %s: built meanwhile by another run, at %s", kind, key, final)
             return final, True
+        _sweep_orphans(final.parent, key)
         _set_aside(final)
         with _staging(final) as tmp:
             build(tmp)
@@ -109,6 +110,33 @@ def _usable(final: Path, kind: str, key: str, warn: bool) -> bool:
         if warn:
             log.warning("cache entry %s %s at %s is not trusted, rebuilding it: %s", kind, key, final, e)
         return False
+
+
+def _sweep_orphans(kind_dir: Path, own_key: str) -> None:
+    """Delete what killed builders left in this kind's directory: their staging
+    directories (<key>.tmp<pid>, and a kernel build's <key>.tmp<pid>.work of a few hundred
+    MB) and entries set aside but not deleted. A SIGKILLed run or a rebooted machine leaves
+    them otherwise forever. Each key's lock says whether a builder of it is alive: the
+    caller holds `own_key`'s; another key's leftovers go only if its lock is free."""
+    for orphan in sorted(kind_dir.glob("*.tmp*")) + sorted(kind_dir.glob("*.damaged-*")):
+        key = orphan.name.split(".", 1)[0]
+        if key == own_key:
+            _remove_orphan(orphan)
+            continue
+        with open(kind_dir / (key + ".lock"), "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # being built right now
+            _remove_orphan(orphan)
+
+
+def _remove_orphan(path: Path) -> None:
+    log.warning("removing %s, left by a build that did not finish", path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _set_aside(final: Path) -> None:

@@ -111,3 +111,55 @@ def test_failed_build_leaves_nothing(builder: Builder) -> None:
         cached_dir("kernel", "k2", broken)
     kind_dir = cache.cache_root() / "kernel"
     assert sorted(p.name for p in kind_dir.iterdir()) == ["k2.lock"]
+
+
+KILLED_BUILDER = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from lab.cache import cached_dir
+
+def build(out: Path) -> None:
+    work = out.parent / (out.name + ".work")  # as a kernel build stages its tree and objects
+    (work / "obj").mkdir(parents=True)
+    (work / "obj" / "vmlinux.o").write_bytes(b"x" * 4096)
+    (out / "bzImage").write_bytes(b"half")
+    print("building", flush=True)
+    time.sleep(300)
+
+cached_dir("kernel", "k3", build)
+"""
+
+
+def test_what_a_killed_build_left_is_swept_by_the_next(builder: Builder, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    # a real builder process, SIGKILLed mid-build (no finally runs), as on an OOM kill or a reboot
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILDER, str(Path(__file__).resolve().parent.parent)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "building\n"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    kind_dir = cache.cache_root() / "kernel"
+    left = sorted(p.name for p in kind_dir.iterdir())
+    assert left == ["k3.lock", f"k3.tmp{proc.pid}", f"k3.tmp{proc.pid}.work"]
+    with caplog.at_level(logging.WARNING, logger="lab.cache"):
+        out, cached = cached_dir("kernel", "k3", builder)
+    assert not cached and (out / "bzImage").read_bytes() == bytes(range(256)) * 64
+    assert sorted(p.name for p in kind_dir.iterdir()) == ["k3", "k3.lock"]
+    assert f"k3.tmp{proc.pid}.work, left by a build that did not finish" in caplog.text
+
+
+def test_another_key_s_leftovers_go_unless_it_is_being_built(builder: Builder) -> None:
+    import fcntl
+
+    kind_dir = cache.cache_root() / "kernel"
+    for name in ("dead.tmp111", "dead.tmp111.work", "busy.tmp222.work", "old.damaged-333-1"):
+        (kind_dir / name).mkdir(parents=True)
+    with open(kind_dir / "busy.lock", "w") as busy:
+        fcntl.flock(busy, fcntl.LOCK_EX)  # a live builder of "busy" (the lock is per open file)
+        cached_dir("kernel", "k4", builder)
+    assert sorted(p.name for p in kind_dir.iterdir() if not p.name.endswith(".lock")) == ["busy.tmp222.work", "k4"]
