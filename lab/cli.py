@@ -163,6 +163,9 @@ def _parser() -> argparse.ArgumentParser:
         mp.add_argument("--tls-ca-file", default=None, help="with a tls:// scheduler: the CA that signed its certificate")
         mp.add_argument("--tls-cert", default=None, help="with a tls:// scheduler: this client's certificate")
         mp.add_argument("--tls-key", default=None, help="with a tls:// scheduler: this client's private key")
+        if name == "matrix":  # a night is the whole matrix: its history compares nights
+            mp.add_argument("--cells", action="append", default=None, metavar="GLOB",
+                            help="run only the cells whose id matches (repeatable), e.g. '7.2/*/*/*/0001'")
         if name == "nightly":
             mp.add_argument("--history", type=Path, default=None,
                             help="the SQLite history (default: $KJLAB_HISTORY, else ~/.cache/kjlab/history.sqlite)")
@@ -291,11 +294,13 @@ def cmd_suite(args: argparse.Namespace) -> int:
 def cmd_matrix(args: argparse.Namespace) -> int:
     from .history import CellRecord
     from .lifetime import sigterm_as_interrupt
-    from .matrix import load_matrix
+    from .matrix import load_matrix, select_cells
     from .nightly import run_night
     from .runner import DEFAULT_RUNS_DIR
 
     matrix = load_matrix(args.matrix)
+    if getattr(args, "cells", None):
+        matrix = select_cells(matrix, args.cells)
     if args.parallel is not None and args.parallel < 1:
         raise UserError(f"--parallel {args.parallel}: must be 1 or more")
     executor = _executor(args)

@@ -103,6 +103,17 @@ class Matrix:
     cells: list[Cell] = field(default_factory=list)
 
 
+def select_cells(matrix: Matrix, patterns: list[str]) -> Matrix:
+    """The matrix with only the cells whose id matches one of the glob patterns (as an
+    [[override]]'s cells: "7.2/*/*/*/0001"); a pattern that matches no cell is refused."""
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(c.id, pattern) for c in matrix.cells):
+            raise ScenarioError(str(matrix.path), "--cells", f"{pattern!r} matches no cell; the cells are "
+                                + ", ".join(c.id for c in matrix.cells))
+    chosen = [c for c in matrix.cells if any(fnmatch.fnmatchcase(c.id, p) for p in patterns)]
+    return Matrix(matrix.path, matrix.name, matrix.description, matrix.parallel, matrix.cell_timeout, chosen)
+
+
 def load_matrix(path: Path) -> Matrix:
     where = str(path)
     data = read_toml(path, "matrix")

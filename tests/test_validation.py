@@ -228,3 +228,16 @@ def test_matrix_override_replaces_the_expectation_of_its_cells(tmp_path: Path) -
     bad = matrix(tmp_path, patchsets='[[override]]\ncells = "*"\nexpect = { when = "now" }\n')
     with pytest.raises(ScenarioError, match="override.0..expect.when"):
         load_matrix(bad)
+
+
+def test_cells_are_selected_by_glob_and_a_pattern_matching_nothing_is_refused() -> None:
+    from lab.matrix import select_cells
+
+    m = load_matrix(SCENARIOS_DIR / "matrices" / "patch-0002-mwait-kick.matrix.toml")
+    rows = select_cells(m, ["6.12/*", "7.2/*/*/*/0001"])
+    assert [c.id for c in rows.cells] == ["6.12/i386/q35-ahci-smp2/hibernate/0001",
+                                          "6.12/i386/q35-ahci-smp2/hibernate/0001-0002",
+                                          "7.2/i386/q35-ahci-smp2/hibernate/0001"]
+    assert rows.cells[2].scenario["expect"] == {"verdict": "PASS"}  # the override still holds
+    with pytest.raises(ScenarioError, match="'5.10/\\*' matches no cell; the cells are 6.1/i386"):
+        select_cells(m, ["5.10/*"])
