@@ -387,24 +387,23 @@ class History:
     def trend(self, matrix: str, cell: str, last: int = 7) -> list[tuple[str, str | None]]:
         """(night name, verdict) of `cell` over the last `last` nights of `matrix`, oldest
         first; the verdict is None for a night that had no such cell."""
+        return self._over_nights("verdict", matrix, cell, last)
+
+    def figures_trend(self, matrix: str, cell: str, last: int = 7) -> list[tuple[str, dict[str, float]]]:
+        """(night name, figures) of `cell` over the last `last` nights of `matrix`, oldest
+        first; {} for a night without the cell or without figures."""
+        return [(night, json.loads(v) if v else {}) for night, v in self._over_nights("figures", matrix, cell, last)]
+
+    def _over_nights(self, column: str, matrix: str, cell: str, last: int) -> list[tuple[str, Any]]:
+        """(night name, the cell's `column`, None without the cell), the last nights, oldest first."""
+        assert column in ("verdict", "figures")  # a column name, never outside input
         rows = self._db.execute(
-            "SELECT n.name, c.verdict FROM "
+            f"SELECT n.name, c.{column} FROM "
             "(SELECT id, name FROM nights WHERE matrix = ? ORDER BY id DESC LIMIT ?) AS n "
             "LEFT JOIN cells AS c ON c.night_id = n.id AND c.cell = ? ORDER BY n.id",
             (matrix, last, cell),
         ).fetchall()
         return [(r[0], r[1]) for r in rows]
-
-    def figures_trend(self, matrix: str, cell: str, last: int = 7) -> list[tuple[str, dict[str, float]]]:
-        """(night name, figures) of `cell` over the last `last` nights of `matrix`, oldest
-        first; {} for a night without the cell or without figures."""
-        rows = self._db.execute(
-            "SELECT n.name, c.figures FROM "
-            "(SELECT id, name FROM nights WHERE matrix = ? ORDER BY id DESC LIMIT ?) AS n "
-            "LEFT JOIN cells AS c ON c.night_id = n.id AND c.cell = ? ORDER BY n.id",
-            (matrix, last, cell),
-        ).fetchall()
-        return [(r[0], json.loads(r[1]) if r[1] else {}) for r in rows]
 
     def typical_seconds(self, cells: list[str], last: int = 5) -> dict[str, float]:
         """The median duration of each cell over its last `last` records (cells never run: absent)."""

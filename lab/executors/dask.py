@@ -126,39 +126,46 @@ def build_kernel_task(spec: KernelSpec, store_url: str) -> BuildReturn:
     what = f"kernel {spec.source} (patches: {', '.join(spec.patches) or 'none'})"
     store = ArtifactStore(store_url)
     name = "kernel-" + hash_inputs({"spec": repr(spec), "compiler": compiler_version()})
-    with _scratch("build") as scratch, store.lock(name):
-        log_path = scratch / "build.log"
-        try:
-            known = store.index_get(name)
-            if known and store.has("kernel", known):
-                store.fetch("kernel", known)  # build_kernel then finds it in this host's cache
-            kernel = build_kernel(spec, log_path=log_path)
-            store.publish("kernel", kernel.key, kernel.image.parent)
-            store.index_set(name, kernel.key)
-            return BuildReturn(what, "kernel", kernel.key, log=_read(log_path), worker=_worker_name())
-        except UserError as e:
-            return BuildReturn(what, "kernel", None, str(e), user_error=True, log=_read(log_path),
-                               worker=_worker_name())
-        except InfraError as e:
-            return BuildReturn(what, "kernel", None, build_failure_reason("the cell's kernel did not build", e),
-                               log=_read(log_path), worker=_worker_name())
+
+    def build(log_path: Path) -> str:
+        known = store.index_get(name)
+        if known and store.has("kernel", known):
+            store.fetch("kernel", known)  # build_kernel then finds it in this host's cache
+        kernel = build_kernel(spec, log_path=log_path)
+        store.publish("kernel", kernel.key, kernel.image.parent)
+        store.index_set(name, kernel.key)
+        return kernel.key
+
+    with store.lock(name):
+        return _build_on_worker(what, "kernel", "the cell's kernel did not build", build)
 
 
 def build_base_task(arch: str, store_url: str) -> BuildReturn:
-    what = f"base initramfs {arch}"
     store = ArtifactStore(store_url)
-    with _scratch("build") as scratch, store.lock(f"initramfs-base-{arch}"):
+
+    def build(log_path: Path) -> str:
+        base = build_base(Arch(arch), log_path=log_path)
+        store.publish("initramfs", base.key, base.path.parent)
+        return base.key
+
+    with store.lock(f"initramfs-base-{arch}"):
+        return _build_on_worker(f"base initramfs {arch}", "initramfs", "the base initramfs did not build", build)
+
+
+def _build_on_worker(what: str, kind: str, failed: str, build: Callable[[Path], str]) -> BuildReturn:
+    """Run `build` (it returns the artifact's cache key) with a build log in a scratch
+    directory; its failure becomes a BuildReturn that says why: bad input stops the night,
+    an infrastructure failure errors the cells that needed the artifact."""
+    with _scratch("build") as scratch:
         log_path = scratch / "build.log"
         try:
-            base = build_base(Arch(arch), log_path=log_path)
-            store.publish("initramfs", base.key, base.path.parent)
-            return BuildReturn(what, "initramfs", base.key, log=_read(log_path), worker=_worker_name())
+            key = build(log_path)
+            return BuildReturn(what, kind, key, log=_read(log_path), worker=_worker_name())
         except UserError as e:
-            return BuildReturn(what, "initramfs", None, str(e), user_error=True, log=_read(log_path),
-                               worker=_worker_name())
+            return BuildReturn(what, kind, None, str(e), user_error=True, log=_read(log_path), worker=_worker_name())
         except InfraError as e:
-            return BuildReturn(what, "initramfs", None, build_failure_reason("the base initramfs did not build", e),
-                               log=_read(log_path), worker=_worker_name())
+            return BuildReturn(what, kind, None, build_failure_reason(failed, e), log=_read(log_path),
+                               worker=_worker_name())
 
 
 def _read(path: Path) -> bytes:
