@@ -54,7 +54,10 @@ ARCHES: dict[Arch, ArchInfo] = {
         qemu_binary="qemu-system-i386", karch="i386", debian="i386", triplet="i386-linux-gnu", gdb="i386",
         gcc_flags=("-m32", "-march=i686"), elf_class=32, elf_machine="EM_386", kexec_fragment="kexec-jump-i386",
         a_fragments=(),
-        max_memory_mib=3584,  # below the PCI hole; HIGHMEM4G sees the rest of 4 GiB as holes
+        # 8 GiB: with PAE (a machine's pae = true; lab.machines) RAM above 4 GiB is usable,
+        # and every snapshot of it is a file on the host; without PAE the machine must keep
+        # its RAM below 4 GiB (QEMU's pc splits at 3 GiB from 3.5 GiB on: lab.machines.ram_ranges)
+        max_memory_mib=8192,
         direct_map=0xC0000000, direct_map_size=896 << 20, kernel_map=None,
         jump_entry_condition="($cr0 & 0x80000000) == 0", jump_entry_if="paging is off",
         jump_entry_state="paging off", physcall=True,

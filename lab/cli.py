@@ -19,10 +19,11 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from . import SCENARIOS_DIR, progress
+from .arch import Arch
 from .errors import KjlabError, UserError
 if TYPE_CHECKING:
     from .executors.dask import DaskExecutor
-from .machines import machine_fragments, machines
+from .machines import MachineSpec, machine_fragments, machines, ram_ranges
 from .matrix import Matrix
 from .quirks import QUIRKS
 from .results import Step
@@ -422,6 +423,15 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def machine_memory(m: MachineSpec) -> str:
+    """"256 MiB", or where QEMU splits it around the PCI hole "6144 MiB (3072 + 3072 above 4 GiB)"."""
+    ranges = ram_ranges(m)
+    if len(ranges) == 1:
+        return f"{m.memory_mib} MiB"
+    (_, low), (start, end) = ranges
+    return f"{m.memory_mib} MiB ({low >> 20} + {(end - start) >> 20} above 4 GiB)"
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from .scenario import load_scenario
 
@@ -445,11 +455,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     out.print("[bold]flows[/]", markup=True)
     for name, flow in FLOWS.items():
         out.print(f"  {name:<16} {flow.summary}")
-    out.print("[bold]machines[/]", markup=True)
+    by_machine_arch: dict[str, list[MachineSpec]] = {}
     for m in machines().values():
-        frags = ", ".join(machine_fragments(m)) or "-"
-        out.print(f"  {m.name:<20} {m.arch:<7} {m.machine} {m.cpu} {m.memory_mib} MiB smp={m.smp} acpi={m.acpi} "
-                  f"disk={m.disk_bus} (fragments: {frags})")
+        by_machine_arch.setdefault(str(m.arch), []).append(m)
+    for arch, specs in sorted(by_machine_arch.items()):
+        out.print(f"[bold]machines[/] ({arch})", markup=True)
+        for m in specs:
+            frags = ", ".join(machine_fragments(m)) or "-"
+            pae = f" pae={m.pae}" if m.arch is Arch.I386 else ""  # x86_64: always 64-bit page tables
+            out.print(f"  {m.name:<20} {m.arch:<7} {m.machine} {m.cpu} {machine_memory(m)} smp={m.smp} "
+                      f"acpi={m.acpi}{pae} disk={m.disk_bus} (fragments: {frags})")
     out.print("[bold]quirks[/] (all on by default)", markup=True)
     for q in QUIRKS.values():
         out.print(f"  {q.name:<22} facts item {q.facts_item}: {q.summary}")

@@ -134,3 +134,15 @@ def kernel_trouble(after_jump: list[str], context_after: int = 25) -> tuple[bool
                     break
             return oops, trace
     return False, []
+
+
+# A kernel's "Zone ranges" at boot (mm/mm_init.c, free_area_init): "  HighMem  [mem
+# 0x0000000037ffe000-0x000000003e7fffff]", or "  HighMem  empty" when all RAM is lowmem.
+HIGHMEM_ZONE_RE = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?HighMem\s+\[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\]", re.MULTILINE)
+
+
+def highmem_zone(boot_log: str) -> tuple[int, int] | None:
+    """[start, end) of the first HighMem zone a kernel of the log reported at boot, or None:
+    no such line, or the zone is empty (an i386 kernel whose RAM all fits its lowmem)."""
+    m = HIGHMEM_ZONE_RE.search(clean(boot_log))
+    return (int(m.group(1), 16), int(m.group(2), 16) + 1) if m else None

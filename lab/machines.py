@@ -1,7 +1,9 @@
 """Virtual hardware as data: guests/machines/<name>.toml, one frozen value per file.
 
-The kernel config fragments a machine needs (its disk bus driver, SMP, ACPI) follow
+The kernel config fragments a machine needs (its disk bus driver, SMP, ACPI, PAE) follow
 from it: `machine_fragments()`; nobody edits a kernel config by hand for a machine.
+Where QEMU puts the machine's RAM in the guest's physical address space (below and
+above 4 GiB) follows from it too: `ram_ranges()`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,16 @@ GUEST_SWAP_DEVICE = {"virtio": "/dev/vdb"}
 # Fragments (guests/kernel/configs) per bus; virtio and IDE are in the base fragment.
 BUS_FRAGMENTS = {"virtio": (), "ide": (), "ahci": ("bus-ahci",), "scsi": ("bus-scsi",),
                  "usb": ("bus-usb",), "nvme": ("bus-nvme",)}
+# Fragments that change what the kernel is rather than what it drives: a kernel built with
+# one of them does not boot on every machine (a PAE kernel needs a CPU with PAE: "This
+# kernel requires the following features not present on the CPU: pae"), so a matrix
+# builds them apart instead of into the union of its machines' fragments (lab.matrix).
+KERNEL_VARIANT_FRAGMENTS = ("pae",)
+# QEMU's x86 CPU models without PAE (target/i386/cpu.c: I486_FEATURES, PENTIUM_FEATURES);
+# every family-6 model has it. A model with ",-pae" lacks it as well.
+NO_PAE_CPUS = ("486", "486-v1", "pentium", "pentium-v1")
+GIB = 1 << 30
+FOUR_GIB = 4 * GIB
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,7 @@ class MachineSpec:
     acpi: bool = False
     disk_bus: str = "virtio"
     accel: str = "auto"  # "auto": KVM if a probe shows it works, else TCG
+    pae: bool = False  # i386: the kernel is built with PAE (fragment "pae"); RAM above 4 GiB needs it
 
     @property
     def guest_disk(self) -> str:
@@ -66,7 +79,46 @@ def machine_fragments(spec: MachineSpec) -> tuple[str, ...]:
         frags.append("smp")
     if spec.acpi:
         frags.append("acpi")
+    if spec.pae:
+        frags.append("pae")
     return tuple(frags)
+
+
+def kernel_variant(spec: MachineSpec) -> tuple[str, ...]:
+    """The machine's fragments that make a kernel of its own (KERNEL_VARIANT_FRAGMENTS)."""
+    return tuple(f for f in machine_fragments(spec) if f in KERNEL_VARIANT_FRAGMENTS)
+
+
+def ram_below_4g(machine: str, memory_mib: int) -> int:
+    """Bytes of RAM QEMU (7.2) maps from physical 0; the rest starts at 4 GiB. The pc
+    (i440FX) machine keeps up to 3.5 GiB below 4 GiB, but once RAM reaches 3.5 GiB it
+    splits at 3 GiB (gigabyte_align, hw/i386/pc_piix.c); q35 splits at 2 GiB once RAM
+    reaches 2.75 GiB (hw/i386/pc_q35.c). The hole up to 4 GiB is PCI, MMIO and firmware."""
+    ram = memory_mib << 20
+    if machine == "q35":
+        return 2 * GIB if ram >= 0xB0000000 else ram
+    return 3 * GIB if ram >= 0xE0000000 else ram
+
+
+def ram_ranges(spec: MachineSpec, memory_mib: int | None = None) -> list[tuple[int, int]]:
+    """The guest-physical ranges [start, end) of the machine's RAM (with `memory_mib`
+    instead of the machine's own, e.g. kernel C's)."""
+    ram = (spec.memory_mib if memory_mib is None else memory_mib) << 20
+    low = ram_below_4g(spec.machine, ram >> 20)
+    return [(0, low)] + ([(FOUR_GIB, FOUR_GIB + ram - low)] if ram > low else [])
+
+
+def ram_top(spec: MachineSpec, memory_mib: int | None = None) -> int:
+    """One past the machine's highest RAM address (above 4 GiB once QEMU splits its RAM)."""
+    return ram_ranges(spec, memory_mib)[-1][1]
+
+
+def cpu_has_pae(cpu: str) -> bool:
+    """Whether the QEMU CPU model string (a model and +/- features) offers PAE."""
+    model, *features = cpu.split(",")
+    if "-pae" in features:
+        return False
+    return model not in NO_PAE_CPUS or "+pae" in features
 
 
 def validate(spec: MachineSpec, where: str, prefix: str = "") -> MachineSpec:
@@ -96,7 +148,29 @@ def validate(spec: MachineSpec, where: str, prefix: str = "") -> MachineSpec:
                   "tables (their config has no MP-table parsing)")
     if spec.disk_bus == "ide" and spec.machine == "q35":
         raise bad("disk_bus", "q35 has no IDE controller; use ahci")
+    if not isinstance(spec.pae, bool):
+        raise bad("pae", "must be true or false")
+    if spec.pae and spec.arch is not Arch.I386:
+        raise bad("pae", f"an i386 setting ({spec.arch} kernels always have 64-bit page table entries)")
+    if spec.pae and not cpu_has_pae(spec.cpu):
+        raise bad("pae", f"the CPU {spec.cpu!r} has no PAE, and a PAE kernel stops at boot (\"This kernel requires "
+                  "the following features not present on the CPU: pae\"): choose a CPU with PAE or pae = false")
+    unreachable = ram_unreachable(spec, spec.memory_mib)
+    if unreachable:
+        raise bad("memory_mib", unreachable)
     return spec
+
+
+def ram_unreachable(spec: MachineSpec, memory_mib: int) -> str:
+    """Why `memory_mib` of RAM does not suit the machine's kernel, or "": an i386 machine
+    without PAE must keep its RAM below 4 GiB, as a kernel without PAE cannot address the
+    rest ("Warning: only 4GB will be used")."""
+    if spec.arch is Arch.I386 and not spec.pae and ram_top(spec, memory_mib) > FOUR_GIB:
+        low = ram_below_4g(spec.machine, memory_mib) >> 20
+        return (f"{memory_mib} MiB on {spec.machine} puts {memory_mib - low} MiB above 4 GiB (QEMU maps "
+                f"{low} MiB below it), which an i386 kernel without PAE cannot use: set pae = true (with a "
+                "CPU that has PAE) or give the machine less memory")
+    return ""
 
 
 def load_machine(path: Path) -> MachineSpec:

@@ -39,11 +39,17 @@ anything runs, naming the matrix file, the cell and the key.
     cells = "7.2/*/*/*/stock"      # the cells' expectation replaced whole (verdict, and
     expect = { verdict = "PASS" }  # step and signature for a failure)
 
+    [[override]]                   # kernel C's RAM for some cells (the only machine value
+    cells = "*/i386/pc-highmem-1g/*/*"  # a cell may change: its machine is in its id)
+    machine = { c_memory_mib = 2304 }
 
 One kernel per (kernel, arch, patch set) serves every machine of that arch in the matrix
 (a machine runs its own arch only: lab.machines): its fragments are the arch's base fragment
 (or matrix.fragments) and the union of what those machines need
-(lab.machines.machine_fragments), so a matrix builds each kernel once per arch.
+(lab.machines.machine_fragments), so a matrix builds each kernel once per arch. A fragment
+that changes what the kernel is (lab.machines.KERNEL_VARIANT_FRAGMENTS: "pae") stays out of
+that union: the machines that need it get a kernel of their own (the union of the arch's
+other fragments plus it), as a PAE kernel does not boot on a CPU without PAE.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ from typing import Any
 
 from .cell import cell_id, cell_slug
 from .errors import ScenarioError
-from .machines import machine_fragments, machines
+from .machines import KERNEL_VARIANT_FRAGMENTS, kernel_variant, machine_fragments, machines
 from .quirks import QUIRKS
 from .flows import FLOW_NAMES as FLOWS
 from .arch import Arch, parse_arch
@@ -68,7 +74,8 @@ _MATRIX_KEYS = {"name", "description", "machines", "flows", "arch", "parallel", 
                 "flow_machines"}
 _KERNEL_KEYS = {"name", "source"}
 _PATCHSET_KEYS = {"name", "patches", "expect", "step", "signature"}
-_OVERRIDE_KEYS = {"cells", "quirks", "flow", "expect"}
+_OVERRIDE_KEYS = {"cells", "quirks", "flow", "expect", "machine"}
+_OVERRIDE_MACHINE_KEYS = {"c_memory_mib"}
 _EXPECT_KEYS = {"verdict", "step", "signature"}
 MAX_PARALLEL = 256
 
@@ -153,9 +160,11 @@ def load_matrix(path: Path) -> Matrix:
             raise ScenarioError(where, f"patchset[{i}].expect", f"options are {', '.join(VERDICTS)}")
     for i, o in enumerate(overrides):
         _str(where, f"override[{i}].cells", o["cells"])
-        for table in ("quirks", "flow", "expect"):
+        for table in ("quirks", "flow", "expect", "machine"):
             if not isinstance(o.get(table, {}), dict):
                 raise ScenarioError(where, f"override[{i}].{table}", "must be a table, e.g. { crash-note = false }")
+        if "machine" in o:
+            _keys(where, f"override[{i}].machine.", o["machine"], _OVERRIDE_MACHINE_KEYS)
         if "expect" in o:
             _keys(where, f"override[{i}].expect.", o["expect"], _EXPECT_KEYS)
             if o["expect"].get("verdict", "PASS") not in VERDICTS:
@@ -163,20 +172,23 @@ def load_matrix(path: Path) -> Matrix:
         for q in o.get("quirks", {}):
             if q not in QUIRKS:
                 raise ScenarioError(where, f"override[{i}].quirks.{q}", f"unknown quirk; options are {', '.join(QUIRKS)}")
-    # the union of what the machines of an arch need: one kernel build per (kernel, arch, patch set)
+    # the union of what the machines of an arch need: one kernel build per (kernel, arch, patch
+    # set), and one more per kernel variant (a PAE kernel) for the machines that need one
     base_fragments = _list(where, "matrix.fragments", m["fragments"]) if "fragments" in m else None
-    fragments_of: dict[Arch, list[str]] = {}
+    fragments_of: dict[tuple[Arch, tuple[str, ...]], list[str]] = {}
     for arch in arches:
         fragments = list(base_fragments if base_fragments is not None else [arch.info.kexec_fragment])
-        for name in names:
-            if machines()[name].arch is arch:
-                fragments += [f for f in machine_fragments(machines()[name]) if f not in fragments]
-        fragments_of[arch] = fragments
+        own = [n for n in names if machines()[n].arch is arch]
+        for name in own:
+            fragments += [f for f in machine_fragments(machines()[name])
+                          if f not in fragments and f not in KERNEL_VARIANT_FRAGMENTS]
+        for variant in dict.fromkeys(kernel_variant(machines()[n]) for n in own):
+            fragments_of[(arch, variant)] = fragments + [f for f in variant if f not in fragments]
     cells = []
     for k in kernels:
         for arch in arches:
-            fragments = fragments_of[arch]
             for mach in (n for n in names if machines()[n].arch is arch):  # a machine runs its own arch only
+                fragments = fragments_of[(arch, kernel_variant(machines()[mach]))]
                 for flow in flows:
                     if mach not in flow_machines.get(flow, names):
                         continue
@@ -249,7 +261,7 @@ def _cell_scenario(cid: str, k: dict[str, Any], arch: Arch, mach: str, flow: str
     sc: dict[str, Any] = {
         "scenario": {"name": cell_slug(cid), "description": f"matrix cell {cid}"},
         "kernel": {"source": k["source"], "arch": arch.value, "fragments": fragments, "patches": list(p.get("patches", []))},
-        "machine": {"name": mach},
+        "machine": {"name": mach},  # [[override]] machine: kernel C's RAM only
         "flow": {"name": flow},
         "quirks": {},
         "expect": {"verdict": p.get("expect", "PASS")},
@@ -261,6 +273,7 @@ def _cell_scenario(cid: str, k: dict[str, Any], arch: Arch, mach: str, flow: str
         if fnmatch.fnmatchcase(cid, o["cells"]):
             sc["quirks"].update(o.get("quirks", {}))
             sc["flow"].update(o.get("flow", {}))
+            sc["machine"].update(o.get("machine", {}))
             if "expect" in o:
                 sc["expect"] = {"verdict": "PASS", **o["expect"]}
     return sc

@@ -19,7 +19,7 @@ from .errors import ScenarioError, UserError
 from .flows import FLOW_NAMES, FLOWS
 from .flows.common import DEFAULT_TIMEOUTS
 from .verdict import EXPECTABLE, Verdict
-from .machines import DISK_BUSES, GUEST_SWAP_DEVICE, MachineSpec, machines, validate
+from .machines import DISK_BUSES, GUEST_SWAP_DEVICE, MachineSpec, machines, ram_ranges, ram_top, ram_unreachable, validate
 from .quirks import DEFAULT_QUIRKS, QUIRKS
 
 EXPECTABLE_NAMES = tuple(str(v) for v in EXPECTABLE)
@@ -36,14 +36,18 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,80}")
 NAME_RULE = "1 to 81 of A-Z a-z 0-9 . _ + - (starting with a letter or digit)"
 KERNEL_SOURCES = "'debian:PACKAGE[@SUITE]', 'tree:PATH' or 'tarball:PATH'"
 
+# physical addresses: an i386 PAE machine reaches 64 GiB (36 bits)
+PAE_ADDRESS_LIMIT = 1 << 36
+
 _SCHEMA: dict[str, set[str]] = {
     "scenario": {"name", "description", "links", "source"},
     "kernel": {"source", "arch", "fragments", "patches", "a_fragments"},
     "guest": {"recipe", "extra_packages", "buildroot_without"},
-    "machine": {"name", "memory_mib", "c_memory_mib", "cpu", "smp", "disk_bus", "machine", "accel", "acpi"},
+    "machine": {"name", "memory_mib", "c_memory_mib", "cpu", "smp", "disk_bus", "machine", "accel", "acpi", "pae"},
     "flow": {"name", "a_mem", "a_append", "b_window", "save", "dump_level", "cycles", "proof_kib", "timeouts",
              "split_image_segments", "sentinel_pages", "corrupt_image_pages", "a_reserves_window",
-             "tamper_image_at", "after_resume_command", "disk_mib", "swsusp_mode", "swap_mib"},
+             "tamper_image_at", "after_resume_command", "disk_mib", "swsusp_mode", "swap_mib",
+             "highmem_sentinels"},
     "quirks": set(QUIRKS),
     "expect": {"verdict", "signature", "step", "links"},
 }
@@ -68,6 +72,9 @@ class FlowParams:
     disk_mib: int = 512  # the hibernation disk (ext2); smaller than the image: B cannot save it
     swsusp_mode: str = "shutdown"  # the swsusp flow's /sys/power/disk (SWSUSP_MODES)
     swap_mib: int = 256  # the swsusp flow's swap disk (sparse)
+    # at least this many of A's sentinel pages must lie in A's HighMem zone at the jump (0: not
+    # asked): a scenario about high memory that never put anything there would prove nothing of it
+    highmem_sentinels: int = 0
     timeouts: dict[str, float] = field(default_factory=dict)
 
 
@@ -106,11 +113,19 @@ class Scenario:
 
     @property
     def a_ram_end(self) -> int:
-        """One past A's highest physical address (mem=, or all of the machine's RAM)."""
+        """One past A's highest physical address: mem= (on x86 an address limit, not an
+        amount), or the end of the machine's RAM, which lies above 4 GiB once QEMU splits it."""
+        top = ram_top(self.machine)
         a_mem = self.flow.a_mem
         if not a_mem:
-            return self.machine.memory_mib << 20
-        return int(a_mem.rstrip("MG")) << (30 if a_mem.endswith("G") else 20)
+            return top
+        return min(top, int(a_mem.rstrip("MG")) << (30 if a_mem.endswith("G") else 20))
+
+    @property
+    def a_ram_ranges(self) -> list[tuple[int, int]]:
+        """The machine's RAM below A's mem= limit: A's physical memory, the PCI hole left out."""
+        end = self.a_ram_end
+        return [(s, min(e, end)) for s, e in ram_ranges(self.machine) if s < end]
 
 
 def read_toml(path: Path, kind: str) -> dict[str, Any]:
@@ -146,12 +161,24 @@ def scenario_from_dict(data: dict[str, Any], path: Path, where: str | None = Non
                               data.get("kernel", {}).get("a_fragments", list(kernel.arch.info.a_fragments))),
         guest=(guest := _guest(where, data.get("guest", {}))),
         machine=machine,
-        c_memory_mib=_int(where, "machine.c_memory_mib", data.get("machine", {}).get("c_memory_mib", machine.memory_mib), 128, 3584),
+        c_memory_mib=_c_memory(where, data.get("machine", {}), machine),
         flow=_save_tool(where, guest, _flow_on_arch(where, _swap_bus(where, _flow(where, data.get("flow", {})), machine),
                                                     kernel.arch)),
         quirks=_quirks(where, data.get("quirks", {})),
         expect=_expect(where, data.get("expect", {})),
     )
+
+
+def _c_memory(where: str, m: dict[str, Any], machine: MachineSpec) -> int:
+    """Kernel C's RAM: the machine's unless machine.c_memory_mib says otherwise; the same
+    bounds and the same rule for RAM above 4 GiB as the machine's own."""
+    if "c_memory_mib" not in m:
+        return machine.memory_mib
+    value = _int(where, "machine.c_memory_mib", m["c_memory_mib"], 128, machine.arch.info.max_memory_mib)
+    unreachable = ram_unreachable(machine, value)
+    if unreachable:
+        raise ScenarioError(where, "machine.c_memory_mib", unreachable)
+    return value
 
 
 def _save_tool(where: str, guest: GuestSpec, flow: FlowParams) -> FlowParams:
@@ -316,7 +343,7 @@ def _machine(where: str, m: dict[str, Any]) -> MachineSpec:
     spec = machines()[name]
     overrides: dict[str, Any] = {}
     if "memory_mib" in m:
-        overrides["memory_mib"] = _int(where, "machine.memory_mib", m["memory_mib"], 128, 3584)
+        overrides["memory_mib"] = _int(where, "machine.memory_mib", m["memory_mib"], 128, spec.arch.info.max_memory_mib)
     if "smp" in m:
         overrides["smp"] = _int(where, "machine.smp", m["smp"], 1, 8)
     if "disk_bus" in m:
@@ -326,10 +353,11 @@ def _machine(where: str, m: dict[str, Any]) -> MachineSpec:
     for key in ("cpu", "machine"):
         if key in m:
             overrides[key] = _str(where, f"machine.{key}", m[key])
-    if "acpi" in m:
-        if not isinstance(m["acpi"], bool):
-            raise ScenarioError(where, "machine.acpi", "must be true or false")
-        overrides["acpi"] = m["acpi"]
+    for key in ("acpi", "pae"):
+        if key in m:
+            if not isinstance(m[key], bool):
+                raise ScenarioError(where, f"machine.{key}", "must be true or false")
+            overrides[key] = m[key]
     return validate(spec.with_overrides(**overrides), where, "machine.")
 
 
@@ -346,7 +374,7 @@ def _flow(where: str, f: dict[str, Any]) -> FlowParams:
     a_mem = _str(where, "flow.a_mem", f.get("a_mem", "120M"))
     if a_mem and not a_mem.rstrip("MG").isdigit():
         raise ScenarioError(where, "flow.a_mem", f"{a_mem!r} is not a size like '120M' (or '' for all of RAM)")
-    return FlowParams(
+    flow = FlowParams(
         name=_choice(where, "flow.name", f.get("name", "hibernate"), FLOW_NAMES),
         a_mem=a_mem,
         a_append=a_append,
@@ -359,13 +387,21 @@ def _flow(where: str, f: dict[str, Any]) -> FlowParams:
         split_image_segments=_int(where, "flow.split_image_segments", f.get("split_image_segments", 0), 0, 64),
         sentinel_pages=_int(where, "flow.sentinel_pages", f.get("sentinel_pages", 1024), 0, 16384),
         corrupt_image_pages=_int(where, "flow.corrupt_image_pages", f.get("corrupt_image_pages", 0), 0, 16384),
-        tamper_image_at=_int(where, "flow.tamper_image_at", f.get("tamper_image_at", 0), 0, 0xFFFFFFFF),
+        tamper_image_at=_int(where, "flow.tamper_image_at", f.get("tamper_image_at", 0), 0, PAE_ADDRESS_LIMIT - 1),
         after_resume_command=_str(where, "flow.after_resume_command", f.get("after_resume_command", "")),
         disk_mib=_int(where, "flow.disk_mib", f.get("disk_mib", 512), 8, 65536),
         swsusp_mode=_choice(where, "flow.swsusp_mode", f.get("swsusp_mode", "shutdown"), SWSUSP_MODES),
         swap_mib=_int(where, "flow.swap_mib", f.get("swap_mib", 256), 16, 65536),
+        highmem_sentinels=_int(where, "flow.highmem_sentinels", f.get("highmem_sentinels", 0), 0, 2 * 16384),
         timeouts=timeouts,
     )
+    if flow.highmem_sentinels and flow.name != "hibernate":
+        raise ScenarioError(where, "flow.highmem_sentinels", f"the {flow.name!r} flow does not check it; "
+                            "only 'hibernate' counts A's sentinel pages in HighMem (at check-image)")
+    if flow.highmem_sentinels > 2 * flow.sentinel_pages:
+        raise ScenarioError(where, "flow.highmem_sentinels", f"{flow.highmem_sentinels} is more than A has: "
+                            f"2 x flow.sentinel_pages = {2 * flow.sentinel_pages} (a tmpfs file and anonymous memory)")
+    return flow
 
 
 def _swap_bus(where: str, flow: FlowParams, machine: MachineSpec) -> FlowParams:

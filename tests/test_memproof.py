@@ -12,6 +12,7 @@ from tests.test_snapshots import Seg, page_of, write_core
 MiB = 1 << 20
 WINDOW = (0x100000, 0x1FFFFFF)
 A_END = 40 * MiB
+A_RAM = [(0, A_END)]
 
 
 def memory(path: Path, extra: dict[int, bytes] | None = None) -> Path:
@@ -33,7 +34,7 @@ def image(path: Path, extra: dict[int, bytes] | None = None) -> Path:
 def test_every_page_proven_when_all_four_agree(tmp_path: Path) -> None:
     dep, b = memory(tmp_path / "dep.elf"), memory(tmp_path / "b.elf", {0x300000: page_of(1)})
     img, ret = image(tmp_path / "img.elf"), memory(tmp_path / "ret.elf", {0x2000: page_of(3)})
-    proof = prove_round_trip(dep, b, img, ret, WINDOW, A_END)
+    proof = prove_round_trip(dep, b, img, ret, WINDOW, A_RAM)
     assert proof.proven and proof.complete
     assert proof.pages_in_domain == 2048
     assert [leg.pages_compared for leg in proof.legs] == [2048, 2048, 2048]
@@ -47,7 +48,7 @@ def test_one_changed_byte_breaks_its_leg_and_is_named(tmp_path: Path) -> None:
     dep, b = memory(tmp_path / "dep.elf"), memory(tmp_path / "b.elf")
     img = image(tmp_path / "img.elf", {addr: bytes(changed)})
     ret = memory(tmp_path / "ret.elf", {addr: bytes(changed)})
-    proof = prove_round_trip(dep, b, img, ret, WINDOW, A_END)
+    proof = prove_round_trip(dep, b, img, ret, WINDOW, A_RAM)
     assert not proof.proven
     assert [leg.name for leg in proof.failed_legs] == ["in B = on the disk"]
     (leg,) = proof.failed_legs
@@ -60,7 +61,7 @@ def test_one_changed_byte_breaks_its_leg_and_is_named(tmp_path: Path) -> None:
 
 def test_a_moment_never_reached_is_not_a_proof(tmp_path: Path) -> None:
     b, img = memory(tmp_path / "b.elf"), image(tmp_path / "img.elf")
-    proof = prove_round_trip(None, b, img, None, WINDOW, A_END)
+    proof = prove_round_trip(None, b, img, None, WINDOW, A_RAM)
     assert not proof.complete and not proof.proven
     assert len(proof.missing) == 2 and [leg.name for leg in proof.legs] == ["in B = on the disk"]
 
@@ -84,7 +85,7 @@ def test_pages_missing_on_one_side_are_not_proven(tmp_path: Path) -> None:
     same = {32 * MiB + k * 4096: page_of(k % 251 + 1) for k in range(0, 1024, 7)}
     dep = write_core(tmp_path / "dep.elf", [Seg(0, 36 * MiB)], same, elf_class=64)
     b, img, ret = memory(tmp_path / "b.elf"), image(tmp_path / "img.elf"), memory(tmp_path / "ret.elf")
-    proof = prove_round_trip(dep, b, img, ret, WINDOW, A_END)
+    proof = prove_round_trip(dep, b, img, ret, WINDOW, A_RAM)
     (leg,) = proof.failed_legs
     assert leg.name == "departure = in B" and not leg.differing
     assert leg.pages_compared == 1024 and leg.pages_in_domain == 2048
@@ -95,7 +96,7 @@ def test_pages_makedumpfile_left_out_are_listed_as_such(tmp_path: Path) -> None:
     dep, b, ret = memory(tmp_path / "dep.elf"), memory(tmp_path / "b.elf"), memory(tmp_path / "ret.elf")
     img = write_core(tmp_path / "img.elf", [Seg(32 * MiB, 8 * MiB, filesz=4 * MiB)],
                      {32 * MiB + k * 4096: page_of(k % 251 + 1) for k in range(0, 1024, 7)}, elf_class=32)
-    proof = prove_round_trip(dep, b, img, ret, WINDOW, A_END)
+    proof = prove_round_trip(dep, b, img, ret, WINDOW, A_RAM)
     assert proof.pages_in_domain == 1024
     reasons = {r: why for r, why in proof.left_out}
     assert "makedumpfile excluded it" in reasons[(36 * MiB, 40 * MiB)]

@@ -253,6 +253,25 @@ def test_kj_proof_crc32_is_zlibs(runnable: dict[str, Path], tmp_path: Path) -> N
         assert crc32_file(path) == zlib.crc32(path.read_bytes())
 
 
+def test_kj_proof_crc32_reads_an_image_over_2_gib(runnable: dict[str, Path], tmp_path: Path) -> None:
+    """C checks the image before it loads it: an A that uses more than 2 GiB (a HIGHMEM or
+    PAE machine) saves an image over 2 GiB, which an i386 open() without O_LARGEFILE
+    refuses (EOVERFLOW: found on the host before any such run). A sparse file: no disk."""
+    path = tmp_path / "image-over-2-gib"
+    size = (2 << 30) + 4096 + 3
+    with path.open("wb") as f:
+        f.truncate(size)
+        f.seek(size - 3)
+        f.write(b"end")
+    crc, zeros = 0, bytes(1 << 22)
+    for _ in range((size - 3) // len(zeros)):
+        crc = zlib.crc32(zeros, crc)
+    crc = zlib.crc32(bytes((size - 3) % len(zeros)) + b"end", crc)
+    out = subprocess.run([runnable["bin/kj-proof"], "crc32", str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"crc32 {crc:#010x} bytes {size:#x}\n"
+
+
 def test_kj_proof_refuses_bad_arguments(runnable: dict[str, Path], tmp_path: Path) -> None:
     for args in ((), ("fill", tmp_path / "p", 0, 7), ("fill", tmp_path / "p", 4, 0), ("mix", tmp_path / "p", 4, 7),
                  ("crc32", tmp_path / "missing")):

@@ -56,7 +56,7 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[flow]\nb_window = ['0x100000']\n", "flow.b_window", "mem_min, mem_max"),
         ("[expect]\nverdict = 'MAYBE'\n", "expect.verdict", "TRIPLE_FAULT"),
         ("[bogus]\n", "bogus", "allowed: scenario"),
-        ("[machine]\nmemory_mib = 99999\n", "machine.memory_mib", "128 to 3584"),
+        ("[machine]\nmemory_mib = 99999\n", "machine.memory_mib", "128 to 8192"),
         ("[flow]\nname = 'swsusp'\nswsusp_mode = 'suspend'\n", "flow.swsusp_mode", "shutdown, reboot, test_resume"),
         ("[flow]\nname = 'swsusp'\n[machine]\nname = 'pc-ide'\n", "machine.disk_bus", "buses with one: virtio"),
     ],

@@ -54,7 +54,9 @@ static u16 get16(const u8 *p) { return (u16)(p[0] | p[1] << 8); }
 static u32 get32(const u8 *p) { return (u32)p[0] | (u32)p[1] << 8 | (u32)p[2] << 16 | (u32)p[3] << 24; }
 static u64 get64(const u8 *p) { return (u64)get32(p) | (u64)get32(p + 4) << 32; }
 
-/* exactly n bytes at offset off, read (write = 0) or written (write = 1) */
+/* exactly n bytes at offset off, read (write = 0) or written (write = 1); off is the ELF
+ * header's or the program header table's, at the start of the file, so i386's 32-bit
+ * lseek reaches it in an image of any size */
 static long xfer(long fd, u64 off, u8 *buf, u32 n, int write)
 {
 	u32 done = 0;
@@ -74,7 +76,7 @@ static long xfer(long fd, u64 off, u8 *buf, u32 n, int write)
 
 static int drop_kernel_text(const char *path)
 {
-	long fd = sys2(SYS_open, (long)path, O_RDWR), r;
+	long fd = sys2(SYS_open, (long)path, O_RDWR | O_LARGEFILE), r;
 	u64 phoff;
 	u32 phentsize, phnum, i, loads = 0, dropped = 0;
 	if (is_err(fd))

@@ -199,7 +199,7 @@ static u32 crc_update(u32 crc, const u8 *p, u32 n)
 
 static int crc32_file(const char *path)
 {
-	long fd = sys2(SYS_open, (long)path, O_RDONLY), r;
+	long fd = sys2(SYS_open, (long)path, O_RDONLY | O_LARGEFILE), r;
 	u32 crc = 0;
 	u64 bytes = 0;
 	if (is_err(fd))

@@ -58,6 +58,10 @@ typedef __SIZE_TYPE__ size_t; /* 32 bits on i386, 64 on x86_64 */
 #define O_RDWR 2
 #define O_CREAT 0100
 #define O_TRUNC 01000
+/* Files over 2 GiB: without it an i386 process's open() of one fails with EOVERFLOW (the
+ * image of an A that uses more than 2 GiB; an x86_64 kernel sets it itself for 64-bit
+ * processes, so it changes nothing there). */
+#define O_LARGEFILE 0100000
 #define PROT_READ 1
 #define PROT_WRITE 2
 #define MAP_PRIVATE 0x02

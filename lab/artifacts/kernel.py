@@ -68,12 +68,22 @@ class Kernel:
     provenance: dict[str, Any]
 
 
-def resolve_fragment(name: str) -> Path:
-    path = CONFIGS_DIR / (name if name.endswith(".config") else name + ".config")
+def resolve_fragment(name: str, series: str = "") -> Path:
+    """A config fragment by name; guests/kernel/configs/<series>/<name>.config (e.g. 6.12/)
+    overrides the generic one for kernels whose Kconfig differs (as patches have
+    backports): the generic form is for the newest kernel, sid's 7.2."""
+    file = name if name.endswith(".config") else name + ".config"
+    path = CONFIGS_DIR / file
     if not path.is_file():
         choices = sorted(p.stem for p in CONFIGS_DIR.glob("*.config"))
         raise UserError(f"unknown config fragment {name!r}; available: {', '.join(choices)}")
-    return path
+    specific = CONFIGS_DIR / series / file if series else None
+    return specific if specific is not None and specific.is_file() else path
+
+
+def fragment_label(path: Path) -> str:
+    """A fragment as records name it: "pae.config", or "6.12/pae.config" for a series' own."""
+    return str(path.relative_to(CONFIGS_DIR)) if path.is_relative_to(CONFIGS_DIR) else str(path)
 
 
 def resolve_patch(name: str, series: str = "") -> Path:
@@ -279,14 +289,19 @@ def _stat_hash(tree: Path) -> str:
 def build_kernel(spec: KernelSpec, log_path: Path | None = None) -> Kernel:
     if not isinstance(spec.arch, Arch):
         raise UserError(f"arch {spec.arch!r} is not supported; options are {', '.join(Arch.names())}")
-    fragments = [resolve_fragment(f) for f in spec.fragments]
+    for name in spec.fragments:  # an unknown name is refused before any download
+        resolve_fragment(name)
     tree, version = source_tree(spec, log_path)
-    mails = patch_series(spec.patches, kernel_series(tree))
+    series = kernel_series(tree)
+    fragments = [resolve_fragment(f, series) for f in spec.fragments]
+    mails = patch_series(spec.patches, series)
     inputs = {
         "builder": BUILDER_VERSION,
         "source": spec.source,
         "version": version,
         "arch": spec.arch,
+        # by file name, as before series' own fragments existed (the same keys for the same
+        # files); a series' own fragment has its own content, hence its own key
         "fragments": {f.name: hash_file(f) for f in fragments},
         "patches": [m.diff_sha256 for m in mails],  # what they change, in order; not their names
         "compiler": compiler_version(),
@@ -302,7 +317,7 @@ def build_kernel(spec: KernelSpec, log_path: Path | None = None) -> Kernel:
         "source_version": version,
         "release": release,
         "arch": str(spec.arch),
-        "fragments": [f.name for f in fragments],
+        "fragments": [fragment_label(f) for f in fragments],
         "patches": [m.name for m in mails],
         "patch_mails": [m.provenance() for m in mails],
         "compiler": inputs["compiler"],

@@ -20,15 +20,17 @@ from ..errors import ConsoleEOF, ConsoleTimeout, GuestError, KernelLogUnreadable
 from ..memory.kernel_log import MemoryLog, read_kernel_log
 from ..memory.checks import Finding, SentinelPlan, check_resume, memory_view, run_token, sentinel_ranges
 from ..memory.image import PhysImage
+from ..memory.ranges import format_range
 from ..qemu_cmdline import BootFiles
 from ..results import Check
 from ..evidence import (
-    PANIC_RE, cpu_count, jump_mark, kernel_trouble, kexec_error_lines, kexec_load_entry, log_since_jump, panic_lines,
-    parse_checks, restarted,
+    PANIC_RE, cpu_count, highmem_zone, jump_mark, kernel_trouble, kexec_error_lines, kexec_load_entry, log_since_jump,
+    panic_lines, parse_checks, restarted,
 )
 from .. import kexec_commands as commands
 from ..gdbstub import GdbError
 from ..guest import GuestFactory, GuestVM
+from ..machines import ram_top
 from ..symbols import SymbolMap
 from ..vm import QemuVM
 from ..verdict import Verdict
@@ -99,6 +101,7 @@ class FlowContext:
         # The kernels that may be in a guest's memory, A's first (lab.memory.kernel_log)
         self.system_maps = [p for p in dict.fromkeys((art.system_map, art.system_map_bc)) if p and p.is_file()]
         self.silent_dumps = 0
+        self.highmem: tuple[int, int] | None = None  # A's HighMem zone, from its boot log (note_highmem)
         self.plan = SentinelPlan(run_token(rec.result.run_id), seed=0x5EED, pages=scenario.flow.sentinel_pages)
         self.proof_seed = self.plan.token % 0xFFFFFFFF + 1  # kj-proof's stream: per run, never 0
         rec.memory("sentinel_plan", {"token": f"0x{self.plan.token:016x}", "seed": self.plan.seed,
@@ -253,7 +256,7 @@ class FlowContext:
         path = self.run_dir / f"snapshot-{name}.elf"
         t0 = time.monotonic()
         only_a: dict[str, int] = {}
-        if self.sc.a_ram_end < self.sc.machine.memory_mib << 20:
+        if self.sc.a_ram_end < ram_top(self.sc.machine):  # RAM above 4 GiB ends past memory_mib
             only_a = {"begin": 0, "length": self.sc.a_ram_end}
         vm.monitor.cmd("dump-guest-memory", timeout=300, paging=False, protocol=f"file:{path}", **only_a)
         self.rec.note(f"{how}: file:{path.name}", f"{path.stat().st_size} bytes", 0, time.monotonic() - t0)
@@ -315,6 +318,7 @@ class FlowContext:
     def boot_a(self, vm: GuestVM) -> None:
         with self.rec.step("boot-A", "Boot kernel A", "4", vm):
             self.wait_ready(vm, "A")
+            self.note_highmem(vm)
             self.check_cpus(vm)
         with self.rec.step("prepare-A", "Give A state that must survive (proof file, counter, sentinel pages)", "-", vm):
             self.run_ok(vm, f"kj-proof-setup {self.proof_args}", verdict=Verdict.CHECK_FAILED)
@@ -325,6 +329,20 @@ class FlowContext:
                 self.wait_marker(vm, marker, "kj-sentinel in the background", "command")
                 self.run_ok(vm, "for i in 1 2 3 4 5 6 7 8 9 10; do grep -q ready /tmp/sentinel-anon.log && break; "
                                 "sleep 0.2; done; cat /tmp/sentinel-anon.log", verdict=Verdict.CHECK_FAILED)
+
+    def note_highmem(self, vm: GuestVM) -> None:
+        """Where A's HighMem zone lies, from A's boot log (its "Zone ranges"): an i386 kernel
+        maps memory above it only for a moment (kmap), and a scenario about high memory
+        wants A's sentinel pages there (flow.highmem_sentinels; lab.memory.checks)."""
+        try:  # the whole log: "Zone ranges" comes early, maybe before the step began
+            boot_log = vm.console_log.read_bytes().decode(errors="replace")
+        except OSError:
+            boot_log = ""
+        zone = highmem_zone(boot_log)
+        self.highmem = zone
+        if zone is not None:
+            self.rec.memory("highmem_zone", {"range": format_range(zone), "bytes": zone[1] - zone[0]})
+            self.rec.note("A's HighMem zone (boot log)", f"{format_range(zone)} ({(zone[1] - zone[0]) >> 20} MiB)")
 
     def check_memory(self, before: Path, after: Path) -> None:
         """Host: A after the jump back against A before the jump (sentinels, changed ranges, map)."""
@@ -343,7 +361,7 @@ class FlowContext:
         with PhysImage.open(before) as img:
             present = img.present_ranges()
         bad = self.rec.result.memory.get("image_bad_ranges", []) + finding.bad_ranges
-        self.rec.memory("map", memory_view(self.sc.machine.memory_mib << 20, present, bad, changed,
+        self.rec.memory("map", memory_view(ram_top(self.sc.machine), present, bad, changed,
                                            sentinel_ranges(before, self.plan) if self.plan.pages else [],
                                            self.sc.flow.b_window, proven=proven))
         self.rec.note("sentinel check", finding.data.get("sentinel_summary", "no sentinel pages planned"))

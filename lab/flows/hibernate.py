@@ -12,6 +12,7 @@ import logging
 import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from ..expectation import LATER_EVIDENCE
 from .. import kexec_commands as commands
@@ -88,17 +89,43 @@ class HibernateFlow(FlowContext):
     def check_image(self, saved: Path, b_snapshot: Path, departure: Path | None) -> FlowStop | None:
         """Host: the saved image against A's memory in B and A's sentinel pages (lab.memory.checks)."""
         with self.rec.step("check-image", "Host: the saved image against A's memory and its sentinel pages", "-", None):
-            finding = check_image(saved, b_snapshot, departure or b_snapshot, self.plan, self.sc.flow.b_window)
+            finding = check_image(saved, b_snapshot, departure or b_snapshot, self.plan, self.sc.flow.b_window,
+                                  self.highmem)
             self.rec.memory("image_check", finding.data)
             self.rec.memory("image_bad_ranges", finding.bad_ranges)
             self.rec.note("image check", "\n".join(finding.problems) or "every page and every sentinel page held")
+            short = self.highmem_short(finding.data.get("sentinels_in_highmem"))
             if finding.problems:
                 step = self.rec.current
                 assert step is not None
                 step.outcome = "failed"
                 step.message = "the image is damaged; the resume goes on to show what it does"
                 return FlowStop(Verdict.CORRUPT_IMAGE, "the saved image does not hold A's memory", finding.problems)
+            if short is not None:
+                step = self.rec.current
+                assert step is not None
+                step.outcome = "failed"
+                step.message = "the run does not test high memory; the resume goes on"
+                return short
         return None
+
+    def highmem_short(self, counts: dict[str, Any] | None) -> FlowStop | None:
+        """flow.highmem_sentinels: A must have had that many sentinel pages in its HighMem
+        zone at the jump, or the run proved nothing of high memory (CHECK_FAILED)."""
+        want = self.sc.flow.highmem_sentinels
+        if counts is not None:
+            self.rec.note("sentinel pages in A's HighMem zone at the jump",
+                          f"{counts['zone']}: tmpfs {counts['tmpfs']}, anon {counts['anon']} of {counts['of']}")
+        if not want:
+            return None
+        have = int(counts["tmpfs"]) + int(counts["anon"]) if counts is not None else 0
+        if have >= want:
+            return None
+        where = (f"A's HighMem zone {counts['zone']}" if counts is not None
+                 else "A's HighMem zone (A's boot log reported none)")
+        return FlowStop(Verdict.CHECK_FAILED, f"{have} of A's sentinel pages lay in {where} at the jump, "
+                        f"flow.highmem_sentinels asks for {want}: this run does not test high memory",
+                        [f"sentinel pages in {where}: {have}", f"flow.highmem_sentinels = {want}"])
 
     def tamper_image(self) -> None:
         at = self.sc.flow.tamper_image_at
@@ -169,7 +196,7 @@ class HibernateFlow(FlowContext):
             _, ret = self.jump_capturing(vm, self.return_entry, "A-return", lambda: self._send_kexec_e(vm))
             self.return_snapshot = ret
             self.proof = self.host_work.submit(prove_round_trip, departure, in_b, saved, ret, self.sc.flow.b_window,
-                                               self.sc.a_ram_end, self.symbols)
+                                               self.sc.a_ram_ranges, self.symbols)
             self.jump_returned(vm, self.a_marker, "A")
         return ret
 

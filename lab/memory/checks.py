@@ -60,7 +60,9 @@ def _ranges_text(ranges: list[tuple[int, int]], limit: int = 6) -> str:
 
 
 def check_image(image: Path, b_snapshot: Path, a_before: Path, plan: SentinelPlan,
-                b_window: tuple[int, int]) -> Finding:
+                b_window: tuple[int, int], highmem: tuple[int, int] | None = None) -> Finding:
+    """`highmem`: A's HighMem zone; where it is known, data["sentinels_in_highmem"] counts
+    the sentinel pages A had there before the jump (they travel as pages above lowmem)."""
     f = Finding()
     window = (b_window[0], b_window[1] + 1)
     with PhysImage.open(image) as img, PhysImage.open(b_snapshot) as bsnap, PhysImage.open(a_before) as before:
@@ -75,6 +77,9 @@ def check_image(image: Path, b_snapshot: Path, a_before: Path, plan: SentinelPla
         if plan.pages:
             was = scan_sentinels(before, plan.token)
             got = scan_sentinels(img, plan.token)
+            if highmem is not None:
+                f.data["sentinels_in_highmem"] = {"zone": format_range(highmem), **was.within(*highmem),
+                                                  "of": sum(plan.expected.values())}
             chk = check_sentinels(was, got, plan.expected)
             f.data["sentinels_in_image"] = chk.to_json(limit=200)
             for region, g in chk.missing.items():  # g.ranges: where A had them before the jump

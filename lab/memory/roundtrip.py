@@ -126,8 +126,12 @@ def proof_domain(image: PhysImage, b_window: tuple[int, int]) -> list[Range]:
     return subtract_ranges(image.file_backed_ranges(), [LOW_MEMORY, window])
 
 
-def left_out(a_ram_end: int, domain: list[Range], b_window: tuple[int, int],
+def left_out(a_ram: Sequence[Range], domain: list[Range], b_window: tuple[int, int],
              zero_filled: Sequence[Range] = ()) -> list[tuple[Range, str]]:
+    """What of A's RAM (`a_ram`: its physical ranges; no PCI hole, which is no one's
+    memory) the proof leaves out, and why."""
+    a_ram = normalize_ranges(a_ram)
+    a_ram_end = a_ram[-1][1] if a_ram else 0
     window = (b_window[0], min(b_window[1] + 1, a_ram_end))
     out: list[tuple[Range, str]] = [
         (LOW_MEMORY, "the low 1 MiB: B and C both run there (memmap=640K@0K) and B's vmcore does not save it"),
@@ -137,7 +141,7 @@ def left_out(a_ram_end: int, domain: list[Range], b_window: tuple[int, int],
     excluded = subtract_ranges(zero_filled, [LOW_MEMORY, window])
     out += [(r, "left out of the image (makedumpfile excluded it: it reads as zeros and is not restored)")
             for r in excluded]
-    rest = subtract_ranges([(0, a_ram_end)], [*domain, LOW_MEMORY, window, *excluded])
+    rest = subtract_ranges(a_ram, [*domain, LOW_MEMORY, window, *excluded])
     out += [(r, "not in the saved image") for r in rest]
     return out
 
@@ -168,12 +172,13 @@ def describe_page(a: PhysImage, b: PhysImage, addr: int, symbols: SymbolMap | No
 
 
 def prove_round_trip(departure: Path | None, in_b: Path, image: Path, ret: Path | None,
-                     b_window: tuple[int, int], a_ram_end: int, symbols: SymbolMap | None = None) -> RoundTripProof:
+                     b_window: tuple[int, int], a_ram: Sequence[Range],
+                     symbols: SymbolMap | None = None) -> RoundTripProof:
     """departure = in B = on the disk = return over the proof domain. A moment that was
     not captured (the guest never reached it) leaves its legs out and is listed."""
     with PhysImage.open(image) as img, PhysImage.open(in_b) as b:
         domain = normalize_ranges(proof_domain(img, b_window))
-        proof = RoundTripProof(domain, left_out=left_out(a_ram_end, domain, b_window, img.zero_fill_ranges()))
+        proof = RoundTripProof(domain, left_out=left_out(a_ram, domain, b_window, img.zero_fill_ranges()))
         if departure is None:
             proof.missing.append("departure: the guest never reached the entry of the image A jumps into")
         else:

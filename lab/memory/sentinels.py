@@ -132,6 +132,11 @@ class SentinelScan:
         sel = self.paddr if region is None else self.paddr[self.region == region]
         return pages_to_ranges(sel >> PAGE_SHIFT)
 
+    def within(self, start: int, end: int) -> dict[str, int]:
+        """Sentinel pages per region name whose physical address lies in [start, end)."""
+        inside = (self.paddr >= start) & (self.paddr < end)
+        return {name: int((inside & (self.region == r)).sum()) for r, name in REGIONS.items()}
+
     def to_json(self, limit: int | None = 1000) -> dict[str, Any]:
         regions: dict[str, Any] = {}
         for r in sorted(set(self.region.tolist())):
