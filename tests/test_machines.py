@@ -194,3 +194,33 @@ def test_kjlab_list_shows_both_arches_and_the_highmem_and_pae_machines() -> None
     assert "6144 MiB (3072 + 3072 above 4 GiB)" in pae and "pae=True" in pae and "(fragments: pae)" in pae
     assert " pentium3,-pae " in machine_lines["pc-nopae"][1]
 
+
+DRAFTS = ROOT / "scenarios-drafts"
+
+
+@pytest.mark.parametrize("path", sorted(p for p in DRAFTS.rglob("*.toml") if not p.name.endswith(".matrix.toml")),
+                         ids=lambda p: p.name)
+def test_the_draft_scenarios_load_and_say_they_are_drafts(path: Path) -> None:
+    """Drafts are written before any run; they live outside scenarios/ (which the bug
+    library runs whole) and say so in their name, description and first line."""
+    from lab import SCENARIOS_DIR
+
+    assert not path.is_relative_to(SCENARIOS_DIR)
+    sc = load_scenario(path)
+    assert sc.name.startswith("draft-") and "not yet run" in sc.description
+    assert path.read_text().startswith("# DRAFT, NOT YET RUN")
+    assert (sc.expect.verdict == "PASS") == (not sc.expect.signature)
+
+
+def test_the_draft_nightly_covers_both_arches_four_kernels_and_the_new_machines() -> None:
+    m = load_matrix(DRAFTS / "nightly-issue11.matrix.toml")
+    assert {c.arch for c in m.cells} == {"i386", "x86_64"}
+    assert {c.kernel for c in m.cells} == {"5.10", "6.1", "6.12", "7.2"}
+    names = {c.machine for c in m.cells}
+    assert len(names) >= 8 and {"pc-highmem-1g", "pc-highmem-3g", "pc-pae-6g", "pc-athlon-smp2", "pc-nopae",
+                                "x86_64-pc-icelake"} <= names
+    by = {c.id: c.scenario for c in m.cells}
+    assert by["6.1/i386/pc-highmem-1g/hibernate/fixes"]["machine"]["c_memory_mib"] == 2304
+    assert "pae" in by["6.1/i386/pc-pae-6g/hibernate/fixes"]["kernel"]["fragments"]
+    assert "pae" not in by["6.1/i386/pc-nopae/hibernate/fixes"]["kernel"]["fragments"]
+    assert by["6.1/x86_64/x86_64-pc-virtio/hibernate/fixes"]["expect"]["verdict"] == "TRIPLE_FAULT"
