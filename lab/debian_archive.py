@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 
 HOST_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 FALLBACK_URI = "http://deb.debian.org/debian"
+FALLBACK_SECURITY_URI = "http://deb.debian.org/debian-security"
+# Older releases whose newest kernels are only in their security suite (bullseye's 5.10:
+# 5.10.223 in the suite, 5.10.2xx in bullseye-security). The lab takes `<suite>-security` for
+# them even when the host's sources do not list it, from the host's security mirror. Other
+# suites get their security suite only when the host lists it (a sid has none, and trixie's
+# kernels stay the ones the lab's results were measured on).
+SECURITY_SUITES = frozenset({"bullseye"})
 LISTS_MAX_AGE = 24 * 3600  # refresh the lists at most once a day
 PARTIAL_MAX_AGE = 3600  # ... or once an hour when an optional index (security) failed
 UPDATE_ATTEMPTS = 3
@@ -116,12 +123,14 @@ SOURCE = "source"  # the "arch" of the private lists of source packages (deb-src
 
 
 def sources_lines(suite: str, host_sources: Path = HOST_SOURCES, kind: str = "deb") -> list[str]:
-    """One-line sources for `suite` (+ `suite`-security when the host lists it); `kind` "deb"
-    (binary packages) or "deb-src" (source packages).
+    """One-line sources for `suite` (+ `suite`-security when the host lists it, or when the
+    suite is in SECURITY_SUITES); `kind` "deb" (binary packages) or "deb-src" (source packages).
 
     The URIs come from the host's deb822 sources so that the same mirror (or proxy) is
-    used. `-updates` is left out on purpose: the lab wants the suite plus security fixes,
-    nothing else.
+    used; a security suite the host does not list takes the URI of the host's own security
+    suite (any `*-security` stanza), else FALLBACK_SECURITY_URI. `-updates` is left out on
+    purpose: the lab wants the suite plus security fixes, nothing else. Nothing here
+    changes the host's apt sources: the lines go into the lab's private lists only.
     """
     check_suite(suite)
     stanzas = []
@@ -147,6 +156,9 @@ def sources_lines(suite: str, host_sources: Path = HOST_SOURCES, kind: str = "de
     security = next((s for s in stanzas if f"{suite}-security" in s.get("Suites", "").split()), None)
     if security is not None:
         lines.append(line(security, uri_of(security), f"{suite}-security"))
+    elif suite in SECURITY_SUITES:
+        other = next((s for s in stanzas if any(x.endswith("-security") for x in s.get("Suites", "").split())), None)
+        lines.append(line(other or main, uri_of(other) if other else FALLBACK_SECURITY_URI, f"{suite}-security"))
     return lines
 
 

@@ -108,7 +108,7 @@ def prepare_artifacts(sc: Scenario, run_dir: Path, rec: Recorder) -> FlowArtifac
         rec.note("initramfs", f"base {base.path}\nA {initrd_a.path}")
     return FlowArtifacts(kernel=kernel.image, kernel_a=kernel_a.image, initrd_a=initrd_a.path,
                          initrd_c=base.path, disk=disk, system_map=kernel_a.image.parent / "System.map",
-                         system_map_bc=kernel.image.parent / "System.map")
+                         system_map_bc=kernel.image.parent / "System.map", release_a=kernel_a.release)
 
 
 def build_guest_base(sc: Scenario, build_log: Path) -> tuple[Initramfs, dict[str, Any]]:

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PATCHES = ROOT / "guests" / "kernel" / "patches"
 OUT = ROOT / "tests" / "data" / "patch-mail"
 GDT = "0001-x86-kexec-32-reload-gdt-before-restore-processor-state.patch"
-MWAIT = "0002-x86-kexec-32-kick-offline-cpus-out-of-mwait-before-a-kexec-jump.patch"
+MWAIT = "0002-x86-kexec-kick-offline-cpus-out-of-mwait-before-a-kexec-jump.patch"
 SEPARATOR = "From mboxrd@z Thu Jan  1 00:00:00 1970\n"
 TO = "To: x86@kernel.org\nCc: kexec@lists.infradead.org, linux-kernel@vger.kernel.org\n"
 
@@ -71,8 +71,9 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     c = mid("0")
     thread = [
-        cover("[PATCH 0/2] x86/kexec/32: two fixes for kexec jump", c,
-              "Two fixes for the return from a kexec jump on 32-bit x86, found with kjlab."),
+        cover("[PATCH 0/2] x86/kexec: two fixes for kexec jump", c,
+              "Two fixes for kexec jump on x86, found with kjlab: the return on 32-bit, and offline CPUs\n"
+              "left in mwait on 32-bit and 64-bit."),
         as_mail(PATCHES / MWAIT, mid("2"), c),
         reply("[PATCH 1/2] x86/kexec/32: Reload the GDT before restore_processor_state()", mid("1.reply"), mid("1"),
               PATCHES / GDT),

@@ -3,7 +3,10 @@ offline layer's choices, the deb-src lists, the image packing, the scenario keys
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -12,9 +15,11 @@ from lab import debian_archive as debian
 from lab.artifacts.initramfs import list_image
 from lab.buildroot import tree as br_tree
 from lab.buildroot.build import config_text
-from lab.buildroot.debian_sources import DEBIAN_SOURCE, _same_as_upstream, version_distance
-from lab.buildroot.image import pack_target
-from lab.errors import ScenarioError, UserError
+from lab.buildroot import vendored
+from lab.buildroot.debian_sources import DEBIAN_SOURCE, _same_as_upstream, provide, version_distance
+from lab.buildroot.image import check_programs_load, pack_target
+from lab.errors import BuildError, ScenarioError, UserError
+from lab.proc import run
 from lab.scenario import scenario_from_dict
 
 
@@ -73,8 +78,6 @@ def test_source_package_tarballs() -> None:
 
 
 def test_byte_identical_only_when_every_hash_matches(tmp_path: Path) -> None:
-    import hashlib
-
     (tmp_path / "package/foo").mkdir(parents=True)
     tarball = tmp_path / "foo_1.0.orig.tar.gz"
     tarball.write_bytes(b"upstream bytes")
@@ -97,7 +100,7 @@ def test_byte_identical_only_when_every_hash_matches(tmp_path: Path) -> None:
 def test_pack_target_puts_rootfs_and_progs_over_buildroot(tmp_path: Path) -> None:
     target, rootfs = tmp_path / "target", tmp_path / "rootfs"
     (target / "bin").mkdir(parents=True)
-    (target / "bin/busybox").write_bytes(b"\x7fELF")
+    (target / "bin/busybox").write_bytes(b"busybox")  # not ELF: the programs' check has nothing to load
     (target / "bin/sh").symlink_to("busybox")
     (target / "dev").mkdir()
     (target / "init").write_text("buildroot's\n")
@@ -106,7 +109,7 @@ def test_pack_target_puts_rootfs_and_progs_over_buildroot(tmp_path: Path) -> Non
     (rootfs / "init").chmod(0o755)
     (rootfs / "bin/kj-helper").write_text("#!/bin/sh\n")
     prog = tmp_path / "kj-proof"
-    prog.write_bytes(b"\x7fELF prog")
+    prog.write_bytes(b"prog")
     image = tmp_path / "out/initramfs.gz"
     image.parent.mkdir()
     pack_target(target, rootfs, {"bin/kj-proof": prog}, image)
@@ -117,8 +120,6 @@ def test_pack_target_puts_rootfs_and_progs_over_buildroot(tmp_path: Path) -> Non
 
 
 def test_pack_target_refuses_an_unfinished_tree(tmp_path: Path) -> None:
-    from lab.errors import BuildError
-
     with pytest.raises(BuildError, match="not a finished Buildroot target tree"):
         pack_target(tmp_path, tmp_path, {}, tmp_path / "x.gz")
 
@@ -164,3 +165,134 @@ def test_offline_toolchain_replaces_the_recipes() -> None:
     assert "BR2_TOOLCHAIN_EXTERNAL_CUSTOM_GLIBC=y" in config and "BR2_PACKAGE_KEXEC=y" in config
     assert config.count("BR2_TOOLCHAIN_EXTERNAL=y") == 1
     assert (debian_toolchain.EXTERNAL / "external.mk").read_text().count("check_unusable_toolchain =") == 1
+
+
+# -- vendored sources (buildroot-offline/dl) ---------------------------------------------
+
+MAKEDUMPFILE = br_tree.Package("makedumpfile", "1.7.8", "makedumpfile", ("makedumpfile-1.7.8.tar.gz",),
+                               ("package/makedumpfile/makedumpfile.hash",), (), "target")
+VENDORED_MAKEDUMPFILE = vendored.VENDORED_DIR / "makedumpfile" / "makedumpfile-1.7.8.tar.gz"
+MAKEDUMPFILE_SHA256 = "b54e88bef256c589eb4adce17bc856da898a762626fe54f76a77a7f22ad9a844"  # Buildroot 2026.05.1
+
+
+def _release_with_hash(tmp_path: Path, hash_text: str) -> br_tree.Tree:
+    """A Buildroot tree with only the makedumpfile .hash file (as Buildroot 2026.05.1 has it)."""
+    (tmp_path / "br/package/makedumpfile").mkdir(parents=True)
+    (tmp_path / "br/package/makedumpfile/makedumpfile.hash").write_text(hash_text)
+    return br_tree.Tree(tmp_path / "br", tmp_path / "br.tar.xz", "0" * 64)
+
+
+HASH_2026_05_1 = (f"# Locally computed:\nsha256  {MAKEDUMPFILE_SHA256}  makedumpfile-1.7.8.tar.gz\n"
+                  "sha256  ab15fd526bd8dd18a9e77ebc139656bf4d33e97fc7238cd11bf60e2b9b8666c6  COPYING\n")
+
+
+def test_vendored_makedumpfile_goes_to_the_dl_dir_before_debian(tmp_path: Path) -> None:
+    """The project's copy is taken as it is (no Debian look-up: this test has no apt lists),
+    into BR2_DL_DIR, and the record says where it comes from."""
+    tree = _release_with_hash(tmp_path, HASH_2026_05_1)
+    provided = provide(tree, [MAKEDUMPFILE])
+    assert provided.dl_files == {"makedumpfile/makedumpfile-1.7.8.tar.gz": VENDORED_MAKEDUMPFILE}
+    assert not provided.overrides
+    record = provided.record["makedumpfile"]
+    assert record["version"] == "1.7.8" and record["sha256"] == MAKEDUMPFILE_SHA256
+    assert record["vendored"] == "buildroot-offline/dl/makedumpfile/makedumpfile-1.7.8.tar.gz"
+    assert "tag 1.7.8" in record["origin"] and "65e0b5488ffe840035c6e165a5149dc5da769d97" in record["origin"]
+    assert "vendored in kjlab" in record["used_as"] and "Buildroot's hash" in record["used_as"]
+    dl = tmp_path / "dl"
+    from lab.buildroot.debian_sources import write_inputs
+
+    write_inputs(provided, dl, tmp_path / "override.mk")
+    assert hashlib.sha256((dl / "makedumpfile/makedumpfile-1.7.8.tar.gz").read_bytes()).hexdigest() == MAKEDUMPFILE_SHA256
+
+
+def test_a_vendored_file_that_does_not_match_is_refused(tmp_path: Path) -> None:
+    tree = _release_with_hash(tmp_path, HASH_2026_05_1)
+    kept = tmp_path / "dl/makedumpfile"
+    kept.mkdir(parents=True)
+    data = bytearray(VENDORED_MAKEDUMPFILE.read_bytes())
+    data[1000] ^= 0xFF
+    (kept / "makedumpfile-1.7.8.tar.gz").write_bytes(bytes(data))
+    shutil.copy(VENDORED_MAKEDUMPFILE.with_name("makedumpfile-1.7.8.tar.gz.origin"), kept)
+    with pytest.raises(BuildError, match=r"makedumpfile 1\.7\.8: vendored .*makedumpfile-1\.7\.8\.tar\.gz does not "
+                                         r"match Buildroot's hash \(sha256 b54e88be"):
+        provide(tree, [MAKEDUMPFILE], vendored_dir=tmp_path / "dl")
+    # the right bytes pass, from the same place
+    (kept / "makedumpfile-1.7.8.tar.gz").write_bytes(VENDORED_MAKEDUMPFILE.read_bytes())
+    assert provide(tree, [MAKEDUMPFILE], vendored_dir=tmp_path / "dl").dl_files
+    # a release whose .hash has no line for the file cannot check it: refused too
+    (tree.path / "package/makedumpfile/makedumpfile.hash").write_text("sha256  " + "0" * 64 + "  COPYING\n")
+    with pytest.raises(BuildError, match="makedumpfile 1.7.8: vendored .* is not checked by Buildroot"):
+        provide(tree, [MAKEDUMPFILE], vendored_dir=tmp_path / "dl")
+    # and one without its .origin, which the provenance quotes
+    (tree.path / "package/makedumpfile/makedumpfile.hash").write_text(HASH_2026_05_1)
+    (kept / "makedumpfile-1.7.8.tar.gz.origin").unlink()
+    with pytest.raises(BuildError, match="makedumpfile 1.7.8: vendored .* has no makedumpfile-1.7.8.tar.gz.origin"):
+        provide(tree, [MAKEDUMPFILE], vendored_dir=tmp_path / "dl")
+
+
+def test_a_vendored_file_of_another_version_is_not_taken(tmp_path: Path) -> None:
+    pkg = br_tree.Package("makedumpfile", "1.7.9", "makedumpfile", ("makedumpfile-1.7.9.tar.gz",),
+                          ("package/makedumpfile/makedumpfile.hash",), (), "target")
+    assert vendored.vendored_file(pkg, "makedumpfile-1.7.9.tar.gz") is None
+    assert vendored.vendored_file(MAKEDUMPFILE, "makedumpfile-1.7.8.tar.gz") == VENDORED_MAKEDUMPFILE
+
+
+def test_every_vendored_file_matches_the_release_in_shared() -> None:
+    """Each file in buildroot-offline/dl against the .hash of the Buildroot release the lab
+    builds with (read from the tarball, not unpacked)."""
+    try:
+        release = br_tree.release_tarball()
+    except UserError:
+        pytest.skip("no Buildroot release tarball (../shared/buildroot or KJLAB_BUILDROOT)")
+    kept = {p.relative_to(vendored.VENDORED_DIR).as_posix(): p for p in vendored.VENDORED_DIR.glob("*/*")
+            if p.is_file() and not p.name.endswith(".origin")}
+    assert "makedumpfile/makedumpfile-1.7.8.tar.gz" in kept
+    hashes: dict[str, str] = {}
+    with tarfile.open(release, "r|*") as tar:
+        for member in tar:
+            if member.isfile() and member.name.endswith(".hash") and "/package/" in member.name:
+                f = tar.extractfile(member)
+                assert f is not None
+                for line in f.read().decode(errors="replace").splitlines():
+                    fields = line.split()
+                    if len(fields) == 3 and fields[0] == "sha256" and fields[2] in {Path(k).name for k in kept}:
+                        hashes[fields[2]] = fields[1]
+    for rel, path in kept.items():
+        assert hashes.get(path.name) == hashlib.sha256(path.read_bytes()).hexdigest(), rel
+        assert path.with_name(path.name + ".origin").is_file(), rel
+
+
+# -- every program of the image finds what it loads ---------------------------------------
+
+needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
+
+
+@needs_gcc
+def test_programs_find_their_interpreter_and_libraries(tmp_path: Path) -> None:
+    """A target tree laid out as Buildroot's (lib/, usr/lib/, usr/sbin/): a dynamic program,
+    a static one, a script; then the library goes missing."""
+    build, root = tmp_path / "build", tmp_path / "root"
+    build.mkdir()
+    (build / "z.c").write_text("int z(void) { return 1; }\n")
+    (build / "main.c").write_text("int z(void); int main(void) { return z(); }\n")
+    gcc = ["gcc", "-nostdlib", "-fPIC"]  # no libc: the closure is exactly what is built here
+    run([*gcc, "-shared", "-Wl,-soname,libz.so.1", "-o", "libz.so.1.3", "z.c"], cwd=build)
+    run([*gcc, "-Wl,-e,main", "-Wl,--dynamic-linker=/lib/ld-linux.so.2", "-o", "makedumpfile", "main.c",
+         "-L.", "-l:libz.so.1.3"], cwd=build)
+    run([*gcc, "-static", "-Wl,-e,z", "-o", "kj-proof", "z.c"], cwd=build)
+    for d in ("lib", "usr/lib", "usr/sbin", "bin"):
+        (root / d).mkdir(parents=True)
+    shutil.copy(build / "makedumpfile", root / "usr/sbin/makedumpfile")
+    shutil.copy(build / "kj-proof", root / "bin/kj-proof")
+    shutil.copy(build / "libz.so.1.3", root / "usr/lib/libz.so.1.3")
+    (root / "usr/lib/libz.so.1").symlink_to("libz.so.1.3")
+    shutil.copy(build / "libz.so.1.3", root / "lib/ld-linux.so.2")  # any ELF will do
+    (root / "bin/sh").symlink_to("busybox")
+    (root / "bin/kj-helper").write_text("#!/bin/sh\n")
+    (root / "sbin").symlink_to("bin")  # a merged directory is looked at once
+    assert check_programs_load(root) == {"bin/kj-proof": (), "usr/sbin/makedumpfile": ("lib/ld-linux.so.2",
+                                                                                         "usr/lib/libz.so.1")}
+    (root / "usr/lib/libz.so.1.3").unlink()
+    with pytest.raises(BuildError, match=r"would not run usr/sbin/makedumpfile: .*needs libz\.so\.1, not found in "
+                                         r"lib, usr/lib of the image"):
+        check_programs_load(root)

@@ -46,7 +46,7 @@ source = "debian:linux-source-6.1"
 name = "fixes"
 patches = [
   "0001-x86-kexec-32-reload-gdt-before-restore-processor-state.patch",
-  "0002-x86-kexec-32-kick-offline-cpus-out-of-mwait-before-a-kexec-jump.patch",
+  "0002-x86-kexec-kick-offline-cpus-out-of-mwait-before-a-kexec-jump.patch",
 ]
 """.replace("'", '"'))
     return path

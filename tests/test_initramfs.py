@@ -252,3 +252,18 @@ def test_sources_lines_from_deb822(tmp_path: Path) -> None:
         f"deb {key} http://mirror.example/debian-security bookworm-security main",
     ]
     assert debian.sources_lines("trixie", sources) == [f"deb {key} http://mirror.example/debian trixie main"]
+    # bullseye's newest 5.10 is only in bullseye-security: taken from the host's security mirror
+    assert debian.sources_lines("bullseye", sources) == [
+        f"deb {key} http://mirror.example/debian bullseye main",
+        f"deb {key} http://mirror.example/debian-security bullseye-security main",
+    ]
+
+
+def test_bullseye_security_without_a_host_security_suite(tmp_path: Path) -> None:
+    sources = tmp_path / "debian.sources"
+    sources.write_text("Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\nComponents: main\n")
+    assert debian.sources_lines("bullseye", sources, kind="deb-src") == [
+        "deb-src http://mirror.example/debian bullseye main",
+        f"deb-src {debian.FALLBACK_SECURITY_URI} bullseye-security main",
+    ]
+    assert debian.sources_lines("sid", sources) == ["deb http://mirror.example/debian sid main"]

@@ -1,8 +1,9 @@
 """The lab's kernel fixes are the patches to send: git format-patch files against sid's 7.2
 (guests/kernel/patches/), with backports where older kernels' context differs
-(guests/kernel/patches/<series>/). checkpatch.pl --strict and patch --dry-run are run
-against the Debian source trees the lab has unpacked in its cache; a test whose tree is not
-there is skipped (it is unpacked by the first build of that kernel)."""
+(guests/kernel/patches/<series>/; 5.10's 0002 file is a series of two, the 5.10 backport of
+the upstream commit 0002 builds on, then 0002). checkpatch.pl --strict and patch --dry-run are
+run against the Debian source trees the lab has unpacked in its cache; a test whose tree is
+not there is skipped (it is unpacked by the first build of that kernel)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from lab.artifacts.kernel import PATCHES_DIR, hash_patch, resolve_patch
+from lab.artifacts.kernel import PATCHES_DIR, hash_patch, patch_series, resolve_patch
+from lab.artifacts.patch_mail import read_series
 from lab.cache import cache_root
 
 PATCHES = sorted(p.name for p in PATCHES_DIR.glob("*.patch"))
-SERIES = ("6.1", "6.12", "7.2")
+SERIES = ("5.10", "6.1", "6.12", "7.2")
+BACKPORTS = sorted(str(p.relative_to(PATCHES_DIR)) for p in PATCHES_DIR.glob("*/*.patch"))
 
 
 def unpacked_tree(series: str) -> Path | None:
@@ -60,6 +63,40 @@ def test_checkpatch_strict_is_clean(name):
     proc = subprocess.run(["perl", "scripts/checkpatch.pl", "--strict", "--ignore", "UNKNOWN_COMMIT_ID",
                            str(PATCHES_DIR / name)], cwd=tree, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "total: 0 errors, 0 warnings, 0 checks" in proc.stdout, proc.stdout
+
+
+def test_every_series_has_both_fixes():
+    for series in SERIES:
+        for name in PATCHES:
+            assert resolve_patch(name, series).is_file()
+    # 5.10 lacks smp_kick_mwait_play_dead(): its 0002 carries the upstream commit that adds it
+    mails = patch_series(PATCHES, "5.10")
+    assert [m.title for m in mails] == [
+        "x86/kexec/32: Reload the GDT before restore_processor_state()",
+        "x86/smp: Cure kexec() vs. mwait_play_dead() breakage",
+        "x86/kexec/32: Kick offline CPUs out of mwait before a kexec jump",
+    ]
+    for mail in mails:
+        message = mail.raw.split(b"\n---\n", 1)[0].decode()
+        assert re.search(r"^Fixes: [0-9a-f]{12} \(\".+\"\)$", message, re.MULTILINE), mail.name
+        assert re.search(r"^Signed-off-by: .+ <.+>$", message, re.MULTILINE), mail.name
+    assert b"d7893093a741" in mails[1].raw and b"Backport for 5.10" in mails[2].raw
+
+
+@pytest.mark.skipif(shutil.which("perl") is None, reason="perl is not installed")
+@pytest.mark.parametrize("name", BACKPORTS)
+def test_checkpatch_strict_is_clean_on_the_backports(name, tmp_path):
+    """Each mail of each backport file, with the newest checkpatch the lab has (7.2's)."""
+    tree = unpacked_tree("7.2")
+    if tree is None:
+        pytest.skip("sid's linux-source-7.2 is not unpacked in the cache")
+    for mail in read_series(PATCHES_DIR / name):
+        one = tmp_path / f"{mail.number}.patch"
+        one.write_bytes(mail.raw)
+        proc = subprocess.run(["perl", "scripts/checkpatch.pl", "--strict", "--ignore", "UNKNOWN_COMMIT_ID", str(one)],
+                              cwd=tree, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and "total: 0 errors, 0 warnings, 0 checks" in proc.stdout, \
+            f"{mail.name}:\n{proc.stdout}"
 
 
 @pytest.mark.parametrize("series", SERIES)

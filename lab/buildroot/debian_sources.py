@@ -4,7 +4,11 @@ For each package a configuration downloads, the Debian source package that carri
 same upstream project (`DEBIAN_SOURCE`) is looked up in the private deb-src lists of
 `SUITES` (lab.debian_archive, apt with its own configuration). Its upstream tarball comes
 through `apt-get source --tar-only`, which checks it against the Sources index that the
-suite's signed Release file covers. Then, in this order:
+suite's signed Release file covers. Before any of that, a file vendored in the project
+(buildroot-offline/dl/<dl_dir>/<Buildroot's file name>, lab.buildroot.vendored) is taken
+when there is one: it is Buildroot's own file, checked against Buildroot's hash (a file
+that does not match stops the build), so no Debian tarball could be better, and the image
+does not depend on what the mirror serves that day. Otherwise, in this order:
 
 1. the tarball is Buildroot's own, byte for byte (one of the package's .hash lines
    matches): it goes into BR2_DL_DIR under Buildroot's file name, and Buildroot checks it
@@ -15,14 +19,13 @@ suite's signed Release file covers. Then, in this order:
    layer's patches from buildroot-offline/patches/<package>/<upstream version>/, and
    autoreconf when the tarball has no configure script (a git export).
 
-A package whose source no suite can give stops the build with a BuildError naming it and
-each version tried. Nothing here is needed with network access: the recipe
+A package whose source no suite can give (and that is not vendored) stops the build with a
+BuildError naming it and each version tried. Nothing here is needed with network access: the recipe
 (buildroot-config/) builds from upstream downloads as it stands.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -36,7 +39,8 @@ from .. import debian_archive as debian
 from ..cache import cached_dir, hash_file, hash_inputs
 from ..errors import BuildError, CommandFailed
 from ..proc import run
-from .tree import Package, Tree, expected_hashes
+from . import vendored
+from .tree import Package, Tree, matches_hashes
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +74,13 @@ class Provided:
                 "override": {v: p.name for v, p in sorted(self.overrides.items())}}
 
 
-def provide(tree: Tree, packages: list[Package], log_path: Path | None = None) -> Provided:
+def provide(tree: Tree, packages: list[Package], log_path: Path | None = None,
+            vendored_dir: Path | None = None) -> Provided:
+    """Every package's source: vendored (`vendored_dir`, default buildroot-offline/dl), else
+    from Debian."""
     out = Provided()
     for pkg in packages:
-        _provide_one(tree, pkg, out, log_path)
+        _provide_one(tree, pkg, out, log_path, vendored_dir)
     return out
 
 
@@ -106,16 +113,23 @@ def _numbers(version: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", version.split("+")[0]))
 
 
-def _provide_one(tree: Tree, pkg: Package, out: Provided, log_path: Path | None) -> None:
-    deb_name = DEBIAN_SOURCE.get(pkg.raw_name)
-    if deb_name is None:
-        raise BuildError(f"Buildroot package {pkg.name} {pkg.version}: no Debian source package is known for it "
-                         f"(lab/buildroot/debian_sources.py DEBIAN_SOURCE); with network access, use "
-                         f"KJLAB_BUILDROOT_SOURCES=upstream")
+def _provide_one(tree: Tree, pkg: Package, out: Provided, log_path: Path | None,
+                 vendored_dir: Path | None = None) -> None:
     if len(pkg.sources) != 1:
         raise BuildError(f"Buildroot package {pkg.name} downloads {len(pkg.sources)} files "
                          f"({', '.join(pkg.sources)}); the offline layer handles one")
     wanted = pkg.sources[0]
+    if (kept := vendored.vendored_file(pkg, wanted, vendored_dir)) is not None:  # first: Buildroot's own file
+        out.dl_files[f"{pkg.dl_dir}/{wanted}"] = kept
+        out.record[pkg.name] = vendored.check(tree, pkg, wanted, kept)
+        log.info("Buildroot %s %s: vendored %s", pkg.name, pkg.version, out.record[pkg.name]["vendored"])
+        return
+    deb_name = DEBIAN_SOURCE.get(pkg.raw_name)
+    if deb_name is None:
+        raise BuildError(f"Buildroot package {pkg.name} {pkg.version}: no Debian source package is known for it "
+                         f"(lab/buildroot/debian_sources.py DEBIAN_SOURCE) and no vendored "
+                         f"buildroot-offline/dl/{pkg.dl_dir}/{wanted}; with network access, use "
+                         f"KJLAB_BUILDROOT_SOURCES=upstream")
     tried: list[str] = []
     for src in _candidates(deb_name, pkg.version, log_path):
         try:
@@ -154,19 +168,7 @@ def _provide_one(tree: Tree, pkg: Package, out: Provided, log_path: Path | None)
 
 
 def _same_as_upstream(tree: Tree, pkg: Package, wanted: str, tarball: Path) -> bool:
-    hashes = expected_hashes(tree, pkg, wanted)
-    if not hashes:
-        return False
-    for algo, hexdigest in hashes.items():
-        if algo not in hashlib.algorithms_available:
-            return False
-        h = hashlib.new(algo)
-        with open(tarball, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        if h.hexdigest() != hexdigest:
-            return False
-    return True
+    return matches_hashes(tree, pkg, wanted, tarball)
 
 
 def _override_tree(tree: Tree, pkg: Package, src: debian.SourcePackage, tarball: Path,

@@ -8,6 +8,7 @@ with each one's version, source file, download directory, hash files and patches
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -111,6 +112,24 @@ def expected_hashes(tree: Tree, pkg: Package, filename: str) -> dict[str, str]:
             if len(fields) == 3 and not line.startswith("#") and fields[2] == filename:
                 found[fields[0]] = fields[1]
     return found
+
+
+def matches_hashes(tree: Tree, pkg: Package, filename: str, path: Path) -> bool:
+    """True when Buildroot's .hash files list `filename` and every line for it matches the
+    file at `path`: it is Buildroot's own file, byte for byte."""
+    hashes = expected_hashes(tree, pkg, filename)
+    if not hashes:
+        return False
+    for algo, hexdigest in hashes.items():
+        if algo not in hashlib.algorithms_available:
+            return False
+        h = hashlib.new(algo)
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        if h.hexdigest() != hexdigest:
+            return False
+    return True
 
 
 def configure(tree: Tree, out: Path, config_text: str, externals: tuple[Path, ...],

@@ -67,6 +67,26 @@ class FlowArtifacts:
     disk: Path
     system_map: Path | None = None  # of the kernel that runs as A, for symbols in evidence
     system_map_bc: Path | None = None  # of kernels B and C (the same file unless A is built apart)
+    release_a: str = ""  # kernel A's release ("5.10.262"), for its per-kernel parameters
+
+
+# Before 5.13 (commit f1d4d47c5851, "x86/setup: Always reserve the first 1M of RAM") an x86
+# kernel reserves only `reservelow` (CONFIG_X86_RESERVE_LOW, 64K) of the low 1 MiB and hands
+# the rest below 640K to the page allocator. B and C run there (memmap=640K@0K) and B's vmcore
+# does not save it, so A resumed with B's and C's data in pages it still used. Seen on
+# 5.10.262 (GDT fix on): A's VMCOREINFO note, allocated at 0x3a000, gone at the return; a
+# page fault in __queue_work on 0xcfff3010, past A's mem=120M (C's memory), another in the
+# timer interrupt, then silence. reservelow=640K (its maximum) keeps A out of there, as
+# 5.13 on does by itself.
+LOW_MEMORY_RESERVED_FROM = (5, 13)
+
+
+def a_low_memory_params(release: str) -> str:
+    """Kernel A's extra parameters for its release: reservelow=640K before 5.13."""
+    m = re.match(r"(\d+)\.(\d+)", release)
+    if m and (int(m.group(1)), int(m.group(2))) < LOW_MEMORY_RESERVED_FROM:
+        return "reservelow=640K"
+    return ""
 
 
 # Called with kernel A's live machine once A is back and its checks held (the pytest
@@ -136,6 +156,8 @@ class FlowContext:
         flow = self.sc.flow
         append = "console=ttyS0 loglevel=7 kjlab.role=A"
         append += f" mem={flow.a_mem}" if flow.a_mem else ""
+        low = a_low_memory_params(self.art.release_a)
+        append += f" {low}" if low else ""
         append += f" {flow.a_append}" if flow.a_append else ""
         if flow.a_reserves_window:
             lo, hi = flow.b_window

@@ -242,6 +242,30 @@ def _pages_of(pieces: Sequence[tuple[int, int]]) -> list[Range]:
     return normalize_ranges((a & ~mask, (a + size + mask) & ~mask) for a, size in pieces)
 
 
+@dataclass(frozen=True)
+class _ElfLayout:
+    """What an ELF core's header and program headers look like in one ELF class."""
+
+    ei_class: int  # EI_CLASS: 1 ELFCLASS32, 2 ELFCLASS64
+    machine: int  # e_machine: 3 EM_386, 62 EM_X86_64
+    ehdr: str  # struct format of the header after e_ident
+    ehsize: int
+    phentsize: int
+    phdr_fields: str  # struct format of a program header, fields in phdr()'s order below
+    flags_second: bool  # ELF64 puts p_flags right after p_type
+
+    def phdr(self, p_type: int, offset: int, vaddr: int, paddr: int, size: int, flags: int, align: int) -> bytes:
+        if self.flags_second:
+            return struct.pack(self.phdr_fields, p_type, flags, offset, vaddr, paddr, size, size, align)
+        return struct.pack(self.phdr_fields, p_type, offset, vaddr, paddr, size, size, flags, align)
+
+
+_ELF_LAYOUTS = {
+    32: _ElfLayout(1, 3, "<HHIIIIIHHHHHH", 52, 32, "<8I", flags_second=False),
+    64: _ElfLayout(2, 62, "<HHIQQQIHHHHHH", 64, 56, "<IIQQQQQQ", flags_second=True),
+}
+
+
 def write_log_elf(img: PhysImage, info: Vmcoreinfo, ranges: Sequence[Range], out: Path) -> Path:
     """An ELF core (ELF32 i386 or ELF64 x86_64, the kernel's own) of only `ranges`
     (virtual) and the VMCOREINFO note. Each PT_LOAD carries the virtual and the physical
@@ -249,24 +273,13 @@ def write_log_elf(img: PhysImage, info: Vmcoreinfo, ranges: Sequence[Range], out
     space = info.space or AddressSpace.of(Arch.I386)
     ranges = normalize_ranges(ranges)
     nph = 1 + len(ranges)
-    if space.arch.info.elf_class == 64:
-        ehsize, phentsize = 64, 56
-        phoff = ehsize
-        note_off = phoff + phentsize * nph
-        header = (b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
-                  + struct.pack("<HHIQQQIHHHHHH", 4, 62, 1, 0, phoff, 0, 0, ehsize, phentsize, nph, 0, 0, 0))
-
-        def phdr(p_type: int, offset: int, vaddr: int, paddr: int, size: int, flags: int, align: int) -> bytes:
-            return struct.pack("<IIQQQQQQ", p_type, flags, offset, vaddr, paddr, size, size, align)
-    else:
-        ehsize, phentsize = 52, 32
-        phoff = ehsize
-        note_off = phoff + phentsize * nph
-        header = (b"\x7fELF" + bytes([1, 1, 1]) + bytes(9)
-                  + struct.pack("<HHIIIIIHHHHHH", 4, 3, 1, 0, phoff, 0, 0, ehsize, phentsize, nph, 0, 0, 0))
-
-        def phdr(p_type: int, offset: int, vaddr: int, paddr: int, size: int, flags: int, align: int) -> bytes:
-            return struct.pack("<8I", p_type, offset, vaddr, paddr, size, size, flags, align)
+    layout = _ELF_LAYOUTS[space.arch.info.elf_class]
+    phoff = layout.ehsize
+    note_off = phoff + layout.phentsize * nph
+    header = (b"\x7fELF" + bytes([layout.ei_class, 1, 1]) + bytes(9)
+              + struct.pack(layout.ehdr, 4, layout.machine, 1, 0, phoff, 0, 0, layout.ehsize, layout.phentsize, nph,
+                            0, 0, 0))
+    phdr = layout.phdr
     data_off = (note_off + len(info.note) + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
     phdrs = [phdr(4, note_off, 0, 0, len(info.note), 0, 4)]
     offset = data_off
