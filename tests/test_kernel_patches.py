@@ -74,7 +74,7 @@ def test_every_series_has_both_fixes():
     assert [m.title for m in mails] == [
         "x86/kexec/32: Reload the GDT before restore_processor_state()",
         "x86/smp: Cure kexec() vs. mwait_play_dead() breakage",
-        "x86/kexec/32: Kick offline CPUs out of mwait before a kexec jump",
+        "x86/kexec: Kick offline CPUs out of mwait before a kexec jump",
     ]
     for mail in mails:
         message = mail.raw.split(b"\n---\n", 1)[0].decode()

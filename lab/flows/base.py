@@ -160,7 +160,7 @@ def stop_for_console_failure(vm: GuestVM, err: Exception, step_text: str) -> Flo
         return io_error
     if isinstance(err, ConsoleEOF):
         exit_info = vm.wait_exit(15)
-        tf = triple_fault_evidence(_read(vm.files.cpu_reset_log))
+        tf = triple_fault_evidence(read_log(vm.files.cpu_reset_log))
         events = [f"QMP event {e.get('event')} {e.get('data')}" for e in exit_info.shutdown_events]
         if tf:
             return FlowStop(Verdict.TRIPLE_FAULT, f"triple fault while waiting for {err.waiting_for}",
@@ -237,7 +237,8 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _read(path: Path) -> str:
+def read_log(path: Path) -> str:
+    """A log QEMU or the console wrote, or "" when there is none (yet)."""
     try:
         return path.read_text(errors="replace")
     except OSError:

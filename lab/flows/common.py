@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import pexpect
 
+from ..cpu_state import cpu_lines, parse_info_registers, purgatory_symbols
 from ..errors import ConsoleEOF, ConsoleTimeout, GuestError, KernelLogUnreadable
 from ..memory.kernel_log import MemoryLog, read_kernel_log
 from ..memory.checks import Finding, SentinelPlan, check_resume, memory_view, run_token, sentinel_ranges
@@ -33,7 +34,7 @@ from ..symbols import SymbolMap
 from ..vm import QemuVM
 from ..verdict import Verdict
 from .base import (
-    FlowStop, Recorder, host_io_error, judge_with_memory_log, step_console_text, stop_for_console_failure,
+    FlowStop, Recorder, host_io_error, judge_with_memory_log, read_log, step_console_text, stop_for_console_failure,
 )
 
 if TYPE_CHECKING:
@@ -191,12 +192,26 @@ class FlowContext:
         stop = stop_for_console_failure(vm, err, self.text(vm))
         if stop.verdict is Verdict.HANG and vm.running():
             why = "the guest stopped answering: QMP stop; dump-guest-memory"
+            stop = FlowStop(stop.verdict, stop.reason, [*stop.evidence, *self.cpus_of_hung_guest(vm)])
         elif stop.verdict in SILENT_ENDS and vm.halted():
             why = f"the machine ended ({stop.verdict.value}), QEMU held it: dump-guest-memory"
         else:
             return stop
         mlog = self.memory_log_of_silent_guest(vm, why)
         return judge_with_memory_log(stop, mlog, self.jumps_out) if mlog else stop
+
+    def cpus_of_hung_guest(self, vm: GuestVM) -> list[str]:
+        """Stop the guest and say where each CPU is (lab.cpu_state): a hang's only witness
+        besides memory. [] (and a note) when QEMU cannot tell."""
+        try:
+            vm.monitor.cmd("stop")
+            registers = vm.monitor.hmp("info registers -a")
+        except GuestError as e:
+            self.rec.note("CPUs of the hung guest: not read", str(e))
+            return []
+        cpus = parse_info_registers(registers)
+        console = read_log(vm.console_log)
+        return ["-- CPUs (QEMU info registers, guest stopped) --", *cpu_lines(cpus, purgatory_symbols(console))]
 
     def memory_log_of_silent_guest(self, vm: GuestVM, why: str) -> MemoryLog | None:
         """Stop the guest, dump its memory and read the kernel log from it; None (and a
