@@ -16,6 +16,7 @@ from ..errors import ConsoleEOF, ConsoleTimeout
 from ..results import Check, Command, RunResult, Step
 from ..evidence import OOPS_RE, kexec_error_lines, log_since_jump, panic_lines, triple_fault_evidence
 from ..memory.kernel_log import MemoryLog
+from ..memory.record import MemoryRecord
 from ..verdict import Verdict
 from ..guest import GuestVM
 
@@ -104,9 +105,10 @@ class Recorder:
     def provenance(self, key: str, value: Any) -> None:
         self.result.provenance[key] = value
 
-    def memory(self, key: str, value: Any) -> None:
-        """A memory finding (lab.memory.checks, lab.memory.roundtrip) as JSON for results and report."""
-        self.result.memory[key] = value
+    def memory(self, record: MemoryRecord) -> None:
+        """The run's memory findings (lab.memory.record), a finding added to what
+        result.memory held: `rec.memory(replace(rec.result.memory, resume=...))`."""
+        self.result.memory = record
 
     def snapshot(self, name: str, path: Path, vm: str) -> None:
         self.result.snapshots.append({"name": name, "path": path.name, "bytes": path.stat().st_size, "vm": vm,
