@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import results as res
-from ..console import CommandResult, Console
+from ..console import CommandResult, Console, clean
 from ..errors import ConsoleEOF, ConsoleTimeout
 from ..results import Check, Command, RunResult, Step
 from ..evidence import OOPS_RE, kexec_error_lines, log_since_jump, panic_lines, triple_fault_evidence
@@ -206,8 +206,9 @@ def judge_with_memory_log(stop: FlowStop, mlog: MemoryLog, jumps_out: int) -> Fl
     out) is the cause of a hang or a reset: the verdict becomes PANIC with that trace as
     evidence. A triple fault stays one (the CPU's own record says how it died) with the
     trace leading its evidence. Otherwise the verdict stands and the log's last lines join
-    the evidence. The console's evidence is kept either way."""
-    lines = mlog.lines
+    the evidence. The console's evidence is kept either way. The log's lines are read as
+    the console's are (lab.console.clean)."""
+    lines = [clean(line) for line in mlog.lines]
     since = log_since_jump("\n".join(lines), jumps_out) if mlog.role == "A" and jumps_out else None
     trace = oops_trace(since if since is not None else lines)
     where = f"{mlog.kernel}'s log, {FROM_MEMORY} ({mlog.snapshot.name})"
