@@ -10,7 +10,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +21,7 @@ from ..errors import ConsoleEOF, ConsoleTimeout, GuestError, KernelLogUnreadable
 from ..memory.kernel_log import MemoryLog, read_kernel_log
 from ..memory.checks import Finding, SentinelPlan, check_resume, memory_view, run_token, sentinel_ranges
 from ..memory.image import PhysImage
+from ..memory.record import ResumeCheck, SentinelPlanRecord
 from ..qemu_cmdline import BootFiles
 from ..results import Check
 from ..evidence import (
@@ -122,8 +123,8 @@ class FlowContext:
         self.silent_dumps = 0
         self.plan = SentinelPlan(run_token(rec.result.run_id), seed=0x5EED, pages=scenario.flow.sentinel_pages)
         self.proof_seed = self.plan.token % 0xFFFFFFFF + 1  # kj-proof's stream: per run, never 0
-        rec.memory("sentinel_plan", {"token": f"0x{self.plan.token:016x}", "seed": self.plan.seed,
-                                     "pages_per_region": self.plan.pages})
+        rec.memory(replace(rec.result.memory, sentinel_plan=SentinelPlanRecord(
+            token=f"0x{self.plan.token:016x}", seed=self.plan.seed, pages_per_region=self.plan.pages)))
 
     def run(self) -> None:
         raise NotImplementedError
@@ -371,19 +372,21 @@ class FlowContext:
                 raise FlowStop(Verdict.CHECK_FAILED, "A's memory after resume is not what it was before the jump",
                                finding.problems)
 
-    def memory_map(self, before: Path, after: Path, proven: list[tuple[int, int]] | None = None) -> Finding:
+    def memory_map(self, before: Path, after: Path,
+                   proven: list[tuple[int, int]] | None = None) -> Finding[ResumeCheck]:
         """The report's map of A's memory and the sentinels' fate between two snapshots;
         `proven`: the pages the round-trip proof showed identical."""
         finding = check_resume(before, after, self.plan)
-        changed = finding.data.pop("changed_ranges")
-        self.rec.memory("resume", finding.data)
+        self.rec.memory(replace(self.rec.result.memory, resume=finding.record))
         with PhysImage.open(before) as img:
             present = img.present_ranges()
-        bad = self.rec.result.memory.get("image_bad_ranges", []) + finding.bad_ranges
-        self.rec.memory("map", memory_view(self.sc.machine.memory_mib << 20, present, bad, changed,
-                                           sentinel_ranges(before, self.plan) if self.plan.pages else [],
-                                           self.sc.flow.b_window, proven=proven))
-        self.rec.note("sentinel check", finding.data.get("sentinel_summary", "no sentinel pages planned"))
+        bad = list(self.rec.result.memory.image_bad_ranges or ()) + finding.bad_ranges
+        mmap = memory_view(self.sc.machine.memory_mib << 20, present, bad, finding.changed_ranges,
+                           sentinel_ranges(before, self.plan) if self.plan.pages else [],
+                           self.sc.flow.b_window, proven=proven)
+        self.rec.memory(replace(self.rec.result.memory, map=mmap))
+        summary = finding.record.sentinel_summary
+        self.rec.note("sentinel check", "no sentinel pages planned" if summary is None else summary)
         return finding
 
     def check_cpus(self, vm: GuestVM) -> None:

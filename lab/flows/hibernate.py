@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from ..expectation import LATER_EVIDENCE
@@ -89,8 +90,8 @@ class HibernateFlow(FlowContext):
         """Host: the saved image against A's memory in B and A's sentinel pages (lab.memory.checks)."""
         with self.rec.step("check-image", "Host: the saved image against A's memory and its sentinel pages", "-", None):
             finding = check_image(saved, b_snapshot, departure or b_snapshot, self.plan, self.sc.flow.b_window)
-            self.rec.memory("image_check", finding.data)
-            self.rec.memory("image_bad_ranges", finding.bad_ranges)
+            self.rec.memory(replace(self.rec.result.memory, image_check=finding.record,
+                                    image_bad_ranges=tuple(finding.bad_ranges)))
             self.rec.note("image check", "\n".join(finding.problems) or "every page and every sentinel page held")
             if finding.problems:
                 step = self.rec.current
@@ -204,7 +205,7 @@ class HibernateFlow(FlowContext):
                            None):
             assert self.proof is not None, "jump_back starts the proof"
             proof = self.proof.result()
-            self.rec.memory("round_trip", proof.to_json())
+            self.rec.memory(replace(self.rec.result.memory, round_trip=proof.record()))
             if departure is not None and ret is not None:
                 failed = [r for leg in proof.failed_legs for r in leg.differing]
                 self.memory_map(departure, ret, proven=subtract_ranges(proof.domain, failed))
