@@ -4,7 +4,7 @@ would, without QEMU.
 
     python tests/fake_cell.py MODE SCENARIO_FILE RUNS_DIR MARKER_DIR
 
-MODE: pass | panic | slow (writes MARKER_DIR/<scenario>.starts, a line "pid ppid" per
+MODE: pass | panic | xfail | slow (writes MARKER_DIR/<scenario>.starts, a line "pid ppid" per
 start, then passes after SLOW_SECONDS) | leftover (leaves a `sleep` behind in its process group) |
 hang (starts a fake QEMU with lab.lifetime.die_with_parent, as lab.vm will, then waits;
 SIGTERM writes INTERRUPTED and exits 130, as lab.runner does) | stubborn (hang, but it and
@@ -68,6 +68,12 @@ def main(mode: str, scenario_file: str, runs_dir: str, marker_dir: str) -> None:
     if mode == "panic":
         jumps(cycles - 1, failed=1)
         finish(Verdict.PANIC, "Kernel panic - not syncing", 1)
+    if mode == "xfail":  # a known bug that showed at the last jump to B, as expected
+        jumps(cycles - 1, failed=1)
+        result.verdict, result.observed_verdict = Verdict.XFAIL, Verdict.TRIPLE_FAULT
+        result.reason, result.ended = "triple fault (expected failure TRIPLE_FAULT seen in jump-to-B)", time.time()
+        save(result, run_dir)
+        sys.exit(0)
     if mode == "slow":
         with open(Path(marker_dir) / f"{name}.starts", "a") as f:
             f.write(f"{os.getpid()} {os.getppid()}\n")
