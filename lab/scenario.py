@@ -103,9 +103,6 @@ class Expectation:
         main = Face(self.verdict, self.step, self.signature)
         return next((f for f in (main, *self.also) if f.verdict is observed), main)
 
-    def verdicts(self) -> tuple[Verdict, ...]:
-        return (self.verdict, *(f.verdict for f in self.also))
-
 
 @dataclass(frozen=True)
 class Scenario:

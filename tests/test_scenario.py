@@ -107,7 +107,7 @@ def test_a_bug_with_two_faces_judges_each_on_its_own_step_and_signature(tmp_path
     from lab.verdict import Verdict
 
     sc = load_scenario(write(tmp_path, TWO_FACES))
-    assert sc.expect.verdicts() == (Verdict.TRIPLE_FAULT, Verdict.HANG)
+    assert (sc.expect.verdict, *(f.verdict for f in sc.expect.also)) == (Verdict.TRIPLE_FAULT, Verdict.HANG)
 
     def judge(observed, step, text):
         face = sc.expect.face_for(observed)
