@@ -261,7 +261,7 @@ def cmd_repeat(args: argparse.Namespace) -> int:
                              keep=args.keep or "failed", on_done=run_done)
     runs.finish()
     for line in summary.lines():
-        out.print(line)
+        out.print(line, markup=False)  # reasons may hold brackets
     out.print(f"summary: {summary.summary_page}")
     out.print(f"repeat:  {Path(summary.night_dir) / 'repeat.txt'}")
     if summary.interrupted:
@@ -336,8 +336,11 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     out.print(f"{len(night.records) - len(bad)}/{len(night.records)} cells good; "
               f"{night.cells_per_hour:.0f} cells/hour over {night.wall_seconds:.0f} s")
     if night.comparison is not None:
-        for line in night.comparison.lines():
-            out.print(f"  {line}")
+        for line in night.comparison.lines():  # kernel version changes first; text, not markup
+            out.print(f"  {line}", markup=False)
+        if night.comparison.version_changes:
+            out.print(f"[bold yellow]{len(night.comparison.version_changes)} kernel(s) of another version "
+                      "than the previous night's[/]", markup=True)
         if night.comparison.has_regressions:
             out.print(f"[bold red]{len(night.comparison.regressions)} regressions[/]", markup=True)
     out.print(f"summary: {night.summary}")

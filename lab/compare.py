@@ -132,7 +132,8 @@ def _kexec_image(steps: dict[str, Step]) -> tuple[int, str, list[str]]:
 
 
 def _swsusp_image(result: RunResult, steps: dict[str, Step]) -> tuple[int, str, list[str]]:
-    on_swap = result.memory.get("swsusp_image", {}).get("image_bytes")
+    image = result.memory.swsusp_image
+    on_swap = image.image_bytes if image else None
     if on_swap is None:
         raise NotComparable(f"run {result.run_id} has no swsusp image size (a test_resume run has no measure-image step)")
     said = "\n".join(c.output for name in ("hibernate", "resume") for c in steps[name].commands)

@@ -23,6 +23,11 @@ from .errors import ConsoleEOF, ConsoleTimeout, GuestError
 log = logging.getLogger(__name__)
 
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1bc")
+# A lab build compiles a staged copy of the kernel's source, ../src from its object
+# directory (lab.artifacts.kernel), so the kernel prints its own file paths (WARNING: ...
+# at FILE:LINE, kernel BUG at FILE:LINE) as ../src/arch/x86/...; the lab reads them as a
+# build in the source tree prints them: arch/x86/...
+STAGED_SRC_RE = re.compile(r"(?<![\w./-])\.\./src/")
 # The guest shell's prompt (guests/rootfs/init sets PS1="kj-<role># "); with echo off it
 # is printed after each command, so it starts the next command's output.
 PROMPT_RE = re.compile(r"^(?:kj-[A-Z]# ?)+")
@@ -135,9 +140,16 @@ def _connect_unix(path: Path, timeout: float = 10.0) -> socket.socket:
             time.sleep(0.05)
 
 
+def clean(text: str) -> str:
+    """Console text as the lab reads and records it: without CRs and terminal escapes, and
+    the kernel's file paths without a staged build's ../src/ (the console log itself keeps
+    every byte)."""
+    return STAGED_SRC_RE.sub("", ANSI_RE.sub("", text.replace("\r", "")))
+
+
 def clean_output(text: str) -> str:
-    """Console text without CRs, terminal escapes and the shell prompt lines."""
-    text = ANSI_RE.sub("", text.replace("\r", ""))
+    """Console text (clean) without the shell prompt lines."""
+    text = clean(text)
     lines = [PROMPT_RE.sub("", line) for line in text.split("\n") if not PROMPT_RE.fullmatch(line.rstrip())]
     return "\n".join(lines).strip("\n")
 
@@ -150,5 +162,5 @@ def tail_of_file(path: Path, n: int) -> str:
             data = f.read().decode(errors="replace")
     except OSError:
         return ""
-    text = ANSI_RE.sub("", data.replace("\r", ""))
+    text = clean(data)
     return "\n".join(text.rstrip("\n").split("\n")[-n:])

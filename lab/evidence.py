@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from .console import ANSI_RE
+from .console import clean as clean  # console text as the lab reads it (the one definition)
 
 # A kernel that is going down: the first of these lines starts the evidence.
 PANIC_RE = re.compile(
@@ -19,10 +19,6 @@ KEXEC_ERROR_RE = re.compile(
     r"Zero PT_NOTE entries found|vmcore not initialized|No space left on device|"
     r"kexec_file_load failed|Cannot load|kexec failed|Nothing has been loaded"
 )
-
-
-def clean(text: str) -> str:
-    return ANSI_RE.sub("", text.replace("\r", ""))
 
 
 def matching_lines(text: str, pattern: re.Pattern[str], context_after: int = 0) -> list[str]:

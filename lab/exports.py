@@ -7,7 +7,7 @@ JUnit: one ``<testsuite>``; a ``<testcase>`` per cell with ``classname`` = ``ker
 and ``name`` = ``machine/flow/patchset``. PASS and XFAIL (the known bug showed, as expected)
 pass; the failure verdicts and XPASS (the known bug no longer shows) are ``<failure>``;
 ERROR, INTERRUPTED and any unfinished verdict are ``<error>``. Every cell has a
-``<system-out>`` with its verdicts and report path. Text goes through ElementTree (escaped),
+``<system-out>`` with its verdicts, kernel version and report path. Text goes through ElementTree (escaped),
 and characters XML 1.0 cannot carry at all (console control bytes such as ESC) are written
 as ``\\xNN``.
 
@@ -20,6 +20,10 @@ ERROR -> ERROR, INTERRUPTED (and an unfinished run) -> MISS. URLs (``log_url``,
 ``output_files``, ``config_url``) are only given when a ``base_url`` says where the run
 directories are served; local paths go to ``misc``. The project itself does not need the
 kcidb-io package; the tests validate with it.
+
+Given the night's comparison with the previous one (lab.history.Comparison), a cell whose
+kernel's source version changed since says so: in its JUnit failure or error text and
+``<system-out>``, and in its KCIDB test's ``log_excerpt`` and ``misc.previous_source_version``.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from typing import Any
 from urllib.parse import quote
 
 from . import atomic
-from .history import CellRecord
+from .history import CellRecord, Comparison, VersionChange
 from .results import RunResult, load
 from .verdict import Verdict
 
@@ -99,12 +103,24 @@ def _iso(t: float | None) -> str | None:
     return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _details(rec: CellRecord, res: RunResult | None) -> str:
+def _version_change(comparison: Comparison | None, rec: CellRecord) -> VersionChange | None:
+    return comparison.version_change(rec.cell) if comparison is not None else None
+
+
+def _kernel_line(rec: CellRecord) -> str | None:
+    if not rec.source_version:
+        return None
+    return f"kernel: {rec.kernel} {rec.source_version}" + (f" (release {rec.release})" if rec.release else "")
+
+
+def _details(rec: CellRecord, res: RunResult | None, version: VersionChange | None = None) -> str:
     lines = [rec.reason or "(no reason recorded)"]
     if rec.verdict == Verdict.XPASS:
         lines.insert(0, f"known bug no longer shows (expected {rec.expected}, observed {rec.observed})")
     if rec.failed_step:
         lines.append(f"failed step: {rec.failed_step}")
+    if version is not None:
+        lines.append(f"since the previous night: {version}")
     if res is not None and res.evidence:
         lines.append("evidence:")
         lines += [f"  {e}" for e in res.evidence]
@@ -118,7 +134,8 @@ def _x(text: Any) -> str:
     return _XML_BAD.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
 
 
-def junit_xml(suite_name: str, cells: Sequence[CellRecord], run_dirs: RunDirs = None) -> str:
+def junit_xml(suite_name: str, cells: Sequence[CellRecord], run_dirs: RunDirs = None,
+              comparison: Comparison | None = None) -> str:
     dirs = _run_dirs(cells, run_dirs)
     counts = {"pass": 0, "failure": 0, "error": 0}
     total_time = 0.0
@@ -129,6 +146,7 @@ def junit_xml(suite_name: str, cells: Sequence[CellRecord], run_dirs: RunDirs = 
         if res is not None:
             starts.append(res.started)
         kind = outcome(rec.verdict)
+        version = _version_change(comparison, rec)
         counts[kind] += 1
         total_time += rec.seconds
         case = ET.Element("testcase", classname=_x(f"{rec.kernel}/{rec.arch}"),
@@ -136,14 +154,19 @@ def junit_xml(suite_name: str, cells: Sequence[CellRecord], run_dirs: RunDirs = 
         if kind == "failure":
             message = f"known bug no longer shows: {rec.reason}" if rec.verdict == Verdict.XPASS else rec.reason
             el = ET.SubElement(case, "failure", message=_x(message), type=rec.verdict)
-            el.text = _x(_details(rec, res))
+            el.text = _x(_details(rec, res, version))
         elif kind == "error":
             el = ET.SubElement(case, "error", message=_x(rec.reason or rec.verdict), type=_x(rec.verdict))
-            el.text = _x(_details(rec, res))
+            el.text = _x(_details(rec, res, version))
         out = [f"cell: {rec.cell}", f"verdict: {rec.verdict} (observed {rec.observed or rec.verdict}, "
                f"expected {rec.expected})"]
         if rec.verdict == Verdict.XFAIL:
             out.append(f"expected failure: the known bug showed as expected ({rec.observed}): {rec.reason}")
+        kernel = _kernel_line(rec)
+        if kernel:
+            out.append(kernel)
+        if version is not None:
+            out.append(f"since the previous night: {version}")
         if dirs[rec.cell]:
             out.append(f"run directory: {dirs[rec.cell]}")
         out.append(f"report: {rec.report or '(none)'}")
@@ -240,13 +263,14 @@ def _main_log(run_dir: Path, res: RunResult | None) -> str | None:
 
 def kcidb_json(cells: Sequence[CellRecord], origin: str = "kjlab", run_dirs: RunDirs = None, *,
                run_name: str | None = None, base_url: str | None = None,
-               base_dir: Path | str | None = None) -> dict[str, Any]:
+               base_dir: Path | str | None = None, comparison: Comparison | None = None) -> dict[str, Any]:
     """KCIDB I/O data (schema v5) for the cells.
 
     `run_name` (e.g. the night's name) goes into the test ids, which must be unique per
     test run; without it each run's own run_id does. `base_url`, when given, is where
     `base_dir` (default: each run directory's parent) is served: logs and reports then get
-    URLs."""
+    URLs. `comparison` (the night against the previous one) notes the cells whose kernel
+    version changed since."""
     if not ORIGIN_RE.match(origin):
         raise ValueError(f"KCIDB origin {origin!r}: only lowercase letters, digits and '_'")
     dirs = _run_dirs(cells, run_dirs)
@@ -266,7 +290,8 @@ def kcidb_json(cells: Sequence[CellRecord], origin: str = "kjlab", run_dirs: Run
         checkouts.setdefault(checkout["id"], checkout)
         build = _kcidb_build(rec, kernel, checkout["id"], origin, run_key, urls.url(run_dir, "kernel.config"))
         builds.setdefault(build["id"], build)
-        tests.append(_kcidb_test(rec, res, prov, build["id"], origin, run_key, run_dir, urls))
+        tests.append(_kcidb_test(rec, res, prov, build["id"], origin, run_key, run_dir, urls,
+                                 _version_change(comparison, rec)))
 
     data = {"version": dict(KCIDB_VERSION), "checkouts": list(checkouts.values()),
             "builds": list(builds.values()), "tests": tests}
@@ -319,7 +344,7 @@ def _kcidb_build(rec: CellRecord, kernel: dict[str, Any], checkout_id: str, orig
 
 
 def _kcidb_test(rec: CellRecord, res: RunResult | None, prov: dict[str, Any], build_id: str, origin: str,
-                run_key: str, run_dir: Path | None, urls: _Urls) -> dict[str, Any]:
+                run_key: str, run_dir: Path | None, urls: _Urls, version: VersionChange | None) -> dict[str, Any]:
     """The cell as a KCIDB test: its verdict, its log and output files."""
     misc = _prune({
         "cell": rec.cell, "verdict": rec.verdict, "observed_verdict": rec.observed or rec.verdict,
@@ -329,13 +354,14 @@ def _kcidb_test(rec: CellRecord, res: RunResult | None, prov: dict[str, Any], bu
         "run_id": res.run_id if res is not None else None,
         "run_dir": str(run_dir) if run_dir else None, "report": rec.report or None,
         "kernel_a_build": (prov.get("kernel_a") or {}).get("cache_key"),
+        "previous_source_version": version.before if version else None,
     })
     if rec.verdict in (Verdict.XFAIL, Verdict.XPASS):
         misc["known_bug"] = _prune({
             "shows": rec.verdict == Verdict.XFAIL, "expected_verdict": rec.expected, "observed_verdict": rec.observed,
             "signature_matched": res.signature_matched if res is not None else None,
         })
-    excerpt = _details(rec, res) if outcome(rec.verdict) != "pass" else None
+    excerpt = _details(rec, res, version) if outcome(rec.verdict) != "pass" else None
     log_url = None
     output_files: list[dict[str, str]] = []
     if run_dir is not None and urls.base_url:
@@ -372,13 +398,14 @@ def _write(path: Path, text: str) -> Path:
 
 
 def write_exports(out_dir: Path | str, suite_name: str, cells: Sequence[CellRecord], run_dirs: RunDirs = None,
-                  **kcidb_options: Any) -> dict[str, Path]:
-    """Write ``junit.xml`` and ``kcidb.json`` into `out_dir`; `kcidb_options` go to
-    :func:`kcidb_json` (origin, run_name, base_url, base_dir)."""
+                  comparison: Comparison | None = None, **kcidb_options: Any) -> dict[str, Path]:
+    """Write ``junit.xml`` and ``kcidb.json`` into `out_dir`; `comparison` (the night
+    against the previous one) goes to both, `kcidb_options` to :func:`kcidb_json` (origin,
+    run_name, base_url, base_dir)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return {
-        "junit": _write(out / "junit.xml", junit_xml(suite_name, cells, run_dirs)),
-        "kcidb": _write(out / "kcidb.json",
-                        json.dumps(kcidb_json(cells, run_dirs=run_dirs, **kcidb_options), indent=2) + "\n"),
+        "junit": _write(out / "junit.xml", junit_xml(suite_name, cells, run_dirs, comparison)),
+        "kcidb": _write(out / "kcidb.json", json.dumps(
+            kcidb_json(cells, run_dirs=run_dirs, comparison=comparison, **kcidb_options), indent=2) + "\n"),
     }

@@ -22,7 +22,14 @@ process was killed), then ``completed``, ``interrupted`` (SIGINT/SIGTERM) or ``f
 Schema versions: 1 had no ``nights.status``; opening a version-1 file adds the column
 (finished nights become ``completed``, the others stay ``running``). 2 had no
 ``cells.figures`` (a JSON object of a cell's measured figures, e.g. a hibernation cycle's
-image size and phase times, lab.compare); it is added, empty for the old cells.
+image size and phase times, lab.compare); it is added, empty for the old cells. 3 had
+no ``cells.source_version`` and ``cells.release`` (the Debian source version of the kernel
+under test, e.g. ``6.1.192-3``, and its ``uname -r``, e.g. ``6.1.192``, from the run's
+``provenance.kernel``); they are added, "" (unknown) for the old cells.
+
+A matrix names its kernels by source (``debian:linux-source-6.1`` is whatever bookworm
+holds that night), so the comparison of two nights also says which kernels' versions
+changed (:class:`VersionChange`), for the matrix's kernel and for each changed cell.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from .cell import CELL_PARTS, parse_cell_id
 from .errors import UserError
 from .verdict import Verdict
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class NightStatus(StrEnum):
@@ -83,6 +90,8 @@ CREATE TABLE IF NOT EXISTS cells (
     run_dir TEXT NOT NULL,
     report TEXT NOT NULL,
     figures TEXT NOT NULL DEFAULT '{}',
+    source_version TEXT NOT NULL DEFAULT '',
+    release TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (night_id, cell)
 );
 CREATE INDEX IF NOT EXISTS nights_by_matrix ON nights (matrix, id);
@@ -124,6 +133,8 @@ class CellRecord:
     run_dir: str = ""
     report: str = ""  # path of report.html, "" when the run has none
     figures: dict[str, float] = field(default_factory=dict)  # measured: lab.compare.cycle_figures
+    source_version: str = ""  # the kernel's source version (provenance.kernel), "" unknown
+    release: str = ""  # its release (uname -r), "" unknown
 
     @property
     def good(self) -> bool:
@@ -158,10 +169,12 @@ class CellRecord:
         ended = res.ended or max(ends, default=res.started)
         from .compare import cycle_figures, jump_figures
 
+        kernel = res.provenance.get("kernel") or {}  # none when the build failed
         return cls(**base, verdict=res.verdict, observed=res.observed_verdict or res.verdict,
                    expected=res.expected_verdict, reason=res.reason, failed_step=res.failed_step,
                    seconds=round(max(0.0, ended - res.started), 3),
-                   figures=cycle_figures(res) | jump_figures(res))
+                   figures=cycle_figures(res) | jump_figures(res),
+                   source_version=str(kernel.get("source_version") or ""), release=str(kernel.get("release") or ""))
 
 
 @dataclass
@@ -173,6 +186,28 @@ class Night:
     ended: float | None
     summary_path: str | None
     status: str = NightStatus.RUNNING
+
+
+@dataclass(frozen=True)
+class VersionChange:
+    """A kernel whose source version changed from one night to the next: a matrix's kernel
+    (``kernel`` its name, e.g. ``"6.1"``) or one cell's. ``before`` and ``after`` are the
+    versions, joined by ", " when the night's cells of that kernel ran more than one."""
+
+    kernel: str
+    before: str
+    after: str
+
+    def __str__(self) -> str:
+        return f"kernel {self.kernel}: {self.before} -> {self.after}"
+
+
+def _version_change(kernel: str, before: set[str], after: set[str]) -> VersionChange | None:
+    """The change, or None when the versions are the same or one side is unknown ("")."""
+    before, after = before - {""}, after - {""}
+    if not before or not after or before == after:
+        return None
+    return VersionChange(kernel, ", ".join(sorted(before)), ", ".join(sorted(after)))
 
 
 @dataclass
@@ -187,6 +222,7 @@ class Comparison:
     new_cells: list[str] = field(default_factory=list)  # only in the current night
     gone_cells: list[str] = field(default_factory=list)  # only in the previous night
     unchanged_good: list[str] = field(default_factory=list)
+    version_changes: list[VersionChange] = field(default_factory=list)  # per matrix kernel, by name
 
     @property
     def has_regressions(self) -> bool:
@@ -198,16 +234,27 @@ class Comparison:
         after = self.current.get(cell)
         return f"{before.verdict if before else '-'} -> {after.verdict if after else '-'}"
 
+    def version_change(self, cell: str) -> VersionChange | None:
+        """The cell's kernel version change from the previous night (None: same, unknown or
+        the cell is not in both nights)."""
+        before, after = self.previous.get(cell), self.current.get(cell)
+        if before is None or after is None:
+            return None
+        return _version_change(after.kernel, {before.source_version}, {after.source_version})
+
     def lines(self) -> list[str]:
-        """One line per changed or failing cell, regressions first (for a log or a mail)."""
-        out: list[str] = []
+        """The kernel version changes, then one line per changed or failing cell,
+        regressions first, each with its kernel's version change if it had one (for a log
+        or a mail)."""
+        out = [str(v) for v in self.version_changes]
         for label, cells in (("REGRESSION", self.regressions), ("FIXED", self.fixes),
                              ("STILL FAILING", self.still_failing), ("NEW", self.new_cells),
                              ("GONE", self.gone_cells)):
             for c in cells:
                 rec = self.current.get(c)
                 why = f": {rec.reason}" if rec and rec.reason and not rec.good else ""
-                out.append(f"{label} {c} ({self.change(c)}){why}")
+                version = self.version_change(c)
+                out.append(f"{label} {c} ({self.change(c)}){f' [{version}]' if version else ''}{why}")
         return out
 
 
@@ -227,6 +274,11 @@ def compare(previous: dict[str, CellRecord], current: dict[str, CellRecord]) -> 
             cmp.unchanged_good.append(cell)
         else:
             cmp.still_failing.append(cell)
+    for kernel in sorted({r.kernel for r in previous.values()} & {r.kernel for r in current.values()}):
+        change = _version_change(kernel, {r.source_version for r in previous.values() if r.kernel == kernel},
+                                 {r.source_version for r in current.values() if r.kernel == kernel})
+        if change:
+            cmp.version_changes.append(change)
     return cmp
 
 
@@ -299,6 +351,11 @@ class History:
         if version < 3:
             if "figures" not in {r[1] for r in db.execute("PRAGMA table_info(cells)")}:
                 db.execute("ALTER TABLE cells ADD COLUMN figures TEXT NOT NULL DEFAULT '{}'")
+        if version < 4:
+            columns = {r[1] for r in db.execute("PRAGMA table_info(cells)")}
+            for column in ("source_version", "release"):  # unknown ("") for the cells of before
+                if column not in columns:
+                    db.execute(f"ALTER TABLE cells ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
         db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
 
     @property
@@ -394,9 +451,14 @@ class History:
         first; {} for a night without the cell or without figures."""
         return [(night, json.loads(v) if v else {}) for night, v in self._over_nights("figures", matrix, cell, last)]
 
+    def versions_trend(self, matrix: str, cell: str, last: int = 7) -> list[tuple[str, str | None]]:
+        """(night name, kernel source version) of `cell` over the last `last` nights of
+        `matrix`, oldest first; None for a night without the cell, "" when it is unknown."""
+        return self._over_nights("source_version", matrix, cell, last)
+
     def _over_nights(self, column: str, matrix: str, cell: str, last: int) -> list[tuple[str, Any]]:
         """(night name, the cell's `column`, None without the cell), the last nights, oldest first."""
-        assert column in ("verdict", "figures")  # a column name, never outside input
+        assert column in ("verdict", "figures", "source_version")  # a column name, never outside input
         rows = self._db.execute(
             f"SELECT n.name, c.{column} FROM "
             "(SELECT id, name FROM nights WHERE matrix = ? ORDER BY id DESC LIMIT ?) AS n "

@@ -73,10 +73,10 @@ _TOP = {"matrix", "kernel", "patchset", "override"}
 _MATRIX_KEYS = {"name", "description", "machines", "flows", "arch", "parallel", "cell_timeout", "fragments",
                 "flow_machines"}
 _KERNEL_KEYS = {"name", "source"}
-_PATCHSET_KEYS = {"name", "patches", "expect", "step", "signature"}
+_PATCHSET_KEYS = {"name", "patches", "expect", "step", "signature", "also"}
 _OVERRIDE_KEYS = {"cells", "quirks", "flow", "expect", "machine"}
 _OVERRIDE_MACHINE_KEYS = {"c_memory_mib"}
-_EXPECT_KEYS = {"verdict", "step", "signature"}
+_EXPECT_KEYS = {"verdict", "step", "signature", "also"}
 MAX_PARALLEL = 256
 
 
@@ -266,7 +266,7 @@ def _cell_scenario(cid: str, k: dict[str, Any], arch: Arch, mach: str, flow: str
         "quirks": {},
         "expect": {"verdict": p.get("expect", "PASS")},
     }
-    for key in ("step", "signature"):
+    for key in ("step", "signature", "also"):
         if key in p:
             sc["expect"][key] = p[key]
     for o in overrides:

@@ -1,7 +1,8 @@
 """`kjlab matrix` and `kjlab nightly`: run a matrix, record every cell in the history,
 compare with the previous night, and write the summary page (a grid of kernels x
 machines per flow, coloured by verdict, linking every cell's report, with durations and
-each cell's trend over the last nights) and the CI exports (JUnit XML, KCIDB JSON).
+each cell's trend over the last nights, with the kernel's version each night) and the CI
+exports (JUnit XML, KCIDB JSON).
 
 The cells run on an executor (lab.executors: this machine, or the workers of a Dask
 cluster); whichever ran them, each cell goes into the history as it ends, and a night
@@ -116,7 +117,7 @@ def run_night(matrix: Matrix, runs_root: Path, *, record: bool, history_path: Pa
             comparison = _compare(history.cells(prev) if prev else {}, records, interrupted)
         ended = NightStatus.INTERRUPTED if interrupted else NightStatus.COMPLETED
         summary = write_night_summary(night_dir, matrix, records, comparison, history, wall, executor.slots, ended)
-        _exports(night_dir, matrix, records)
+        _exports(night_dir, matrix, records, comparison)
         status = ended
     except KeyboardInterrupt:  # a signal while the summary was written (outside the cells)
         status = NightStatus.INTERRUPTED
@@ -167,10 +168,10 @@ def _record(o: CellOutcome) -> CellRecord:
     return rec
 
 
-def _exports(night_dir: Path, matrix: Matrix, records: dict[str, CellRecord]) -> None:
+def _exports(night_dir: Path, matrix: Matrix, records: dict[str, CellRecord], comparison: Comparison | None) -> None:
     from .exports import write_exports
 
-    write_exports(night_dir, matrix.name, list(records.values()), run_name=night_dir.name)
+    write_exports(night_dir, matrix.name, list(records.values()), comparison=comparison, run_name=night_dir.name)
 
 
 def write_night_summary(night_dir: Path, matrix: Matrix, records: dict[str, CellRecord],
@@ -194,15 +195,18 @@ def write_night_summary(night_dir: Path, matrix: Matrix, records: dict[str, Cell
             for mach in flow_machines:
                 cid = cell_id(kernel, arch, mach, flow, patchset)
                 rec = records.get(cid)
-                trend = history.trend(matrix.name, cid, TREND_NIGHTS) if history else []
+                version = comparison.version_change(cid) if comparison else None
                 cells.append(None if rec is None else {
                     "id": cid, "verdict": rec.verdict, "css": verdict_class(rec.verdict),
                     "href": os.path.relpath(rec.report, night_dir) if rec.report else "",
                     "duration": format_duration(rec.seconds), "reason": rec.reason,
-                    "change": change.get(cid, ""),
-                    "trend": [{"night": n, "verdict": v or "-", "css": verdict_class(v) if v else "none"} for n, v in trend],
+                    "change": change.get(cid, ""), "version_change": str(version) if version else "",
+                    "trend": _trend(history, matrix.name, cid) if history else [],
                 })
-            grid_rows.append({"label": f"{kernel} {arch}", "patchset": patchset, "cells": cells})
+            versions = sorted({r.source_version for r in records.values()
+                               if (r.kernel, r.arch, r.patchset) == (kernel, arch, patchset) and r.source_version})
+            grid_rows.append({"label": f"{kernel} {arch}", "patchset": patchset, "cells": cells,
+                              "versions": ", ".join(versions)})
         grids.append({"flow": flow, "machines": flow_machines, "rows": grid_rows})
     ratios = night_ratios(records, (lambda cid: history.figures_trend(matrix.name, cid, TREND_NIGHTS))
                           if history else (lambda cid: []))
@@ -222,3 +226,17 @@ def write_night_summary(night_dir: Path, matrix: Matrix, records: dict[str, Cell
     path = night_dir / "summary.html"
     path.write_text(html)
     return path
+
+
+def _trend(history: History, matrix: str, cell: str) -> list[dict[str, Any]]:
+    """The cell's verdict and kernel version over the last nights, oldest first; a night
+    whose version differs from the one before it (both known) is marked."""
+    out: list[dict[str, Any]] = []
+    last_version = ""
+    for (night, verdict), (_, version) in zip(history.trend(matrix, cell, TREND_NIGHTS),
+                                              history.versions_trend(matrix, cell, TREND_NIGHTS)):
+        version = version or ""
+        out.append({"night": night, "verdict": verdict or "-", "css": verdict_class(verdict) if verdict else "none",
+                    "version": version, "version_changed": bool(last_version and version and version != last_version)})
+        last_version = version or last_version
+    return out

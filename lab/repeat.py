@@ -29,6 +29,7 @@ from .matrix import Cell, Matrix
 from .matrix_run import CellArgv
 from .nightly import run_night
 from .scenario import load_scenario, read_toml
+from .verdict import Verdict
 
 MAX_REPEAT = 10000
 DEFAULT_CELL_TIMEOUT = 1800.0
@@ -71,7 +72,9 @@ class RepeatSummary:
     run_seconds: list[float]
     failed: list[dict[str, str]] = field(default_factory=list)  # run, verdict, step, reason, run_dir
     jumps: int = 0  # kexec jumps from A to B the ended runs made (a cycles run makes N)
-    jump_failures: int = 0  # runs that failed in a jump-to-B step
+    jump_failures: int = 0  # runs whose jump-to-B failed (an expected failure there included)
+    expected: str = "PASS"  # the scenario's expected verdict: a known bug's, or PASS
+    shown: int = 0  # runs in which the known bug showed as expected (XFAIL)
     interrupted: bool = False
     night_dir: str = ""
     summary_page: str = ""
@@ -89,14 +92,20 @@ class RepeatSummary:
             f"wall {self.wall_seconds:.0f} s, a run {median:.1f} s median"
             + (f" ({secs[0]:.1f}-{secs[-1]:.1f} s)" if secs else ""),
             "verdicts: " + ", ".join(f"{v} {n}" for v, n in sorted(self.verdicts.items())),
-            f"failure rate: {self.failures}/{self.runs}"
+        ]
+        if self.expected != "PASS":  # a known bug: how often it showed, and what else happened
+            out.append(f"the expected failure ({self.expected}) showed in {self.shown} of {self.runs} runs")
+        out += [
+            f"{'failure rate' if self.expected == 'PASS' else 'runs not as expected'}: {self.failures}/{self.runs}"
             + (f" = {self.failures / self.runs:.3f}" if self.runs else "")
             + f"; one-sided {CONFIDENCE:.0%} upper bound {self.rate_upper_bound:.3f} (Clopper-Pearson"
             + (f"; rule of three 3/N = {3 / self.runs:.3f})" if self.failures == 0 and self.runs else ")"),
         ]
         if self.jumps:
-            out.append(f"jumps from A to B: {self.jumps} made, {self.jump_failures} failed; one-sided "
-                       f"{CONFIDENCE:.0%} upper bound per jump {upper_bound(self.jump_failures, self.jumps):.3f}")
+            out.append(f"jumps from A to B: {self.jumps} made, {self.jump_failures} failed"
+                       + (f" ({self.shown} of them the expected failure)" if self.shown else "")
+                       + f"; one-sided {CONFIDENCE:.0%} upper bound per jump "
+                       f"{upper_bound(self.jump_failures, self.jumps):.3f}")
         for f in self.failed:
             out.append(f"  {f['run']}: {f['verdict']} at {f['step'] or '-'}: {f['reason']} ({f['run_dir']})")
         if self.interrupted:
@@ -142,7 +151,8 @@ def run_repeat(scenario_file: Path, n: int, runs_root: Path, *, parallel: int = 
         failures=len(bad), verdicts=verdicts, wall_seconds=round(time.monotonic() - t0, 1),
         run_seconds=[r.seconds for r in ended],
         jumps=int(sum(r.figures.get("jumps_to_b", 0) for r in ended)),
-        jump_failures=sum(1 for r in bad if r.failed_step.startswith("jump-to-B")),
+        jump_failures=sum(1 for r in ended if r.failed_step.startswith("jump-to-B")),
+        expected=ended[0].expected if ended else "PASS", shown=verdicts.get(Verdict.XFAIL.value, 0),
         failed=[{"run": r.patchset, "verdict": r.verdict, "step": r.failed_step, "reason": r.reason.splitlines()[0]
                  if r.reason else "", "run_dir": r.run_dir} for r in bad],
         interrupted=night.interrupted, night_dir=str(night.night_dir), summary_page=str(night.summary))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import atomic
+from .memory.record import MemoryRecord
 from .verdict import Verdict
 
 SCHEMA_VERSION = 1
@@ -72,12 +73,13 @@ class RunResult:
     quirks: dict[str, bool] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> path relative to the run dir
     snapshots: list[dict[str, Any]] = field(default_factory=list)
-    memory: dict[str, Any] = field(default_factory=dict)  # lab.memory findings and the memory map
+    memory: MemoryRecord = field(default_factory=MemoryRecord)  # lab.memory findings and the memory map
     # Kernel logs read from memory snapshots (lab.memory.kernel_log), for guests that went silent
     kernel_logs: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data["memory"] = self.memory.to_json()
         data["schema"] = SCHEMA_VERSION
         for step, raw in zip(self.steps, data["steps"]):
             raw["seconds"] = round(step.seconds, 3)
@@ -100,6 +102,7 @@ def load(run_dir: Path) -> RunResult:
     checks = [Check(**c) for c in data.pop("checks")]
     data["verdict"] = Verdict.parse(data.get("verdict", "ERROR"))
     data["expected_verdict"] = Verdict.parse(data.get("expected_verdict", "PASS"))
+    data["memory"] = MemoryRecord.from_json(data.get("memory") or {})
     observed = data.get("observed_verdict")
     data["observed_verdict"] = Verdict.parse(observed) if observed else None
     return RunResult(steps=steps, checks=checks, **data)

@@ -255,9 +255,11 @@ def _drop_bulk(rec: Recorder, run_dir: Path, why: str) -> None:
 def judge(result: RunResult, sc: Scenario, run_dir: Path) -> None:
     """Apply the scenario's expectation: XFAIL / XPASS for known bugs."""
     texts = step_texts(run_dir, result, result.failed_step) if result.failed_step else []
-    final, matched, note = apply_expectation(result.verdict, sc.expect.verdict, sc.expect.signature,
-                                             sc.expect.step, result.failed_step, texts)
+    face = sc.expect.face_for(result.verdict)
+    final, matched, note = apply_expectation(result.verdict, face.verdict, face.signature,
+                                             face.step, result.failed_step, texts)
     result.observed_verdict, result.signature_matched = result.verdict, matched
+    result.expected_verdict = face.verdict
     if final != result.verdict or note:
         result.verdict = final
         result.reason = f"{result.reason} ({note})" if note else result.reason

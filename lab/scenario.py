@@ -49,8 +49,9 @@ _SCHEMA: dict[str, set[str]] = {
              "tamper_image_at", "after_resume_command", "disk_mib", "swsusp_mode", "swap_mib",
              "highmem_sentinels"},
     "quirks": set(QUIRKS),
-    "expect": {"verdict", "signature", "step", "links"},
+    "expect": {"verdict", "signature", "step", "links", "also"},
 }
+_FACE_KEYS = {"verdict", "signature", "step"}
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,28 @@ class GuestSpec:
 
 
 @dataclass(frozen=True)
+class Face:
+    """One way a known bug shows: its verdict, in its own step, with its own signature."""
+    verdict: Verdict
+    step: str
+    signature: str
+
+
+@dataclass(frozen=True)
 class Expectation:
     verdict: Verdict = Verdict.PASS
     signature: str = ""  # a regex the failed step's own logs must match for an XFAIL
     step: str = ""  # the step the expected failure happens in (required with a failure)
     links: tuple[str, ...] = ()
+    # Other faces of the same bug (`[[expect.also]]`): a race that ends in a triple fault in
+    # some runs and in a hang in others. Each is matched on its own step and signature.
+    also: tuple[Face, ...] = ()
+
+    def face_for(self, observed: Verdict) -> Face:
+        """The face a run that ended in `observed` is judged against: the one of that verdict,
+        else the main one (so a different failure is reported against what was expected)."""
+        main = Face(self.verdict, self.step, self.signature)
+        return next((f for f in (main, *self.also) if f.verdict is observed), main)
 
 
 @dataclass(frozen=True)
@@ -445,21 +463,39 @@ def _regex(where: str, key: str, value: Any) -> str:
 
 
 def _expect(where: str, e: dict[str, Any]) -> Expectation:
-    verdict = Verdict(_choice(where, "expect.verdict", e.get("verdict", "PASS"), EXPECTABLE_NAMES))
-    expectation = Expectation(
-        verdict=verdict,
-        signature=_regex(where, "expect.signature", e.get("signature", "")),
-        step=_str(where, "expect.step", e.get("step", "")),
-        links=_str_list(where, "expect.links", e.get("links", [])),
-    )
+    main = _face(where, "expect", e)
+    also = e.get("also", [])
+    if not isinstance(also, list):
+        raise ScenarioError(where, "expect.also", "must be an array of tables ([[expect.also]])")
+    faces = []
+    for i, table in enumerate(also):
+        key = f"expect.also[{i}]"
+        if not isinstance(table, dict) or set(table) - _FACE_KEYS:
+            raise ScenarioError(where, key, f"a table of {', '.join(sorted(_FACE_KEYS))}")
+        face = _face(where, key, table)
+        if face.verdict is Verdict.PASS:
+            raise ScenarioError(where, f"{key}.verdict", "another face of a bug is a failure, not PASS")
+        faces.append(face)
+    if faces and main.verdict is Verdict.PASS:
+        raise ScenarioError(where, "expect.also", "other faces belong to an expected failure, not to PASS")
+    if len({f.verdict for f in (main, *faces)}) != len(faces) + 1:
+        raise ScenarioError(where, "expect.also", "each face of a bug has its own verdict")
+    return Expectation(verdict=main.verdict, signature=main.signature, step=main.step,
+                       links=_str_list(where, "expect.links", e.get("links", [])), also=tuple(faces))
+
+
+def _face(where: str, prefix: str, e: dict[str, Any]) -> Face:
+    verdict = Verdict(_choice(where, f"{prefix}.verdict", e.get("verdict", "PASS"), EXPECTABLE_NAMES))
+    face = Face(verdict=verdict, step=_str(where, f"{prefix}.step", e.get("step", "")),
+                signature=_regex(where, f"{prefix}.signature", e.get("signature", "")))
     if verdict is not Verdict.PASS:  # an expected failure must name its own step and cause
         for key in ("step", "signature"):
-            if not getattr(expectation, key).strip():
-                raise ScenarioError(where, f"expect.{key}", f"required when expect.verdict is {verdict}: an "
+            if not getattr(face, key).strip():
+                raise ScenarioError(where, f"{prefix}.{key}", f"required when {prefix}.verdict is {verdict}: an "
                                     "expected failure matches only in its own step, on its own signature")
-    elif expectation.signature or expectation.step:
-        raise ScenarioError(where, "expect", "a signature or step belongs to an expected failure, not to PASS")
-    return expectation
+    elif face.signature or face.step:
+        raise ScenarioError(where, prefix, "a signature or step belongs to an expected failure, not to PASS")
+    return face
 
 
 def with_kernel_tree(sc: Scenario, tree: Path) -> Scenario:

@@ -73,7 +73,7 @@ def _entry(sc: Scenario, outcome: RunOutcome, suite_dir: Path) -> SuiteEntry:
     res = outcome.result
     return SuiteEntry(
         scenario=sc.name, path=str(sc.path), description=sc.description, source=sc.source,
-        expected=sc.expect.verdict, observed=res.observed_verdict or res.verdict, verdict=res.verdict,
+        expected=res.expected_verdict, observed=res.observed_verdict or res.verdict, verdict=res.verdict,
         reason=res.reason, failed_step=res.failed_step, seconds=(res.ended or time.time()) - res.started,
         report=os.path.relpath(outcome.run_dir / "report.html", suite_dir),
     )

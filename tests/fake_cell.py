@@ -4,12 +4,14 @@ would, without QEMU.
 
     python tests/fake_cell.py MODE SCENARIO_FILE RUNS_DIR MARKER_DIR
 
-MODE: pass | panic | slow (writes MARKER_DIR/<scenario>.starts, a line "pid ppid" per
+MODE: pass | panic | xfail | slow (writes MARKER_DIR/<scenario>.starts, a line "pid ppid" per
 start, then passes after SLOW_SECONDS) | leftover (leaves a `sleep` behind in its process group) |
 hang (starts a fake QEMU with lab.lifetime.die_with_parent, as lab.vm will, then waits;
 SIGTERM writes INTERRUPTED and exits 130, as lab.runner does) | stubborn (hang, but it and
 its fake QEMU ignore SIGTERM: only SIGKILL ends them). hang and stubborn write
 MARKER_DIR/<scenario>.started (the cell's pid) and <scenario>.qemu (the fake QEMU's pid).
+MODE@VERSION (e.g. ``pass@6.1.192-3``): the run's kernel is of that Debian source version
+(``provenance.kernel``, as lab.artifacts.kernel records it).
 """
 
 from __future__ import annotations
@@ -33,12 +35,16 @@ SLOW_SECONDS = 8.0
 
 
 def main(mode: str, scenario_file: str, runs_dir: str, marker_dir: str) -> None:
+    mode, _, version = mode.partition("@")
     sc = tomllib.loads(Path(scenario_file).read_text())
     name = sc["scenario"]["name"]
     run_dir = Path(runs_dir) / f"20240501-120000-{name}"
     run_dir.mkdir(parents=True)
     result = RunResult(run_id=run_dir.name, scenario=name, scenario_path=scenario_file, flow=sc["flow"]["name"],
                        started=time.time(), expected_verdict=Verdict(sc["expect"]["verdict"]))
+    if version:
+        result.provenance["kernel"] = {"source": sc["kernel"]["source"], "source_version": version,
+                                       "release": version.rsplit("-", 1)[0]}
     save(result, run_dir)
 
     def jumps(ok: int, failed: int = 0) -> None:
@@ -62,6 +68,12 @@ def main(mode: str, scenario_file: str, runs_dir: str, marker_dir: str) -> None:
     if mode == "panic":
         jumps(cycles - 1, failed=1)
         finish(Verdict.PANIC, "Kernel panic - not syncing", 1)
+    if mode == "xfail":  # a known bug that showed at the last jump to B, as expected
+        jumps(cycles - 1, failed=1)
+        result.verdict, result.observed_verdict = Verdict.XFAIL, Verdict.TRIPLE_FAULT
+        result.reason, result.ended = "triple fault (expected failure TRIPLE_FAULT seen in jump-to-B)", time.time()
+        save(result, run_dir)
+        sys.exit(0)
     if mode == "slow":
         with open(Path(marker_dir) / f"{name}.starts", "a") as f:
             f.write(f"{os.getpid()} {os.getppid()}\n")

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,21 +172,28 @@ def test_an_smp_machine_has_every_cpu_online_after_the_resume(tmp_path):
     assert res["memory"]["round_trip"]["proven"]
 
 
+def assert_a_silent_panic_read_from_memory(code: int, res: dict[str, Any], run_dir: Path) -> None:
+    """What the silent-panic and silent-reset checks share: A's panic after the jump back,
+    expected (XFAIL) in verify-A, never on the console, so the evidence read it from A's
+    memory; and no QEMU left behind."""
+    assert res["observed_verdict"] == "PANIC", (res["reason"], res["evidence"])
+    assert res["verdict"] == "XFAIL" and res["failed_step"] == "verify-A" and code == 0
+    # The console never showed the panic: it can only have come from memory.
+    console = (run_dir / "console-A-B.log").read_text(errors="replace")
+    assert "Kernel panic" not in console and "dumptest" not in console
+    assert res["evidence"][0] == "-- kernel A's log, read from memory (snapshot-silent-verify-A.elf) --"
+    assert "Kernel panic - not syncing: dumptest" in res["evidence"][1]
+    assert not qemu_processes_for(run_dir)
+
+
 def test_a_kernel_that_dies_silently_after_the_resume_is_a_panic_read_from_memory(tmp_path):
     """A silences its console (log level 0) and panics right after the jump back: nothing
     reaches the serial line, the guest stops answering; the lab dumps its memory and the
     verdict's evidence is A's panic from A's own log, read from that dump."""
     code, res, run_dir = kjlab_run("checks/silent-panic-after-resume.toml", tmp_path)
-    assert res["observed_verdict"] == "PANIC", (res["reason"], res["evidence"])
-    assert res["verdict"] == "XFAIL" and res["failed_step"] == "verify-A" and code == 0
+    assert_a_silent_panic_read_from_memory(code, res, run_dir)
     assert "died with nothing on the console" in res["reason"]
-    # The console never showed the panic: it can only have come from memory.
-    console = (run_dir / "console-A-B.log").read_text(errors="replace")
-    assert "Kernel panic" not in console and "dumptest" not in console
-    evidence = res["evidence"]
-    assert evidence[0] == "-- kernel A's log, read from memory (snapshot-silent-verify-A.elf) --"
-    assert "Kernel panic - not syncing: dumptest" in evidence[1]
-    assert any("lkdtm_PANIC" in line for line in evidence)
+    assert any("lkdtm_PANIC" in line for line in res["evidence"])
     (klog,) = res["kernel_logs"]
     assert klog["kernel"] == "A" and klog["step"] == "verify-A" and klog["snapshot"] == "snapshot-silent-verify-A.elf"
     text = (run_dir / klog["text"]).read_text()
@@ -193,7 +201,6 @@ def test_a_kernel_that_dies_silently_after_the_resume_is_a_panic_read_from_memor
     assert (run_dir / klog["pages"]).stat().st_size < 2 << 20  # the log's pages, not the RAM
     report = (run_dir / "report.html").read_text()
     assert "read from memory" in report and "lkdtm_PANIC" in report
-    assert not qemu_processes_for(run_dir)
 
 
 def test_a_kernel_that_resets_silently_after_the_resume_is_a_panic_read_from_the_memory_qemu_kept(tmp_path):
@@ -201,20 +208,14 @@ def test_a_kernel_that_resets_silently_after_the_resume_is_a_panic_read_from_the
     machine ends in a reset, QEMU holds it stopped, and the lab reads A's panic from its
     memory before it quits QEMU - at once, not after the step's 60 s timeout."""
     code, res, run_dir = kjlab_run("checks/silent-reset-after-resume.toml", tmp_path)
-    assert res["observed_verdict"] == "PANIC", (res["reason"], res["evidence"])
-    assert res["verdict"] == "XFAIL" and res["failed_step"] == "verify-A" and code == 0
+    assert_a_silent_panic_read_from_memory(code, res, run_dir)
     assert "then the machine reset (no triple fault logged)" in res["reason"]
-    console = (run_dir / "console-A-B.log").read_text(errors="replace")
-    assert "Kernel panic" not in console and "dumptest" not in console
-    assert res["evidence"][0] == "-- kernel A's log, read from memory (snapshot-silent-verify-A.elf) --"
-    assert "Kernel panic - not syncing: dumptest" in res["evidence"][1]
     events = [json.loads(line) for line in (run_dir / "qmp.log").read_text().splitlines()]
     resets = [e for e in events if e.get("event", {}).get("event") == "SHUTDOWN"
               and e["event"]["data"]["reason"] == "guest-reset"]
     assert resets, "the machine's reset is QEMU's SHUTDOWN, reason guest-reset"
     (step,) = [s for s in res["steps"] if s["name"] == "verify-A"]
     assert step["seconds"] < 40, "the reset ended the wait, not the timeout"
-    assert not qemu_processes_for(run_dir)
 
 
 def test_swsusp_resumes_a_with_every_check(tmp_path):

@@ -13,7 +13,8 @@ import pytest
 
 from lab.exports import junit_xml, kcidb_json, kcidb_status, write_exports
 from lab.history import CellRecord, parse_cell_id
-from tests.test_history import make_cell_run
+from lab.history import History
+from tests.test_history import K61_HIBERNATE, K61_SWSUSP, K612, make_cell_run, two_nights_of_a_new_kernel
 
 EVIL = "<script>alert(1)</script> ]]> & \"quotes\" 'apos' \x1b[31mred\x1b[0m \x00nul"
 
@@ -232,3 +233,30 @@ def test_cell_without_run_dir(tmp_path: Path) -> None:
     assert test["status"] == "ERROR" and test["id"] == f"kjlab:n7/{ERROR_CELL}" and "log_url" not in test
     assert data["builds"][0]["status"] == "ERROR"
     assert kcidb_json([rec])["tests"][0]["id"].startswith("kjlab:export-")
+
+
+def test_a_kernel_version_change_shows_next_to_the_cells(tmp_path: Path) -> None:
+    """Recorded runs, two nights: 6.1 moved from 6.1.192-3 to 6.1.193-1 and its hibernate
+    cell failed. Both exports say so next to the 6.1 cells, and only there."""
+    with History(tmp_path / "h.sqlite") as h:
+        _, n2 = two_nights_of_a_new_kernel(tmp_path, h)
+        cells, cmp = list(h.cells(n2).values()), h.compare_with_previous(n2)
+    paths = write_exports(tmp_path / "out", "nightly-i386", cells, comparison=cmp, run_name="night-2")
+    change = "since the previous night: kernel 6.1: 6.1.192-3 -> 6.1.193-1"
+    cases = {f"{c.get('classname')}/{c.get('name')}": c for c in ET.parse(paths["junit"]).getroot().iter("testcase")}
+    failure = cases["6.1/i386/pc-virtio/hibernate/fixes"].find("failure")
+    assert failure is not None and change in (failure.text or "")
+    out = {cell: cases[cell].findtext("system-out") or "" for cell in cases}
+    assert "kernel: 6.1 6.1.193-1 (release 6.1.193)\n" + change in out[K61_SWSUSP]
+    assert change in out[K61_HIBERNATE]
+    assert "kernel: 6.12 6.12.117-1 (release 6.12.117)" in out[K612] and "previous night" not in out[K612]
+
+    data = json.loads(paths["kcidb"].read_text())
+    kcidb_io.schema.LATEST.validate(data)
+    tests = {t["misc"]["cell"]: t for t in data["tests"]}
+    assert tests[K61_HIBERNATE]["misc"]["previous_source_version"] == "6.1.192-3"
+    assert change in tests[K61_HIBERNATE]["log_excerpt"]
+    assert tests[K61_SWSUSP]["misc"]["previous_source_version"] == "6.1.192-3"
+    assert "previous_source_version" not in tests[K612]["misc"]
+    # without the comparison (kjlab matrix: no history), no word of the previous night
+    assert "previous night" not in junit_xml("n", cells) and "previous_source_version" not in json.dumps(kcidb_json(cells))

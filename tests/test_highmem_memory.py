@@ -84,8 +84,8 @@ def test_the_image_check_counts_the_sentinel_pages_in_highmem(tmp_path: Path) ->
     zone = (38 * MiB, HIGH + 8 * MiB)  # HighMem as a PAE kernel reports it: from lowmem's end past 4 GiB
     finding = check_image(img, b, dep, plan, WINDOW, zone)
     assert finding.problems == []
-    assert finding.data["sentinels_in_highmem"] == {"zone": "0x2600000-0x100800000", "tmpfs": 4, "anon": 0, "of": 8}
-    assert "sentinels_in_highmem" not in check_image(img, b, dep, plan, WINDOW).data
+    assert finding.record.sentinels_in_highmem == {"zone": "0x2600000-0x100800000", "tmpfs": 4, "anon": 0, "of": 8}
+    assert check_image(img, b, dep, plan, WINDOW).record.sentinels_in_highmem is None
 
 
 def test_highmem_zone_from_a_boot_log() -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -11,9 +12,12 @@ import pytest
 
 from lab.errors import UserError
 from lab.cell import parse_cell_id
-from lab.history import SCHEMA_VERSION, CellRecord, History, NightStatus, compare, default_path
+from lab.history import SCHEMA_VERSION, CellRecord, History, NightStatus, VersionChange, compare, default_path
+from lab.matrix import load_matrix
+from lab.nightly import write_night_summary
 from lab.report import render_report
-from lab.results import Check, Command, RunResult, Step, save
+from lab.results import Check, Command, RunResult, Step, load, save
+from lab.verdict import Verdict
 
 T0 = 1_714_560_000.0
 STEPS = [  # (name, title, seed step, vm, seconds)
@@ -147,7 +151,8 @@ def test_schema_wal_and_default_path(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert {"nights_by_matrix", "cells_by_cell"} <= indexes
     cols = [r[1] for r in db.execute("PRAGMA table_info(cells)")]
     assert cols == ["night_id", "cell", "kernel", "arch", "machine", "flow", "patchset", "verdict", "observed",
-                    "expected", "reason", "failed_step", "seconds", "run_dir", "report", "figures"]
+                    "expected", "reason", "failed_step", "seconds", "run_dir", "report", "figures",
+                    "source_version", "release"]
     assert [r[1] for r in db.execute("PRAGMA table_info(nights)")] == ["id", "name", "matrix", "started", "ended",
                                                                        "summary_path", "status"]
     # a newer schema is refused, not misread
@@ -294,15 +299,16 @@ def test_a_version_1_history_opens_and_is_migrated(tmp_path: Path) -> None:
     db.executescript(SCHEMA_V1)
     db.close()
     with History(path) as h:
-        assert h.schema_version == SCHEMA_VERSION == 3
+        assert h.schema_version == SCHEMA_VERSION == 4
         assert h.night(1).status == NightStatus.COMPLETED  # it had ended
         assert h.night(2).status == NightStatus.RUNNING  # it never ended: died
         assert list(h.cells(1)) == [A]
         n3 = h.start_night("wed", "m")
         assert h.previous_night("m", n3) == 1
     with History(path) as h:  # opening again changes nothing
-        assert h.schema_version == 3 and h.night(1).status == NightStatus.COMPLETED
+        assert h.schema_version == 4 and h.night(1).status == NightStatus.COMPLETED
         assert h.cells(1)[A].figures == {}  # a cell of before figures were kept has none
+        assert (h.cells(1)[A].source_version, h.cells(1)[A].release) == ("", "")  # nor a kernel version
 
 
 def test_an_interrupted_night_is_kept_but_not_compared_against(tmp_path: Path) -> None:
@@ -369,8 +375,138 @@ def test_a_version_2_history_gains_figures(tmp_path: Path) -> None:
     db.executescript(SCHEMA_V2_CELLS)
     db.close()
     with History(path) as h:
-        assert h.schema_version == 3
+        assert h.schema_version == 4
         assert h.cells(1)[A].figures == {} and h.cells(1)[A].verdict == "PASS"
         n = h.start_night("tue", "m")
         h.record_cell(n, CellRecord(**{**vars(h.cells(1)[A]), "figures": {"cycle": 14.7}}))
         assert h.figures_trend("m", A) == [("mon", {}), ("tue", {"cycle": 14.7})]
+
+
+SCHEMA_V3_CELLS = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE nights (id INTEGER PRIMARY KEY, name TEXT NOT NULL, matrix TEXT NOT NULL, started REAL NOT NULL,
+                     ended REAL, summary_path TEXT, status TEXT NOT NULL DEFAULT 'running');
+CREATE TABLE cells (night_id INTEGER NOT NULL REFERENCES nights(id) ON DELETE CASCADE, cell TEXT NOT NULL,
+    kernel TEXT NOT NULL, arch TEXT NOT NULL, machine TEXT NOT NULL, flow TEXT NOT NULL, patchset TEXT NOT NULL,
+    verdict TEXT NOT NULL, observed TEXT NOT NULL, expected TEXT NOT NULL, reason TEXT NOT NULL,
+    failed_step TEXT NOT NULL, seconds REAL NOT NULL, run_dir TEXT NOT NULL, report TEXT NOT NULL,
+    figures TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (night_id, cell));
+CREATE INDEX nights_by_matrix ON nights (matrix, id);
+CREATE INDEX cells_by_cell ON cells (cell, night_id);
+CREATE INDEX cells_by_verdict ON cells (night_id, verdict);
+INSERT INTO schema_version VALUES (3);
+INSERT INTO nights VALUES (1, 'mon', 'm', 1000.0, 2000.0, 'mon/summary.html', 'completed');
+INSERT INTO cells VALUES (1, '6.1/i386/pc-virtio/hibernate/gdt-fix', '6.1', 'i386', 'pc-virtio', 'hibernate',
+    'gdt-fix', 'PASS', 'PASS', 'PASS', '', '', 12.0, 'r', '', '{"cycle": 14.7}');
+"""
+
+
+def test_a_version_3_history_gains_kernel_versions(tmp_path: Path) -> None:
+    """A version-3 file's cells have no kernel version: unknown (""), and a night of a
+    known version after them is no version change."""
+    path = tmp_path / "v3.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_V3_CELLS)
+    db.close()
+    with History(path) as h:
+        assert h.schema_version == 4
+        old = h.cells(1)[A]
+        assert (old.source_version, old.release, old.figures, old.verdict) == ("", "", {"cycle": 14.7}, "PASS")
+        n = h.start_night("tue", "m")
+        h.record_cell(n, CellRecord(**{**vars(old), "source_version": "6.1.192-3", "release": "6.1.192"}))
+        assert h.versions_trend("m", A) == [("mon", ""), ("tue", "6.1.192-3")]
+        cmp = h.compare_with_previous(n)
+        assert cmp.version_changes == [] and cmp.version_change(A) is None
+    cols = [r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(cells)")]
+    assert cols[-2:] == ["source_version", "release"]
+
+
+K61_HIBERNATE = "6.1/i386/pc-virtio/hibernate/fixes"
+K61_SWSUSP = "6.1/i386/pc-virtio/swsusp/fixes"
+K612 = "6.12/x86_64/pc-virtio/hibernate/fixes"
+
+
+def recorded_run(name: str, dest: Path, *, source_version: str | None = None, fail: bool = False) -> Path:
+    """A recorded run (tests/data/runs) copied to `dest`; with `source_version`, as if the
+    kernel had been built from that Debian version; with `fail`, its observed failure is
+    the verdict (the cell expected a PASS)."""
+    run_dir = Path(shutil.copytree(RUNS / name, dest))
+    if source_version or fail:
+        res = load(run_dir)
+        if source_version:
+            res.provenance["kernel"] |= {"source_version": source_version, "release": source_version.rsplit("-", 1)[0]}
+        if fail:
+            assert res.observed_verdict is not None
+            res.verdict, res.expected_verdict = res.observed_verdict, Verdict.PASS
+        save(res, run_dir)
+    return run_dir
+
+
+def two_nights_of_a_new_kernel(tmp_path: Path, h: History) -> tuple[int, int]:
+    """Night 1: bookworm's 6.1.192-3, everything passes. Night 2: 6.1 moved to 6.1.193-1,
+    its hibernate cell triple-faults; trixie's 6.12 is the same."""
+    n1 = h.start_night("night-1", "nightly-i386")
+    for cell, name in ((K61_HIBERNATE, "i386-hibernate-pass"), (K61_SWSUSP, "i386-swsusp-pass"),
+                       (K612, "x86_64-hibernate-pass")):
+        h.record_cell(n1, CellRecord.from_run(cell, {}, recorded_run(name, tmp_path / "n1" / name)))
+    h.finish_night(n1, None)
+    n2 = h.start_night("night-2", "nightly-i386")
+    for cell, name, version, fail in ((K61_HIBERNATE, "i386-triple-fault-resume", "6.1.193-1", True),
+                                      (K61_SWSUSP, "i386-swsusp-pass", "6.1.193-1", False),
+                                      (K612, "x86_64-hibernate-pass", None, False)):
+        run_dir = recorded_run(name, tmp_path / "n2" / name, source_version=version, fail=fail)
+        h.record_cell(n2, CellRecord.from_run(cell, {}, run_dir))
+    return n1, n2
+
+
+def test_the_kernel_version_of_every_cell_and_night(tmp_path: Path) -> None:
+    rec = CellRecord.from_run(K61_HIBERNATE, {}, RUNS / "i386-hibernate-pass")
+    assert (rec.source_version, rec.release) == ("6.1.192-3", "6.1.192")
+    rec = CellRecord.from_run(K612, {}, RUNS / "x86_64-hibernate-pass")
+    assert (rec.source_version, rec.release) == ("6.12.117-1", "6.12.117")
+    unbuilt = CellRecord.from_run(A, {}, make_cell_run(tmp_path / "x", A, "ERROR", kernel_built=False, render=False))
+    assert (unbuilt.source_version, unbuilt.release) == ("", "")  # the build failed: no kernel
+
+    with History(tmp_path / "h.sqlite") as h:
+        n1, n2 = two_nights_of_a_new_kernel(tmp_path, h)
+        assert h.cells(n2)[K61_HIBERNATE].verdict == "TRIPLE_FAULT"
+        assert {c: r.source_version for c, r in h.cells(n2).items()} == {
+            K61_HIBERNATE: "6.1.193-1", K61_SWSUSP: "6.1.193-1", K612: "6.12.117-1"}
+        assert h.cells(n2)[K61_SWSUSP].release == "6.1.193"
+        cmp = h.compare_with_previous(n2)
+        assert cmp.regressions == [K61_HIBERNATE] and cmp.unchanged_good == [K61_SWSUSP, K612]
+        assert cmp.version_changes == [VersionChange("6.1", "6.1.192-3", "6.1.193-1")]  # not 6.12
+        assert cmp.version_change(K61_SWSUSP) == VersionChange("6.1", "6.1.192-3", "6.1.193-1")
+        assert cmp.version_change(K612) is None
+        lines = cmp.lines()
+        assert lines[0] == "kernel 6.1: 6.1.192-3 -> 6.1.193-1"
+        assert lines[1].startswith(f"REGRESSION {K61_HIBERNATE} (PASS -> TRIPLE_FAULT) "
+                                   "[kernel 6.1: 6.1.192-3 -> 6.1.193-1]: ")
+        assert len(lines) == 2
+        assert h.versions_trend("nightly-i386", K61_HIBERNATE) == [("night-1", "6.1.192-3"), ("night-2", "6.1.193-1")]
+        assert h.versions_trend("nightly-i386", K612, last=1) == [("night-2", "6.12.117-1")]
+        # a night's cells of one kernel built from two versions (e.g. resumed after an update)
+        mixed = dict(h.cells(n2))
+        mixed[K61_SWSUSP] = CellRecord(**{**vars(mixed[K61_SWSUSP]), "source_version": "6.1.192-3"})
+        assert compare(h.cells(n1), mixed).version_changes == [
+            VersionChange("6.1", "6.1.192-3", "6.1.192-3, 6.1.193-1")]
+
+
+def test_the_summary_shows_the_version_changes_and_each_night_s_version(tmp_path: Path) -> None:
+    matrix = load_matrix(Path(__file__).resolve().parent.parent / "scenarios" / "matrices" / "nightly-i386.matrix.toml")
+    with History(tmp_path / "h.sqlite") as h:
+        _, n2 = two_nights_of_a_new_kernel(tmp_path, h)
+        records = h.cells(n2)
+        cmp = h.compare_with_previous(n2)
+        page = write_night_summary(tmp_path, matrix, records, cmp, h, 600.0, 2).read_text()
+    assert "1 kernel of another version" in page
+    assert "kernel 6.1: 6.1.192-3 -&gt; 6.1.193-1\n" in page  # the list of changes, first
+    assert f"REGRESSION {K61_HIBERNATE} (PASS -&gt; TRIPLE_FAULT) [kernel 6.1: 6.1.192-3 -&gt; 6.1.193-1]" in page
+    assert '<div class="vchange">kernel 6.1: 6.1.192-3 -&gt; 6.1.193-1</div>' in page  # under the cells of 6.1
+    assert page.count('class="vchange"') == 2
+    assert '<div class="small">6.1.193-1</div>' in page and '<div class="small">6.12.117-1</div>' in page  # rows
+    # each night's version in the trend; the night 6.1 changed is marked
+    assert 'title="night-1: PASS, kernel 6.1.192-3"' in page
+    assert 'class="c-fail vchg" title="night-2: TRIPLE_FAULT, kernel 6.1.193-1"' in page
+    assert 'class="c-pass" title="night-2: PASS, kernel 6.12.117-1"' in page

@@ -283,3 +283,28 @@ def test_die_with_parent(tmp_path: Path) -> None:
     parent.kill()
     parent.wait()
     assert wait_for(lambda: not alive(child), 10)
+
+
+def test_cli_nightly_prints_a_kernel_version_change_beside_the_regression(tmp_path: Path) -> None:
+    """`kjlab nightly` twice (fake cells, no builds): the second night's Debian 6.1 is a new
+    version and one cell fails; the command says which version changed, before the cells."""
+    matrix_path = write_matrix(tmp_path, {"6.1": "debian:linux-source-6.1"}, ["pc-virtio", "pc-ide"])
+    a, b = (c.id for c in load_matrix(matrix_path).cells)
+
+    def night(modes: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        script = DRIVER.format(root=str(ROOT), tests=str(Path(__file__).parent), modes=modes, markers=str(tmp_path),
+                               matrix=str(matrix_path), runs=str(tmp_path / "runs"),
+                               history=str(tmp_path / "h.sqlite"))
+        return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+
+    first = night({a: "pass@6.1.192-3", b: "pass@6.1.192-3"})
+    assert first.returncode == 0 and "kernel 6.1:" not in first.stdout, first.stdout[-3000:] + first.stderr[-3000:]
+    second = night({a: "pass@6.1.193-1", b: "panic@6.1.193-1"})
+    assert second.returncode == 1, second.stdout[-3000:] + second.stderr[-3000:]
+    lines = [line.strip() for line in second.stdout.splitlines()]
+    change = "kernel 6.1: 6.1.192-3 -> 6.1.193-1"
+    assert lines.index(change) < lines.index(f"REGRESSION {b} (PASS -> PANIC) [{change}]: Kernel panic - not syncing")
+    assert "1 kernel(s) of another version than the previous night's" in lines
+    with History(tmp_path / "h.sqlite") as h:
+        first_night, second_night = h.nights("fake")
+        assert h.versions_trend("fake", b) == [(first_night.name, "6.1.192-3"), (second_night.name, "6.1.193-1")]

@@ -95,6 +95,24 @@ def test_a_cycles_scenario_counts_its_jumps(tmp_path):
     assert data["jump_rate_upper_bound_95"] == pytest.approx(upper_bound(1, 20))
 
 
+def test_a_known_bug_s_repeat_counts_the_jumps_it_broke(tmp_path):
+    # a bug scenario: its expected triple fault at the jump to B shows in 3 runs of 4, and one
+    # run panics instead; every failed jump counts, the expected ones included
+    path = tmp_path / "bug.toml"
+    path.write_text(SCENARIO.replace('[expect]\nverdict = "PASS"', '[expect]\nverdict = "TRIPLE_FAULT"\n'
+                                     'step = "jump-to-B"\nsignature = "Triple fault"'))
+    m = repeat_matrix(path, 4, 2)
+    modes = {c.id: "xfail" for c in m.cells}
+    modes[m.cells[2].id] = "panic"
+    summary = run_repeat(path, 4, tmp_path / "runs", parallel=2, build=no_build, cell_argv=fake_cells(modes, tmp_path))
+    assert (summary.expected, summary.shown, summary.failures) == ("TRIPLE_FAULT", 3, 1)
+    assert (summary.jumps, summary.jump_failures) == (4, 4)
+    text = (Path(summary.night_dir) / "repeat.txt").read_text()
+    assert "the expected failure (TRIPLE_FAULT) showed in 3 of 4 runs" in text
+    assert "runs not as expected: 1/4" in text and "failure rate" not in text
+    assert "jumps from A to B: 4 made, 4 failed (3 of them the expected failure)" in text
+
+
 def test_the_command_line_refuses_bad_repeats(tmp_path):
     from lab.cli import main
 

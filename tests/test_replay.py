@@ -81,11 +81,13 @@ def test_replay_comes_out_as_recorded(name: str, tmp_path: Path, sock_dir: Path)
 def test_hibernate_proves_the_round_trip_on_the_replayed_memory(tmp_path: Path, sock_dir: Path) -> None:
     result, _, _ = replay("i386-hibernate-pass", tmp_path, sock_dir)
     assert result.verdict is Verdict.PASS
-    proof = result.memory["round_trip"]
-    assert proof["proven"] and [leg["holds"] for leg in proof["legs"]] == [True, True, True]
-    sentinels = result.memory["image_check"]["sentinels_in_image"]
+    proof = result.memory.round_trip
+    assert proof is not None and proof.proven and [leg.holds for leg in proof.legs] == [True, True, True]
+    assert result.memory.image_check is not None
+    sentinels = result.memory.image_check.sentinels_in_image
+    assert sentinels is not None
     assert sentinels["ok"] and sentinels["summary"] == "2048/2048 sentinel pages intact in place"  # as recorded
-    assert result.memory["image_bad_ranges"] == []
+    assert result.memory.image_bad_ranges == ()
     assert [s["name"] for s in result.snapshots] == ["A-departure", "B-booted", "A-return"]
     assert "every sentinel page held" in " ".join(
         c.output for s in result.steps if s.name == "check-image" for c in s.commands)
@@ -96,7 +98,7 @@ def test_jump_roundtrip_checks_the_sentinels_the_flow_planted(tmp_path: Path, so
     assert result.verdict is Verdict.PASS
     assert [s["name"] for s in result.snapshots] == ["A-before-jump", "A-resumed"]
     assert len(rep.memory.pages) == 2 * 1024  # kj-sentinel file and anon, as the commands asked
-    assert result.memory["resume"]["changed"]["pages_differing"] == 0
+    assert result.memory.resume is not None and result.memory.resume.changed["pages_differing"] == 0
 
 
 def test_snapshot_debug_images_hold_their_moments(tmp_path: Path, sock_dir: Path) -> None:

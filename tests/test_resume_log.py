@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab import evidence
+from lab import SCENARIOS_DIR, evidence
+from lab.console import clean_output
+from lab.expectation import signature_matches, step_texts
+from lab.results import RunResult, Step
+from lab.scenario import load_scenario
 
 LOGS = Path(__file__).parent / "data" / "kernel-logs"
 
@@ -77,3 +81,33 @@ def test_the_cpu_count_survives_a_kernel_message_among_the_output() -> None:
     assert evidence.cpu_count(out) == 1
     assert evidence.cpu_count("[ 1.0] x\n2\n") == 2
     assert evidence.cpu_count("grep: /proc/cpuinfo: No such file or directory\n") is None
+
+
+# A's WARNING after the jump back, on the console of an e2e run of checks/warning-after-resume
+# whose 6.1 kernel the lab built from a staged copy of the source (../src from its objects)
+STAGED_WARNING = "[    4.800774] WARNING: CPU: 0 PID: 1 at ../src/drivers/misc/lkdtm/bugs.c:85 lkdtm_WARNING+0x8/0xb"
+AS_THE_KERNEL_PRINTS_IT = "[    4.800774] WARNING: CPU: 0 PID: 1 at drivers/misc/lkdtm/bugs.c:85 lkdtm_WARNING+0x8/0xb"
+
+
+def test_a_staged_builds_source_prefix_is_left_out_of_what_the_lab_records(tmp_path: Path) -> None:
+    dmesg = f"[    4.700000] kjlab: jump-out 1\r\n{STAGED_WARNING}\r\n[    4.800774] ---[ end trace 0 ]---\r\n"
+    # the output of verify-A's dmesg as the step records it, and the trouble read from it
+    output = clean_output(dmesg)
+    assert STAGED_WARNING not in output and AS_THE_KERNEL_PRINTS_IT in output
+    after = evidence.log_since_jump(output, 1)
+    assert after is not None
+    assert evidence.kernel_trouble(after) == (False, [AS_THE_KERNEL_PRINTS_IT, "[    4.800774] ---[ end trace 0 ]---"])
+    # the signature reads the step's console as the lab reads it; the console log keeps the bytes
+    (tmp_path / "console-C-A.log").write_text(dmesg)
+    result = RunResult("r", "check-warning-after-resume", "", "hibernate", 0.0,
+                       steps=[Step("verify-A", "", "-", "C-A", 0.0, console_end=len(dmesg))])
+    sc = load_scenario(SCENARIOS_DIR / "checks" / "warning-after-resume.toml")
+    assert signature_matches(sc.expect.signature, step_texts(tmp_path, result, "verify-A"))
+    assert not signature_matches(sc.expect.signature, [dmesg])
+    assert STAGED_WARNING in (tmp_path / "console-C-A.log").read_text()
+
+
+def test_only_the_staged_prefix_goes() -> None:
+    for path in ("../../src/x.c", "/home/u/../src/x.c", "a../src/x.c", "../../../source/linux/arch/x86/mm/ioremap.c"):
+        assert evidence.clean(f"WARNING: at {path}:1") == f"WARNING: at {path}:1"
+    assert evidence.clean("kernel BUG at ../src/mm/slub.c:1 (../src/mm/slab.h)") == "kernel BUG at mm/slub.c:1 (mm/slab.h)"

@@ -87,3 +87,53 @@ def test_the_swsusp_flow_has_a_swap_disk_on_the_machine():
     assert argv[at + 1:at + 3] == ["-device", "virtio-blk-pci,drive=swap"]
     assert argv.index("virtio-blk-pci,drive=hib") < at  # the hibernation disk stays /dev/vda
     assert not any("id=swap" in a for a in qemu_argv(sc.machine, BootFiles(**{**files.__dict__, "swap_disk": None}), "tcg"))
+
+
+TWO_FACES = """
+[expect]
+verdict = "TRIPLE_FAULT"
+step = "jump-to-B"
+signature = 'Triple fault'
+
+[[expect.also]]
+verdict = "HANG"
+step = "jump-to-B"
+signature = 'CPU#0 EIP=[0-9a-f]{8} \\(kexec purgatory: purgatory\\+'
+"""
+
+
+def test_a_bug_with_two_faces_judges_each_on_its_own_step_and_signature(tmp_path):
+    from lab.expectation import apply_expectation
+    from lab.verdict import Verdict
+
+    sc = load_scenario(write(tmp_path, TWO_FACES))
+    assert (sc.expect.verdict, *(f.verdict for f in sc.expect.also)) == (Verdict.TRIPLE_FAULT, Verdict.HANG)
+
+    def judge(observed, step, text):
+        face = sc.expect.face_for(observed)
+        return apply_expectation(observed, face.verdict, face.signature, face.step, step, [text])[0]
+
+    hang = "-- CPUs --\nCPU#0 EIP=01ff411d (kexec purgatory: purgatory+0x2a) CS=0010"
+    assert judge(Verdict.HANG, "jump-to-B", hang) is Verdict.XFAIL
+    assert judge(Verdict.TRIPLE_FAULT, "jump-to-B", "v=08\nTriple fault") is Verdict.XFAIL
+    # each face keeps its own signature and step: the hang's evidence does not excuse a triple
+    # fault, a hang without the purgatory loop stays a HANG, and a hang elsewhere stays one
+    assert judge(Verdict.TRIPLE_FAULT, "jump-to-B", hang) is Verdict.TRIPLE_FAULT
+    assert judge(Verdict.HANG, "jump-to-B", "no kernel B's init within 120 s") is Verdict.HANG
+    assert judge(Verdict.HANG, "jump-back", hang) is Verdict.HANG
+    # a third failure is judged against the main face, and so reported as unexpected
+    assert judge(Verdict.PANIC, "jump-to-B", "Kernel panic") is Verdict.PANIC
+    assert sc.expect.face_for(Verdict.PANIC).verdict is Verdict.TRIPLE_FAULT
+
+
+@pytest.mark.parametrize("text, match", [
+    ('[expect]\nverdict = "PASS"\n[[expect.also]]\nverdict = "HANG"\nstep = "jump-to-B"\nsignature = "x"\n',
+     "expect.also: other faces belong to an expected failure"),
+    (TWO_FACES.replace('verdict = "HANG"', 'verdict = "TRIPLE_FAULT"'), "each face of a bug has its own verdict"),
+    (TWO_FACES.replace('signature = \'CPU', 'sig = \'CPU'), r"expect.also\[0\]: a table of signature, step, verdict"),
+    (TWO_FACES.replace('step = "jump-to-B"\nsignature = \'CPU', 'signature = \'CPU'), r"expect.also\[0\].step: required"),
+    (TWO_FACES.replace('verdict = "HANG"', 'verdict = "PASS"'), r"expect.also\[0\]"),
+])
+def test_other_faces_of_a_bug_are_checked_like_the_first(tmp_path, text, match):
+    with pytest.raises(ScenarioError, match=match):
+        load_scenario(write(tmp_path, text))

@@ -239,5 +239,5 @@ def test_cells_are_selected_by_glob_and_a_pattern_matching_nothing_is_refused() 
                                           "6.12/i386/q35-ahci-smp2/hibernate/0001-0002",
                                           "7.2/i386/q35-ahci-smp2/hibernate/0001"]
     assert rows.cells[2].scenario["expect"] == {"verdict": "PASS"}  # the override still holds
-    with pytest.raises(ScenarioError, match="'5.10/\\*' matches no cell; the cells are 6.1/i386"):
-        select_cells(m, ["5.10/*"])
+    with pytest.raises(ScenarioError, match="'4.19/\\*' matches no cell; the cells are 5.10/i386"):
+        select_cells(m, ["4.19/*"])

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import results as res
-from ..console import CommandResult, Console
+from ..console import CommandResult, Console, clean
 from ..errors import ConsoleEOF, ConsoleTimeout
 from ..results import Check, Command, RunResult, Step
 from ..evidence import OOPS_RE, kexec_error_lines, log_since_jump, panic_lines, triple_fault_evidence
 from ..memory.kernel_log import MemoryLog
+from ..memory.record import MemoryRecord
 from ..verdict import Verdict
 from ..guest import GuestVM
 
@@ -104,9 +105,10 @@ class Recorder:
     def provenance(self, key: str, value: Any) -> None:
         self.result.provenance[key] = value
 
-    def memory(self, key: str, value: Any) -> None:
-        """A memory finding (lab.memory.checks, lab.memory.roundtrip) as JSON for results and report."""
-        self.result.memory[key] = value
+    def memory(self, record: MemoryRecord) -> None:
+        """The run's memory findings (lab.memory.record), a finding added to what
+        result.memory held: `rec.memory(replace(rec.result.memory, resume=...))`."""
+        self.result.memory = record
 
     def snapshot(self, name: str, path: Path, vm: str) -> None:
         self.result.snapshots.append({"name": name, "path": path.name, "bytes": path.stat().st_size, "vm": vm,
@@ -160,7 +162,7 @@ def stop_for_console_failure(vm: GuestVM, err: Exception, step_text: str) -> Flo
         return io_error
     if isinstance(err, ConsoleEOF):
         exit_info = vm.wait_exit(15)
-        tf = triple_fault_evidence(_read(vm.files.cpu_reset_log))
+        tf = triple_fault_evidence(read_log(vm.files.cpu_reset_log))
         events = [f"QMP event {e.get('event')} {e.get('data')}" for e in exit_info.shutdown_events]
         if tf:
             return FlowStop(Verdict.TRIPLE_FAULT, f"triple fault while waiting for {err.waiting_for}",
@@ -204,8 +206,9 @@ def judge_with_memory_log(stop: FlowStop, mlog: MemoryLog, jumps_out: int) -> Fl
     out) is the cause of a hang or a reset: the verdict becomes PANIC with that trace as
     evidence. A triple fault stays one (the CPU's own record says how it died) with the
     trace leading its evidence. Otherwise the verdict stands and the log's last lines join
-    the evidence. The console's evidence is kept either way."""
-    lines = mlog.lines
+    the evidence. The console's evidence is kept either way. The log's lines are read as
+    the console's are (lab.console.clean)."""
+    lines = [clean(line) for line in mlog.lines]
     since = log_since_jump("\n".join(lines), jumps_out) if mlog.role == "A" and jumps_out else None
     trace = oops_trace(since if since is not None else lines)
     where = f"{mlog.kernel}'s log, {FROM_MEMORY} ({mlog.snapshot.name})"
@@ -237,7 +240,8 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _read(path: Path) -> str:
+def read_log(path: Path) -> str:
+    """A log QEMU or the console wrote, or "" when there is none (yet)."""
     try:
         return path.read_text(errors="replace")
     except OSError:

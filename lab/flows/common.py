@@ -10,17 +10,19 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pexpect
 
+from ..cpu_state import cpu_lines, parse_info_registers, purgatory_symbols
 from ..errors import ConsoleEOF, ConsoleTimeout, GuestError, KernelLogUnreadable
 from ..memory.kernel_log import MemoryLog, read_kernel_log
 from ..memory.checks import Finding, SentinelPlan, check_resume, memory_view, run_token, sentinel_ranges
 from ..memory.image import PhysImage
 from ..memory.ranges import format_range
+from ..memory.record import HighmemZone, ResumeCheck, SentinelPlanRecord
 from ..qemu_cmdline import BootFiles
 from ..results import Check
 from ..evidence import (
@@ -35,7 +37,7 @@ from ..symbols import SymbolMap
 from ..vm import QemuVM
 from ..verdict import Verdict
 from .base import (
-    FlowStop, Recorder, host_io_error, judge_with_memory_log, step_console_text, stop_for_console_failure,
+    FlowStop, Recorder, host_io_error, judge_with_memory_log, read_log, step_console_text, stop_for_console_failure,
 )
 
 if TYPE_CHECKING:
@@ -124,8 +126,8 @@ class FlowContext:
         self.highmem: tuple[int, int] | None = None  # A's HighMem zone, from its boot log (note_highmem)
         self.plan = SentinelPlan(run_token(rec.result.run_id), seed=0x5EED, pages=scenario.flow.sentinel_pages)
         self.proof_seed = self.plan.token % 0xFFFFFFFF + 1  # kj-proof's stream: per run, never 0
-        rec.memory("sentinel_plan", {"token": f"0x{self.plan.token:016x}", "seed": self.plan.seed,
-                                     "pages_per_region": self.plan.pages})
+        rec.memory(replace(rec.result.memory, sentinel_plan=SentinelPlanRecord(
+            token=f"0x{self.plan.token:016x}", seed=self.plan.seed, pages_per_region=self.plan.pages)))
 
     def run(self) -> None:
         raise NotImplementedError
@@ -194,12 +196,26 @@ class FlowContext:
         stop = stop_for_console_failure(vm, err, self.text(vm))
         if stop.verdict is Verdict.HANG and vm.running():
             why = "the guest stopped answering: QMP stop; dump-guest-memory"
+            stop = FlowStop(stop.verdict, stop.reason, [*stop.evidence, *self.cpus_of_hung_guest(vm)])
         elif stop.verdict in SILENT_ENDS and vm.halted():
             why = f"the machine ended ({stop.verdict.value}), QEMU held it: dump-guest-memory"
         else:
             return stop
         mlog = self.memory_log_of_silent_guest(vm, why)
         return judge_with_memory_log(stop, mlog, self.jumps_out) if mlog else stop
+
+    def cpus_of_hung_guest(self, vm: GuestVM) -> list[str]:
+        """Stop the guest and say where each CPU is (lab.cpu_state): a hang's only witness
+        besides memory. [] (and a note) when QEMU cannot tell."""
+        try:
+            vm.monitor.cmd("stop")
+            registers = vm.monitor.hmp("info registers -a")
+        except GuestError as e:
+            self.rec.note("CPUs of the hung guest: not read", str(e))
+            return []
+        cpus = parse_info_registers(registers)
+        console = read_log(vm.console_log)
+        return ["-- CPUs (QEMU info registers, guest stopped) --", *cpu_lines(cpus, purgatory_symbols(console))]
 
     def memory_log_of_silent_guest(self, vm: GuestVM, why: str) -> MemoryLog | None:
         """Stop the guest, dump its memory and read the kernel log from it; None (and a
@@ -363,7 +379,8 @@ class FlowContext:
         zone = highmem_zone(boot_log)
         self.highmem = zone
         if zone is not None:
-            self.rec.memory("highmem_zone", {"range": format_range(zone), "bytes": zone[1] - zone[0]})
+            self.rec.memory(replace(self.rec.result.memory,
+                                    highmem_zone=HighmemZone(range=format_range(zone), bytes=zone[1] - zone[0])))
             self.rec.note("A's HighMem zone (boot log)", f"{format_range(zone)} ({(zone[1] - zone[0]) >> 20} MiB)")
 
     def check_memory(self, before: Path, after: Path) -> None:
@@ -374,19 +391,21 @@ class FlowContext:
                 raise FlowStop(Verdict.CHECK_FAILED, "A's memory after resume is not what it was before the jump",
                                finding.problems)
 
-    def memory_map(self, before: Path, after: Path, proven: list[tuple[int, int]] | None = None) -> Finding:
+    def memory_map(self, before: Path, after: Path,
+                   proven: list[tuple[int, int]] | None = None) -> Finding[ResumeCheck]:
         """The report's map of A's memory and the sentinels' fate between two snapshots;
         `proven`: the pages the round-trip proof showed identical."""
         finding = check_resume(before, after, self.plan)
-        changed = finding.data.pop("changed_ranges")
-        self.rec.memory("resume", finding.data)
+        self.rec.memory(replace(self.rec.result.memory, resume=finding.record))
         with PhysImage.open(before) as img:
             present = img.present_ranges()
-        bad = self.rec.result.memory.get("image_bad_ranges", []) + finding.bad_ranges
-        self.rec.memory("map", memory_view(ram_top(self.sc.machine), present, bad, changed,
-                                           sentinel_ranges(before, self.plan) if self.plan.pages else [],
-                                           self.sc.flow.b_window, proven=proven))
-        self.rec.note("sentinel check", finding.data.get("sentinel_summary", "no sentinel pages planned"))
+        bad = list(self.rec.result.memory.image_bad_ranges or ()) + finding.bad_ranges
+        mmap = memory_view(ram_top(self.sc.machine), present, bad, finding.changed_ranges,
+                           sentinel_ranges(before, self.plan) if self.plan.pages else [],
+                           self.sc.flow.b_window, proven=proven)
+        self.rec.memory(replace(self.rec.result.memory, map=mmap))
+        summary = finding.record.sentinel_summary
+        self.rec.note("sentinel check", "no sentinel pages planned" if summary is None else summary)
         return finding
 
     def check_cpus(self, vm: GuestVM) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +92,10 @@ class HibernateFlow(FlowContext):
         with self.rec.step("check-image", "Host: the saved image against A's memory and its sentinel pages", "-", None):
             finding = check_image(saved, b_snapshot, departure or b_snapshot, self.plan, self.sc.flow.b_window,
                                   self.highmem)
-            self.rec.memory("image_check", finding.data)
-            self.rec.memory("image_bad_ranges", finding.bad_ranges)
+            self.rec.memory(replace(self.rec.result.memory, image_check=finding.record,
+                                    image_bad_ranges=tuple(finding.bad_ranges)))
             self.rec.note("image check", "\n".join(finding.problems) or "every page and every sentinel page held")
-            short = self.highmem_short(finding.data.get("sentinels_in_highmem"))
+            short = self.highmem_short(finding.record.sentinels_in_highmem)
             if finding.problems:
                 step = self.rec.current
                 assert step is not None
@@ -231,7 +232,7 @@ class HibernateFlow(FlowContext):
                            None):
             assert self.proof is not None, "jump_back starts the proof"
             proof = self.proof.result()
-            self.rec.memory("round_trip", proof.to_json())
+            self.rec.memory(replace(self.rec.result.memory, round_trip=proof.record()))
             if departure is not None and ret is not None:
                 failed = [r for leg in proof.failed_legs for r in leg.differing]
                 self.memory_map(departure, ret, proven=subtract_ranges(proof.domain, failed))

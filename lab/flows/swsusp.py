@@ -14,6 +14,7 @@ restores it at once, with no power cycle.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pexpect
@@ -21,6 +22,7 @@ import pexpect
 from ..errors import ConsoleEOF, ConsoleTimeout
 from ..evidence import PANIC_RE, clean, jump_mark, panic_lines
 from ..guest import GuestVM
+from ..memory.record import SwsuspImage
 from ..verdict import Verdict
 from .base import FlowStop
 from .common import READY_RE, FlowContext
@@ -166,7 +168,7 @@ class SwsuspFlow(FlowContext):
         with self.rec.step("measure-image", "Host: the size of A's image on the swap disk", "-", None):
             on_disk = allocated_bytes(swap)
             self.rec.note("image on the swap disk (allocated blocks)", f"{on_disk} bytes")
-            self.rec.memory("swsusp_image", {"bytes_on_swap": on_disk})
+            self.rec.memory(replace(self.rec.result.memory, swsusp_image=SwsuspImage(bytes_on_swap=on_disk)))
 
     def resume(self, vm: GuestVM, marker: str) -> None:
         with self.rec.step("resume", f"Boot the same kernel with resume={self.swap_dev}: A resumes", "-", vm):
@@ -193,8 +195,8 @@ class SwsuspFlow(FlowContext):
         the swap disk's written blocks less these and mkswap's header page are the image."""
         swaps = self.run_ok(vm, "cat /proc/swaps", verdict=Verdict.CHECK_FAILED)
         m = re.search(rf"^{re.escape(self.swap_dev)}\s+\S+\s+\d+\s+(\d+)", swaps, re.MULTILINE)
-        image = self.rec.result.memory.get("swsusp_image", {})
-        if m and "bytes_on_swap" in image:
+        image = self.rec.result.memory.swsusp_image
+        if m and image is not None:
             used = int(m.group(1)) << 10
-            self.rec.memory("swsusp_image", {**image, "swap_used_after_resume": used,
-                                             "image_bytes": image["bytes_on_swap"] - used - SWAP_HEADER})
+            image = replace(image, swap_used_after_resume=used, image_bytes=image.bytes_on_swap - used - SWAP_HEADER)
+            self.rec.memory(replace(self.rec.result.memory, swsusp_image=image))

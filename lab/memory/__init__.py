@@ -8,6 +8,7 @@
 - memmap: the report's coarse picture of physical memory;
 - checks: the checks of a run (the image against A's memory in B, sentinels, the map);
 - roundtrip: the exact proof, departure = in B = on the disk = return;
+- record: the findings as a run's record holds them (RunResult.memory) and their JSON;
 - kernel_log: a kernel's printk log read from a memory dump (its VMCOREINFO note found
   through System.map, decoded by kexec-tools' vmcore-dmesg).
 """

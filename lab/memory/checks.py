@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Generic, TypeVar
 
 from .diff import diff_ranges
 from .image import PhysImage
 from .memmap import class_page_counts, memory_map
-from .ranges import compact_indices, format_range, normalize_ranges, ranges_to_json
+from .ranges import Range, compact_indices, format_range, normalize_ranges, ranges_to_json
+from .record import ImageCheck, MemoryMap, ResumeCheck
 from .sentinels import REGIONS, check_sentinels, scan_sentinels
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,18 @@ class SentinelPlan:
         return {region: self.pages for region in REGIONS} if self.pages else {}
 
 
-@dataclass
-class Finding:
-    """A check's outcome: problems (each one line of evidence) and the JSON for results."""
+R = TypeVar("R", ImageCheck, ResumeCheck)
 
+
+@dataclass
+class Finding(Generic[R]):
+    """A check's outcome: its record for results (lab.memory.record), problems (each one
+    line of evidence) and the physical ranges the map shows."""
+
+    record: R
     problems: list[str] = field(default_factory=list)
-    data: dict[str, Any] = field(default_factory=dict)
-    bad_ranges: list[tuple[int, int]] = field(default_factory=list)  # physical, for the map
+    bad_ranges: list[Range] = field(default_factory=list)  # damaged
+    changed_ranges: list[Range] = field(default_factory=list)  # changed (the resume check)
 
 
 def _ranges_text(ranges: list[tuple[int, int]], limit: int = 6) -> str:
@@ -60,16 +66,14 @@ def _ranges_text(ranges: list[tuple[int, int]], limit: int = 6) -> str:
 
 
 def check_image(image: Path, b_snapshot: Path, a_before: Path, plan: SentinelPlan,
-                b_window: tuple[int, int], highmem: tuple[int, int] | None = None) -> Finding:
-    """`highmem`: A's HighMem zone; where it is known, data["sentinels_in_highmem"] counts
-    the sentinel pages A had there before the jump (they travel as pages above lowmem)."""
-    f = Finding()
+                b_window: tuple[int, int], highmem: tuple[int, int] | None = None) -> Finding[ImageCheck]:
+    """`highmem`: A's HighMem zone; where it is known, the record's sentinels_in_highmem
+    counts the sentinel pages A had there before the jump (they travel as pages above lowmem)."""
     window = (b_window[0], b_window[1] + 1)
     with PhysImage.open(image) as img, PhysImage.open(b_snapshot) as bsnap, PhysImage.open(a_before) as before:
         diff = diff_ranges(img, bsnap, exclude=[LOW_MEMORY, window], only=img.file_backed_ranges())
-        f.data["image"] = img.to_json()
-        f.data["image_vs_b_snapshot"] = diff.to_json(limit=200)
-        f.data["left_out"] = ranges_to_json(img.zero_fill_ranges(), 200)
+        f = Finding(ImageCheck(image=img.to_json(), image_vs_b_snapshot=diff.to_json(limit=200),
+                               left_out=ranges_to_json(img.zero_fill_ranges(), 200)))
         if diff.pages_differing:
             f.problems.append(f"{diff.pages_differing} pages of the image differ from A's memory as kernel B "
                               f"saw it: {_ranges_text(diff.differing)}")
@@ -78,10 +82,10 @@ def check_image(image: Path, b_snapshot: Path, a_before: Path, plan: SentinelPla
             was = scan_sentinels(before, plan.token)
             got = scan_sentinels(img, plan.token)
             if highmem is not None:
-                f.data["sentinels_in_highmem"] = {"zone": format_range(highmem), **was.within(*highmem),
-                                                  "of": sum(plan.expected.values())}
+                f.record = replace(f.record, sentinels_in_highmem={
+                    "zone": format_range(highmem), **was.within(*highmem), "of": sum(plan.expected.values())})
             chk = check_sentinels(was, got, plan.expected)
-            f.data["sentinels_in_image"] = chk.to_json(limit=200)
+            f.record = replace(f.record, sentinels_in_image=chk.to_json(limit=200))
             for region, g in chk.missing.items():  # g.ranges: where A had them before the jump
                 f.problems.append(f"{len(g.indices)} {region} sentinel pages lost in the image "
                                   f"(indices {_indices(g.indices)}; A had them at {_ranges_text(g.ranges)})")
@@ -93,16 +97,13 @@ def check_image(image: Path, b_snapshot: Path, a_before: Path, plan: SentinelPla
     return f
 
 
-def check_resume(a_before: Path, a_after: Path, plan: SentinelPlan) -> Finding:
-    f = Finding()
+def check_resume(a_before: Path, a_after: Path, plan: SentinelPlan) -> Finding[ResumeCheck]:
     with PhysImage.open(a_before) as before, PhysImage.open(a_after) as after:
         diff = diff_ranges(before, after)
-        f.data["changed"] = diff.to_json(limit=200)
-        f.data["changed_ranges"] = diff.differing
+        f = Finding(ResumeCheck(changed=diff.to_json(limit=200)), changed_ranges=diff.differing)
         if plan.pages:
             chk = check_sentinels(scan_sentinels(before, plan.token), scan_sentinels(after, plan.token), plan.expected)
-            f.data["sentinels_after_resume"] = chk.to_json(limit=200)
-            f.data["sentinel_summary"] = chk.summary()
+            f.record = replace(f.record, sentinels_after_resume=chk.to_json(limit=200), sentinel_summary=chk.summary())
             for kind, groups in (("missing", chk.missing), ("corrupted", chk.corrupted), ("moved", chk.moved)):
                 for region, g in groups.items():
                     f.problems.append(f"{len(g.indices)} {region} sentinel pages {kind} after resume "
@@ -119,7 +120,7 @@ def sentinel_ranges(snapshot: Path, plan: SentinelPlan) -> list[tuple[int, int]]
 def memory_view(total_bytes: int, present: list[tuple[int, int]], bad: list[tuple[int, int]],
                 changed: list[tuple[int, int]], sentinels: list[tuple[int, int]],
                 b_window: tuple[int, int], cells: int = 1024,
-                proven: list[tuple[int, int]] | None = None) -> dict[str, Any]:
+                proven: list[tuple[int, int]] | None = None) -> MemoryMap:
     """The report's picture of A's physical memory: one class per cell, counts per class.
     `proven`: pages the round-trip proof showed identical at all four moments."""
     classes = {
@@ -130,12 +131,12 @@ def memory_view(total_bytes: int, present: list[tuple[int, int]], bad: list[tupl
         "b_window": [(b_window[0], b_window[1] + 1)],
         "unchanged": normalize_ranges(present),
     }
-    return {
-        "total_bytes": total_bytes,
-        "cells": memory_map(total_bytes, classes, cells),
-        "page_counts": class_page_counts(total_bytes, classes),
-        "bytes_per_cell": total_bytes // cells,
-    }
+    return MemoryMap(
+        total_bytes=total_bytes,
+        cells=tuple(memory_map(total_bytes, classes, cells)),
+        page_counts=class_page_counts(total_bytes, classes),
+        bytes_per_cell=total_bytes // cells,
+    )
 
 
 def _indices(indices: list[int]) -> str:

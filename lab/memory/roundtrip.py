@@ -25,6 +25,7 @@ from ..symbols import SymbolMap
 from .diff import diff_ranges
 from .image import PhysImage
 from .ranges import PAGE_SIZE, Range, format_range, normalize_ranges, ranges_pages, subtract_ranges
+from .record import LeftOutRange, ProofLeg, RoundTripRecord
 
 LOW_MEMORY: Range = (0, 0x100000)
 # The legs of the chain. The first says whether B kept out of A's memory; the other two
@@ -105,19 +106,18 @@ class RoundTripProof:
     def failed_legs(self) -> list[Leg]:
         return [leg for leg in self.legs if not leg.holds]
 
-    def to_json(self) -> dict[str, object]:
-        return {
-            "domain": [[s, e] for s, e in self.domain],
-            "pages_in_domain": self.pages_in_domain,
-            "proven": self.proven,
-            "complete": self.complete,
-            "missing": self.missing,
-            "legs": [{"name": leg.name, "a": leg.a, "b": leg.b, "pages_compared": leg.pages_compared,
-                      "pages_differing": leg.pages_differing, "holds": leg.holds,
-                      "differing": [[s, e] for s, e in leg.differing[:200]],
-                      "examples": [e.line() for e in leg.examples]} for leg in self.legs],
-            "left_out": [{"range": [s, e], "pages": (e - s) // PAGE_SIZE, "why": why} for (s, e), why in self.left_out],
-        }
+    def record(self) -> RoundTripRecord:
+        """The proof as the run's record keeps it (the first 200 differing ranges of a leg)."""
+        return RoundTripRecord(
+            domain=tuple(self.domain),
+            pages_in_domain=self.pages_in_domain,
+            proven=self.proven,
+            complete=self.complete,
+            missing=tuple(self.missing),
+            legs=tuple(ProofLeg(leg.name, leg.a, leg.b, leg.pages_compared, leg.pages_differing, leg.holds,
+                                leg.differing[:200], tuple(e.line() for e in leg.examples)) for leg in self.legs),
+            left_out=tuple(LeftOutRange((s, e), (e - s) // PAGE_SIZE, why) for (s, e), why in self.left_out),
+        )
 
 
 def proof_domain(image: PhysImage, b_window: tuple[int, int]) -> list[Range]:

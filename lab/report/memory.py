@@ -1,9 +1,11 @@
-"""The report's Memory section from RunResult.memory (lab.memory.checks, lab.memory.roundtrip)."""
+"""The report's Memory section from RunResult.memory (lab.memory.record: the findings of
+lab.memory.checks and lab.memory.roundtrip)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..memory.record import MemoryRecord, RoundTripRecord
 from .format import format_size
 from .view import MemoryView, ProofView
 
@@ -11,60 +13,58 @@ MEMORY_COLOURS = {"corrupted": "#cf222e", "changed": "#d4a72c", "sentinel": "#3b
                   "b_window": "#8250df", "unchanged": "#7ab88a", "absent": "#eaeef2"}
 
 
-def proof_view(rt: dict[str, Any]) -> ProofView | None:
-    if not rt:
+def proof_view(rt: RoundTripRecord | None) -> ProofView | None:
+    if rt is None:
         return None
-    n = rt.get("pages_in_domain", 0)
+    n = rt.pages_in_domain
     legs = []
-    for leg in rt.get("legs", []):
-        holds = bool(leg.get("holds"))
-        summary = (f"all {leg.get('pages_compared')} pages identical" if holds else
-                   f"{leg.get('pages_differing')} of {leg.get('pages_compared')} pages differ")
-        legs.append((str(leg.get("name")), summary, holds, [str(x) for x in leg.get("examples", [])]))
-    if rt.get("proven"):
+    for leg in rt.legs:
+        summary = (f"all {leg.pages_compared} pages identical" if leg.holds else
+                   f"{leg.pages_differing} of {leg.pages_compared} pages differ")
+        legs.append((leg.name, summary, leg.holds, list(leg.examples)))
+    if rt.proven:
         headline = f"{n} pages of A ({format_size(n * 4096)}) proven identical at departure, in B, on the disk and at return"
     else:
-        missing = "; ".join(rt.get("missing", []))
+        missing = "; ".join(rt.missing)
         headline = "the round trip is NOT proven" + (f": {missing}" if missing else "")
-    left = [(f"{x['range'][0]:#x}-{x['range'][1]:#x} ({x.get('pages')} pages)", str(x.get("why"))) for x in rt.get("left_out", [])]
-    return ProofView(bool(rt.get("proven")), headline, legs, left)
+    left = [(f"{x.range[0]:#x}-{x.range[1]:#x} ({x.pages} pages)", x.why) for x in rt.left_out]
+    return ProofView(rt.proven, headline, legs, left)
 
 
-def memory_view(memory: dict[str, Any]) -> MemoryView | None:
-    """The report's memory section from RunResult.memory (see lab.memory.checks)."""
-    mp = memory.get("map")
-    if not mp:
+def memory_view(memory: MemoryRecord) -> MemoryView | None:
+    """The report's memory section from RunResult.memory (see lab.memory.record)."""
+    mp = memory.map
+    if mp is None:
         return None
     lines: list[tuple[str, str]] = []
-    plan = memory.get("sentinel_plan", {})
-    if plan:
-        lines.append(("sentinel pages", f"{plan.get('pages_per_region')} per region (tmpfs file, anonymous memory), "
-                                          f"run token {plan.get('token')}"))
-    image = memory.get("image_check", {})
-    if "image_vs_b_snapshot" in image:
-        d = image["image_vs_b_snapshot"]
+    plan = memory.sentinel_plan
+    if plan is not None:
+        lines.append(("sentinel pages", f"{plan.pages_per_region} per region (tmpfs file, anonymous memory), "
+                                          f"run token {plan.token}"))
+    image = memory.image_check
+    if image is not None:
+        d = image.image_vs_b_snapshot
         lines.append(("image vs A's memory in B", f"{d.get('pages_compared')} pages compared, {d.get('pages_differing')} differ"
                       + _range_list(d.get("differing", {}))))
-    if image.get("left_out", {}).get("count"):
-        lines.append(("left out of the image", f"{image['left_out'].get('bytes', 0) >> 12} pages (zero-filled)"
-                      + _range_list(image["left_out"])))
-    if "sentinels_in_image" in image:
-        lines.append(("sentinels in the image", _sentinel_line(image["sentinels_in_image"], moved_ok=True)))
-    resume = memory.get("resume", {})
-    if "sentinels_after_resume" in resume:
-        lines.append(("sentinels after resume", _sentinel_line(resume["sentinels_after_resume"], moved_ok=False)))
-    if "changed" in resume:
-        c = resume["changed"]
+        if image.left_out.get("count"):
+            lines.append(("left out of the image", f"{image.left_out.get('bytes', 0) >> 12} pages (zero-filled)"
+                          + _range_list(image.left_out)))
+        if image.sentinels_in_image is not None:
+            lines.append(("sentinels in the image", _sentinel_line(image.sentinels_in_image, moved_ok=True)))
+    resume = memory.resume
+    if resume is not None:
+        if resume.sentinels_after_resume is not None:
+            lines.append(("sentinels after resume", _sentinel_line(resume.sentinels_after_resume, moved_ok=False)))
+        c = resume.changed
         lines.append(("guest RAM changed between the two snapshots of A", f"{c.get('pages_differing')} of {c.get('pages_compared')} pages"
                       + _range_list(c.get("differing", {}))))
-    counts = mp.get("page_counts", {})
     return MemoryView(
-        cells=list(mp["cells"]),
-        legend=[(name, MEMORY_COLOURS[name], counts.get(name, 0)) for name in MEMORY_COLOURS],
-        total=format_size(int(mp["total_bytes"])),
-        per_cell=format_size(int(mp["bytes_per_cell"])),
+        cells=list(mp.cells),
+        legend=[(name, MEMORY_COLOURS[name], mp.page_counts.get(name, 0)) for name in MEMORY_COLOURS],
+        total=format_size(mp.total_bytes),
+        per_cell=format_size(mp.bytes_per_cell),
         lines=lines,
-        proof=proof_view(memory.get("round_trip", {})),
+        proof=proof_view(memory.round_trip),
     )
 
 
