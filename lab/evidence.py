@@ -58,6 +58,14 @@ def cpu_count(grep_c_output: str) -> int | None:
     return int(numbers[-1]) if numbers else None
 
 
+def cpuinfo_flags(grep_output: str) -> set[str] | None:
+    """The flags of `grep -m1 ^flags /proc/cpuinfo`'s line ("flags\t\t: fpu vme ..."), or None."""
+    for line in clean(grep_output).splitlines():
+        if line.startswith("flags") and ":" in line:
+            return set(line.split(":", 1)[1].split())
+    return None
+
+
 def kexec_load_entry(kexec_debug_output: str) -> int | None:
     """The entry address `kexec -d` reports for the image it loaded (the first
     instruction the jump will run), or None."""

@@ -59,6 +59,9 @@ class MachineSpec:
     disk_bus: str = "virtio"
     accel: str = "auto"  # "auto": KVM if a probe shows it works, else TCG
     pae: bool = False  # i386: the kernel is built with PAE (fragment "pae"); RAM above 4 GiB needs it
+    # the CPU features the machine is there for, as /proc/cpuinfo names them: "pae" must be
+    # there, "-monitor" must not; kernel A's CPU is checked at boot (TCG drops what it cannot do)
+    cpu_flags: tuple[str, ...] = ()
 
     @property
     def guest_disk(self) -> str:
@@ -155,10 +158,29 @@ def validate(spec: MachineSpec, where: str, prefix: str = "") -> MachineSpec:
     if spec.pae and not cpu_has_pae(spec.cpu):
         raise bad("pae", f"the CPU {spec.cpu!r} has no PAE, and a PAE kernel stops at boot (\"This kernel requires "
                   "the following features not present on the CPU: pae\"): choose a CPU with PAE or pae = false")
+    if not isinstance(spec.cpu_flags, tuple) or not all(isinstance(f, str) and CPU_FLAG_RE.fullmatch(f)
+                                                         for f in spec.cpu_flags):
+        raise bad("cpu_flags", "must be a list of /proc/cpuinfo flags, each one lower-case letters, digits and _, "
+                  "with - before one that must be absent, e.g. [\"pae\", \"-monitor\"]")
     unreachable = ram_unreachable(spec, spec.memory_mib)
     if unreachable:
         raise bad("memory_mib", unreachable)
     return spec
+
+
+CPU_FLAG_RE = re.compile(r"-?[a-z0-9_]{1,40}")
+
+
+def cpu_flags_mismatch(wanted: tuple[str, ...], cpuinfo_flags: set[str]) -> list[str]:
+    """The machine's cpu_flags that kernel A's CPU does not bear out, as lines of evidence."""
+    out = []
+    for flag in wanted:
+        name = flag.lstrip("-")
+        if flag.startswith("-") and name in cpuinfo_flags:
+            out.append(f"{name}: the machine's CPU must not have it, and A's /proc/cpuinfo lists it")
+        elif not flag.startswith("-") and name not in cpuinfo_flags:
+            out.append(f"{name}: the machine's CPU must have it, and A's /proc/cpuinfo does not list it")
+    return out
 
 
 def ram_unreachable(spec: MachineSpec, memory_mib: int) -> str:
@@ -188,6 +210,8 @@ def load_machine(path: Path) -> MachineSpec:
         if arch is None:
             raise ScenarioError(where, "arch", f"{data['arch']!r} is not allowed; options are {', '.join(Arch.names())}")
         data["arch"] = arch
+    if isinstance(data.get("cpu_flags"), list):
+        data["cpu_flags"] = tuple(data["cpu_flags"])
     return validate(MachineSpec(name=path.stem, **data), where)
 
 

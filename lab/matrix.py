@@ -72,7 +72,7 @@ from .scenario import NAME_RE, NAME_RULE, check_kernel_source, check_name, check
 _TOP = {"matrix", "kernel", "patchset", "override"}
 _MATRIX_KEYS = {"name", "description", "machines", "flows", "arch", "parallel", "cell_timeout", "fragments",
                 "flow_machines"}
-_KERNEL_KEYS = {"name", "source"}
+_KERNEL_KEYS = {"name", "source", "arch"}
 _PATCHSET_KEYS = {"name", "patches", "expect", "step", "signature", "also"}
 _OVERRIDE_KEYS = {"cells", "quirks", "flow", "expect", "machine"}
 _OVERRIDE_MACHINE_KEYS = {"c_memory_mib"}
@@ -155,6 +155,7 @@ def load_matrix(path: Path) -> Matrix:
             raise ScenarioError(where, f"matrix.arch[{i}]", f"no machine of matrix.machines is {arch}; "
                                 f"{arch} machines: {', '.join(n for n, s in sorted(machines().items()) if s.arch is arch)}")
         arches.append(arch)
+    kernel_arches = [_kernel_arches(where, i, k, arches) for i, k in enumerate(kernels)]
     for i, p in enumerate(patchsets):
         if p.get("expect", "PASS") not in VERDICTS:
             raise ScenarioError(where, f"patchset[{i}].expect", f"options are {', '.join(VERDICTS)}")
@@ -185,8 +186,8 @@ def load_matrix(path: Path) -> Matrix:
         for variant in dict.fromkeys(kernel_variant(machines()[n]) for n in own):
             fragments_of[(arch, variant)] = fragments + [f for f in variant if f not in fragments]
     cells = []
-    for k in kernels:
-        for arch in arches:
+    for k, k_arches in zip(kernels, kernel_arches):
+        for arch in k_arches:
             for mach in (n for n in names if machines()[n].arch is arch):  # a machine runs its own arch only
                 fragments = fragments_of[(arch, kernel_variant(machines()[mach]))]
                 for flow in flows:
@@ -202,6 +203,21 @@ def load_matrix(path: Path) -> Matrix:
     parallel = _parallel(where, m.get("parallel", 0)) or (os.cpu_count() or 1)
     return Matrix(path, matrix_name, _str(where, "matrix.description", m.get("description", "")), parallel,
                   check_seconds(where, "matrix.cell_timeout", m.get("cell_timeout", 1800)), cells)
+
+
+def _kernel_arches(where: str, i: int, k: dict[str, Any], arches: list[Arch]) -> list[Arch]:
+    """kernel.arch: the arches of matrix.arch this kernel is built and run for (default: all),
+    e.g. a long-term kernel kept on i386 only."""
+    if "arch" not in k:
+        return arches
+    chosen: list[Arch] = []
+    for j, name in enumerate(_list(where, f"kernel[{i}].arch", k["arch"])):
+        arch = parse_arch(name)
+        if arch not in arches:
+            raise ScenarioError(where, f"kernel[{i}].arch[{j}]", f"{name!r} is not one of matrix.arch "
+                                f"({', '.join(a.value for a in arches)})")
+        chosen.append(arch)
+    return [a for a in arches if a in chosen]
 
 
 def _flow_machines(where: str, value: Any, flows: list[str], names: list[str]) -> dict[str, list[str]]:

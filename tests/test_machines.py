@@ -15,7 +15,7 @@ from lab.artifacts.kernel import CONFIGS_DIR, fragment_label, resolve_fragment
 from lab.errors import ScenarioError, UserError
 from lab.kconfig import parse_config
 from lab.machines import (
-    FOUR_GIB, GIB, MachineSpec, cpu_has_pae, kernel_variant, machine_fragments, machines, ram_ranges, ram_top,
+    FOUR_GIB, GIB, MachineSpec, cpu_flags_mismatch, cpu_has_pae, kernel_variant, machine_fragments, machines, ram_ranges, ram_top,
     validate,
 )
 from lab.arch import Arch
@@ -72,11 +72,26 @@ def test_cpu_has_pae(cpu: str, has: bool) -> None:
     ({"pae": True, "cpu": "486"}, "pae", "has no PAE"),
     ({"pae": True, "arch": Arch.X86_64, "cpu": "qemu64"}, "pae", "an i386 setting"),
     ({"pae": "yes"}, "pae", "must be true or false"),
+    ({"cpu_flags": ("PAE",)}, "cpu_flags", "lower-case letters"),
+    ({"cpu_flags": ("pae; reboot",)}, "cpu_flags", "lower-case letters"),
+    ({"cpu_flags": ["pae"]}, "cpu_flags", "must be a list"),
 ])
 def test_machines_that_cannot_work_are_refused(values: dict[str, object], key: str, message: str) -> None:
     with pytest.raises(ScenarioError, match=rf"m.toml: {key}: .*{_re(message)}"):
         validate(MachineSpec("m", **values), "m.toml")  # type: ignore[arg-type]
     assert validate(MachineSpec("m", memory_mib=3072), "m.toml").memory_mib == 3072  # below 4 GiB: no PAE needed
+
+
+def test_cpu_flags_name_what_a_cpu_must_and_must_not_have() -> None:
+    flags = {"fpu", "vme", "pae", "nx", "sse2"}
+    assert cpu_flags_mismatch(("pae", "-monitor"), flags) == []
+    assert cpu_flags_mismatch(("-pae", "monitor"), flags) == [
+        "pae: the machine's CPU must not have it, and A's /proc/cpuinfo lists it",
+        "monitor: the machine's CPU must have it, and A's /proc/cpuinfo does not list it"]
+    # the machines that exist for a CPU feature say which
+    assert machines()["pc-nopae"].cpu_flags == ("-pae",)
+    assert "-monitor" in machines()["pc-athlon-smp2"].cpu_flags
+    assert {"pae", "nx"} <= set(machines()["pc-pae-6g"].cpu_flags)
 
 
 def _re(text: str) -> str:

@@ -212,6 +212,19 @@ def test_a_matrix_of_two_arches_pairs_each_with_its_own_machines(tmp_path: Path)
         load_matrix(only_i386)
 
 
+def test_a_kernel_may_keep_to_some_arches(tmp_path: Path) -> None:
+    kernels = '[[kernel]]\nname = "5.10"\nsource = "debian:linux-source-5.10@bullseye"\narch = ["i386"]\n'
+    path = matrix(tmp_path, kernels=kernels)
+    path.write_text(path.read_text().replace('machines = ["pc-virtio"]',
+                                             'machines = ["pc-virtio", "x86_64-pc-virtio"]\narch = ["i386", "x86_64"]', 1))
+    assert [c.id for c in load_matrix(path).cells] == ["6.1/i386/pc-virtio/hibernate/fixes",
+                                                       "6.1/x86_64/x86_64-pc-virtio/hibernate/fixes",
+                                                       "5.10/i386/pc-virtio/hibernate/fixes"]
+    path.write_text(path.read_text().replace('arch = ["i386"]\n', 'arch = ["arm64"]\n', 1))
+    with pytest.raises(ScenarioError, match=r"kernel\[1\]\.arch\[0\]: 'arm64' is not one of matrix.arch"):
+        load_matrix(path)
+
+
 def test_matrix_override_replaces_the_expectation_of_its_cells(tmp_path: Path) -> None:
     extra = ('[[kernel]]\nname = "7.2"\nsource = "debian:linux-source-7.2@sid"\n')
     failing = ('[[patchset]]\nname = "stock"\npatches = []\nexpect = "TRIPLE_FAULT"\nstep = "jump-back"\n'

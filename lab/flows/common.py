@@ -26,13 +26,13 @@ from ..memory.record import HighmemZone, ResumeCheck, SentinelPlanRecord
 from ..qemu_cmdline import BootFiles
 from ..results import Check
 from ..evidence import (
-    PANIC_RE, cpu_count, highmem_zone, jump_mark, kernel_trouble, kexec_error_lines, kexec_load_entry, log_since_jump,
-    panic_lines, parse_checks, restarted,
+    PANIC_RE, cpu_count, cpuinfo_flags, highmem_zone, jump_mark, kernel_trouble, kexec_error_lines, kexec_load_entry,
+    log_since_jump, panic_lines, parse_checks, restarted,
 )
 from .. import kexec_commands as commands
 from ..gdbstub import GdbError
 from ..guest import GuestFactory, GuestVM
-from ..machines import ram_top
+from ..machines import cpu_flags_mismatch, ram_top
 from ..symbols import SymbolMap
 from ..vm import QemuVM
 from ..verdict import Verdict
@@ -416,6 +416,16 @@ class FlowContext:
         if online != self.sc.machine.smp:
             raise FlowStop(Verdict.CHECK_FAILED, f"the machine has {self.sc.machine.smp} CPUs, kernel A brought up {online}",
                            [out.strip()])
+        wanted = self.sc.machine.cpu_flags
+        if wanted:
+            out = self.run_ok(vm, "grep -m1 ^flags /proc/cpuinfo", verdict=Verdict.CHECK_FAILED)
+            flags = cpuinfo_flags(out)
+            problems = (["no flags line in /proc/cpuinfo"] if flags is None
+                        else cpu_flags_mismatch(wanted, flags))
+            if problems:
+                raise FlowStop(Verdict.CHECK_FAILED, f"the machine's CPU ({self.sc.machine.cpu}) is not what the "
+                               "machine is there to test", problems + [out.strip()])
+            self.rec.note("CPU flags (A's /proc/cpuinfo)", " ".join(wanted) + ": as the machine says")
 
     def load_b(self, vm: GuestVM) -> None:
         with self.rec.step("load-B", "Load kernel B with kexec --load-preserve-context", "5", vm):
