@@ -142,7 +142,9 @@ def kernel_trouble(after_jump: list[str], context_after: int = 25) -> tuple[bool
 
 # A kernel's "Zone ranges" at boot (mm/mm_init.c, free_area_init): "  HighMem  [mem
 # 0x0000000037ffe000-0x000000003e7fffff]", or "  HighMem  empty" when all RAM is lowmem.
-HIGHMEM_ZONE_RE = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?HighMem\s+\[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\]", re.MULTILINE)
+# Whatever precedes the zone's name on its line: a busy host's console once gave
+# "[    0.000000  HighMem  [mem ...]" (the timestamp's "]" lost).
+HIGHMEM_ZONE_RE = re.compile(r"^[^\n]*?\bHighMem\s+\[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\]", re.MULTILINE)
 
 
 def highmem_zone(boot_log: str) -> tuple[int, int] | None:

@@ -95,6 +95,9 @@ def test_highmem_zone_from_a_boot_log() -> None:
     assert highmem_zone(log) == (0x37FFE000, 0x110000000)
     assert highmem_zone("\r\n[    0.000000]   HighMem  [mem 0x0000000037ffe000-0x000000003fffffff]\r\n") == (
         0x37FFE000, 0x40000000)
+    # a console line seen on a busy host (pc-highmem-1g, 6.1, 2026-12-01): the timestamp's "]" lost
+    assert highmem_zone("[    0.000000]   Normal   [mem 0x0000000000001000-0x00000000373fdfff]\n"
+                        "[    0.000000  HighMem  [mem 0x00000000373fe000-0x000000003e7fffff]\n") == (0x373FE000, 0x3E800000)
     # A with mem=120M: every byte lowmem; the recorded run's log says so
     recorded = (RUNS / "i386-hibernate-pass" / "console-A-B.log").read_text(errors="replace")
     assert "HighMem  empty" in recorded and highmem_zone(recorded) is None
