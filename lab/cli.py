@@ -466,8 +466,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         for m in specs:
             frags = ", ".join(machine_fragments(m)) or "-"
             pae = f" pae={m.pae}" if m.arch is Arch.I386 else ""  # x86_64: always 64-bit page tables
+            flags = f" cpu_flags={','.join(m.cpu_flags)}" if m.cpu_flags else ""  # checked in A at boot
             out.print(f"  {m.name:<20} {m.arch:<7} {m.machine} {m.cpu} {machine_memory(m)} smp={m.smp} "
-                      f"acpi={m.acpi}{pae} disk={m.disk_bus} (fragments: {frags})")
+                      f"acpi={m.acpi}{pae} disk={m.disk_bus}{flags} (fragments: {frags})", markup=False)
     out.print("[bold]quirks[/] (all on by default)", markup=True)
     for q in QUIRKS.values():
         out.print(f"  {q.name:<22} facts item {q.facts_item}: {q.summary}")
