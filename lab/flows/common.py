@@ -443,11 +443,11 @@ class FlowContext:
         lo, hi = self.sc.flow.b_window
         extra = f" {lo:08x}-{hi:08x}" if window and self.sc.flow.a_reserves_window else ""
         self.run_ok(vm, "kj-iomem-filter on" + extra)
-        try:
-            action()
-        finally:
-            if vm.running():
-                self.rec.run(vm.console, "kj-iomem-filter off", self.timeouts["command"])
+        # Not in a `finally`: a failed load ends the run, and a guest that stopped answering
+        # has been stopped by the lab for its evidence (console_stop): a command sent to it
+        # then waited out its whole timeout (300 s in a HighMem run).
+        action()
+        self.rec.run(vm.console, "kj-iomem-filter off", self.timeouts["command"])
 
     def jump_to_b(self, vm: GuestVM, step: str = "jump-to-B", first: bool = True) -> str:
         """kexec -e in A; returns the marker A's shell prints when A is back."""
