@@ -51,8 +51,14 @@ def test_a_signature_matches_its_own_failure(sc: Scenario) -> None:
     assert signature_matches(sc.expect.signature, [rec.text])
 
 
+# Scenarios whose expected failure is one bug by design: the x86_64 mwait bug's fixed twin
+# (fix 0002) gets past the jump to B and then meets the jump-back gap (fix 0003).
+SAME_FAILURE = [{"bug-x86_64-smp-mwait-jump-fixed", "bug-x86_64-jump-back-entry-unmapped"}]
+
+
 @pytest.mark.parametrize("sc", BUGS, ids=IDS)
 def test_a_signature_matches_no_other_bugs_logs(sc: Scenario) -> None:
-    others = [o for o in BUGS if o.name != sc.name]
+    same = set().union(*(pair for pair in SAME_FAILURE if sc.name in pair))
+    others = [o for o in BUGS if o.name != sc.name and o.name not in same]
     wrong = [o.name for o in others if signature_matches(sc.expect.signature, [recorded(o).text])]
     assert not wrong, f"/{sc.expect.signature}/ also matches the logs of {wrong}"
