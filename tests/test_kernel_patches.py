@@ -89,6 +89,7 @@ def test_every_series_has_every_fix():
         "x86/smp: Cure kexec() vs. mwait_play_dead() breakage",
         "x86/kexec: Kick offline CPUs out of mwait before a kexec jump",
         "x86/kexec: Identity map the entry of a preserve_context image",
+        "x86/kexec/32: Restore CR4 before paging on the way back from a preserve_context kexec",
     ]
     upstream = {m.title: m.raw.decode() for m in patch_series(PATCHES)}  # the forms sent upstream
     for mail in mails:
