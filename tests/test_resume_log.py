@@ -83,6 +83,27 @@ def test_the_cpu_count_survives_a_kernel_message_among_the_output() -> None:
     assert evidence.cpu_count("grep: /proc/cpuinfo: No such file or directory\n") is None
 
 
+# grep -m1 ^flags /proc/cpuinfo in kernel A, from the first full nightly (2026-12-01)
+NOPAE_FLAGS = ("grep -m1 ^flags /proc/cpuinfo\r\nflags\t\t: fpu de pse tsc msr mce cx8 apic sep mtrr pge mca cmov "
+               "pse36 mmx fxsr sse cpuid hypervisor\r\n")  # 5.10, pc-nopae (pentium3,-pae)
+ATHLON_FLAGS = ("flags\t\t: fpu de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 mmx fxsr sse sse2 ht "
+                "mmxext 3dnowext 3dnow cpuid hypervisor cmp_legacy 3dnowprefetch vmmcall\n")  # 6.1, pc-athlon-smp2
+
+
+def test_the_cpu_flags_of_a_machine_are_checked_against_what_a_reports() -> None:
+    from lab.machines import cpu_flags_mismatch, machines
+
+    nopae, athlon = evidence.cpuinfo_flags(NOPAE_FLAGS), evidence.cpuinfo_flags(ATHLON_FLAGS)
+    assert nopae is not None and "pae" not in nopae and "sse" in nopae
+    assert athlon is not None and {"pae", "3dnow"} <= athlon and "monitor" not in athlon
+    assert cpu_flags_mismatch(machines()["pc-nopae"].cpu_flags, nopae) == []
+    assert cpu_flags_mismatch(machines()["pc-athlon-smp2"].cpu_flags, athlon) == []
+    # the other way round: athlon's CPU is not a CPU without PAE
+    assert cpu_flags_mismatch(machines()["pc-nopae"].cpu_flags, athlon) == [
+        "pae: the machine's CPU must not have it, and A's /proc/cpuinfo lists it"]
+    assert evidence.cpuinfo_flags("grep: /proc/cpuinfo: No such file or directory\n") is None
+
+
 # A's WARNING after the jump back, on the console of an e2e run of checks/warning-after-resume
 # whose 6.1 kernel the lab built from a staged copy of the source (../src from its objects)
 STAGED_WARNING = "[    4.800774] WARNING: CPU: 0 PID: 1 at ../src/drivers/misc/lkdtm/bugs.c:85 lkdtm_WARNING+0x8/0xb"
