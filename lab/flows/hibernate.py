@@ -97,18 +97,20 @@ class HibernateFlow(FlowContext):
             self.rec.note("image check", "\n".join(finding.problems) or "every page and every sentinel page held")
             short = self.highmem_short(finding.record.sentinels_in_highmem)
             if finding.problems:
-                step = self.rec.current
-                assert step is not None
-                step.outcome = "failed"
-                step.message = "the image is damaged; the resume goes on to show what it does"
-                return FlowStop(Verdict.CORRUPT_IMAGE, "the saved image does not hold A's memory", finding.problems)
+                return self.failed_going_on("the image is damaged; the resume goes on to show what it does",
+                                            FlowStop(Verdict.CORRUPT_IMAGE, "the saved image does not hold A's memory",
+                                                     finding.problems))
             if short is not None:
-                step = self.rec.current
-                assert step is not None
-                step.outcome = "failed"
-                step.message = "the run does not test high memory; the resume goes on"
-                return short
+                return self.failed_going_on("the run does not test high memory; the resume goes on", short)
         return None
+
+    def failed_going_on(self, message: str, stop: FlowStop) -> FlowStop:
+        """The current step failed, and the flow goes on to gather more evidence: `stop` is
+        the verdict it will end with."""
+        step = self.rec.current
+        assert step is not None
+        step.outcome, step.message = "failed", message
+        return stop
 
     def highmem_short(self, counts: dict[str, Any] | None) -> FlowStop | None:
         """flow.highmem_sentinels: A must have had that many sentinel pages in its HighMem
