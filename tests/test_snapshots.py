@@ -21,6 +21,7 @@ from lab.memory.memmap import class_page_counts, memory_map
 from lab.memory.ranges import (
     CHUNK_BYTES, PAGE_SIZE, compact_indices, intersect_ranges, normalize_ranges, pages_to_ranges, subtract_ranges,
 )
+from lab.memory.checks import SentinelPlan, check_resume
 from lab.memory.sentinels import check_sentinels, scan_sentinels
 
 RUNS = Path(__file__).resolve().parent.parent / "reports" / "runs"
@@ -323,7 +324,8 @@ def test_check_sentinels_reports_missing_corrupted_moved(sentinel_images: tuple[
     assert check.moved["anon"].from_ranges == [(0x84000, 0x85000)]
     assert check.unexpected["tmpfs"].indices == [10]
     assert check.not_in_before == {}
-    assert check.corrupt_headers == [0x42000] and check.duplicate_keys == 1
+    # 0x42000 had a broken header before too: a stale page, not damage to A's sentinels
+    assert check.stale_headers == [0x42000] and check.damaged_headers == [] and check.duplicate_keys == 1
     assert check.found_intact == {"tmpfs": 6, "anon": 4}
     assert check.expected == {"tmpfs": 10, "anon": 5}
     out = json.loads(json.dumps(check.to_json()))
@@ -338,7 +340,8 @@ def test_check_sentinels_all_good_and_not_in_before(sentinel_images: tuple[Path,
     check = check_sentinels(before, before, {TMPFS: 10, ANON: 5})
     assert check.missing == {} and check.corrupted == {} and check.moved == {}
     assert check.found_intact == {"tmpfs": 10, "anon": 5}
-    assert not check.ok  # the page with region 7 is a corrupt header
+    # the page with region 7 was broken before too: not one of A's sentinel places
+    assert check.ok and check.stale_headers == [0x42000] and check.damaged_headers == []
     with PhysImage.open(sentinel_images[0]) as ib:
         nothing = scan_sentinels(ib, TOKEN + 2)
     later = check_sentinels(nothing, before, {TMPFS: 10})
@@ -347,6 +350,33 @@ def test_check_sentinels_all_good_and_not_in_before(sentinel_images: tuple[Path,
     gone = check_sentinels(before, nothing, {ANON: 5})
     assert gone.missing["anon"].indices == list(range(5)) and gone.ok is False
     assert gone.missing["anon"].ranges == [(0x80000, 0x85000)]
+
+
+def test_broken_header_is_damage_only_where_a_kept_a_sentinel(tmp_path: Path) -> None:
+    """Seen in CI on swsusp: after resume, a free page that was zero before held a copy of a
+    sentinel page with its index words overwritten - a leftover of the restore, not A's data.
+    It must not fail the check; the same broken header where A kept a sentinel page must, in
+    the record's ok, the summary and the problems alike (one verdict, one reason)."""
+    plan = SentinelPlan(TOKEN, 7, pages=3)
+    pages = {0x10000 + i * PAGE_SIZE: sentinel_page(TOKEN, i, TMPFS, 7) for i in range(3)}
+    pages.update({0x20000 + i * PAGE_SIZE: sentinel_page(TOKEN, i, ANON, 7) for i in range(3)})
+    broken = bytearray(pages[0x11000])
+    broken[16:24] = struct.pack("<II", 0xFC280323, 0x7F)  # index and region overwritten
+    segs = [Seg(0, 0x100000)]
+    before = write_core(tmp_path / "before.elf", segs, pages, 64)
+    stale = write_core(tmp_path / "stale.elf", segs, {**pages, 0x77000: bytes(broken)}, 64)
+    damaged = write_core(tmp_path / "damaged.elf", segs, {**pages, 0x11000: bytes(broken), 0x78000: pages[0x11000]}, 64)
+
+    ok = check_resume(before, stale, plan)
+    rec = ok.record.sentinels_after_resume
+    assert ok.problems == [] and rec["ok"] and rec["stale_headers"] == ["0x77000"] and rec["damaged_headers"] == []
+
+    bad = check_resume(before, damaged, plan)
+    rec = bad.record.sentinels_after_resume
+    assert not rec["ok"] and rec["damaged_headers"] == ["0x11000"]
+    assert any("damaged header after resume (at 0x11000-0x12000" in p for p in bad.problems), bad.problems
+    assert (0x11000, 0x12000) in bad.bad_ranges
+    assert "1 damaged headers" in bad.record.sentinel_summary
 
 
 def test_sentinel_in_half_covered_page_and_zero_tail(tmp_path: Path) -> None:

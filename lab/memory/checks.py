@@ -16,14 +16,18 @@ import hashlib
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+import numpy as np
 
 from .diff import diff_ranges
 from .image import PhysImage
 from .memmap import class_page_counts, memory_map
-from .ranges import Range, compact_indices, format_range, normalize_ranges, ranges_to_json
+from .ranges import (
+    PAGE_SHIFT, Range, compact_indices, format_range, normalize_ranges, pages_to_ranges, ranges_to_json,
+)
 from .record import ImageCheck, MemoryMap, ResumeCheck
-from .sentinels import REGIONS, check_sentinels, scan_sentinels
+from .sentinels import REGIONS, SentinelCheck, check_sentinels, scan_sentinels
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +98,18 @@ def check_image(image: Path, b_snapshot: Path, a_before: Path, plan: SentinelPla
                 f.problems.append(f"{len(g.indices)} {region} sentinel pages corrupted in the image "
                                   f"(indices {_indices(g.indices)}; image pages at {_ranges_text(g.ranges)})")
                 f.bad_ranges += g.ranges
+            _damaged_headers(f, chk, "in the image")
     return f
+
+
+def _damaged_headers(f: Finding[Any], chk: SentinelCheck, where: str) -> None:
+    """Pages that held a sentinel page before the jump and now carry this run's magic with a
+    broken header: A's data was hit there (broken headers elsewhere are stale copies)."""
+    if chk.damaged_headers:
+        ranges = pages_to_ranges(np.asarray(chk.damaged_headers, np.int64) >> PAGE_SHIFT)
+        f.problems.append(f"{len(chk.damaged_headers)} sentinel pages with a damaged header {where} "
+                          f"(at {_ranges_text(ranges)})")
+        f.bad_ranges += ranges
 
 
 def check_resume(a_before: Path, a_after: Path, plan: SentinelPlan) -> Finding[ResumeCheck]:
@@ -109,6 +124,7 @@ def check_resume(a_before: Path, a_after: Path, plan: SentinelPlan) -> Finding[R
                     f.problems.append(f"{len(g.indices)} {region} sentinel pages {kind} after resume "
                                       f"(indices {_indices(g.indices)}; at {_ranges_text(g.from_ranges or g.ranges)})")
                     f.bad_ranges += g.from_ranges or g.ranges
+            _damaged_headers(f, chk, "after resume")
     return f
 
 

@@ -241,19 +241,23 @@ class SentinelCheck:
     moved: dict[str, SentinelGroup]
     not_in_before: dict[str, SentinelGroup]
     unexpected: dict[str, SentinelGroup]
-    corrupt_headers: list[int]
+    # Pages of this run whose header is broken, split by what `before` had at that address:
+    # a sentinel page (damaged: A's data was hit) or not (stale: a leftover copy in memory A
+    # did not keep a sentinel in, e.g. swsusp's restore buffers in free pages - not A's state).
+    damaged_headers: list[int]
+    stale_headers: list[int]
     duplicate_keys: int
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.corrupted or self.moved or self.corrupt_headers)
+        return not (self.missing or self.corrupted or self.moved or self.damaged_headers)
 
     def summary(self) -> str:
         parts = [f"{n} {name}" for name, g in (("missing", self.missing),
                  ("corrupted", self.corrupted), ("moved", self.moved))
                  for n in [sum(len(x.indices) for x in g.values())] if n]
-        if self.corrupt_headers:
-            parts.append(f"{len(self.corrupt_headers)} corrupt headers")
+        if self.damaged_headers:
+            parts.append(f"{len(self.damaged_headers)} damaged headers")
         total = sum(self.expected.values())
         intact = sum(self.found_intact.values())
         return f"{intact}/{total} sentinel pages intact in place" + (
@@ -273,7 +277,8 @@ class SentinelCheck:
             "moved": groups(self.moved),
             "not_in_before": groups(self.not_in_before),
             "unexpected": groups(self.unexpected),
-            "corrupt_headers": [f"0x{p:x}" for p in self.corrupt_headers[:limit]],
+            "damaged_headers": [f"0x{p:x}" for p in self.damaged_headers[:limit]],
+            "stale_headers": [f"0x{p:x}" for p in self.stale_headers[:limit]],
             "duplicate_keys": self.duplicate_keys,
         }
 
@@ -301,12 +306,15 @@ def check_sentinels(before: SentinelScan, after: SentinelScan,
         if index >= expected_count.get(region, 0):
             unexpected.setdefault(REGIONS.get(region, str(region)), _GroupAcc()).add(
                 index, occ[0][0], None)
+    sentinel_places = set(before.paddr.tolist())
     return SentinelCheck(
         expected={REGIONS.get(r, str(r)): c for r, c in sorted(expected_count.items())},
         found_intact=intact,
         missing=_finish(acc["missing"]), corrupted=_finish(acc["corrupted"]),
         moved=_finish(acc["moved"]), not_in_before=_finish(acc["not_in_before"]),
-        unexpected=_finish(unexpected), corrupt_headers=list(after.corrupt_headers),
+        unexpected=_finish(unexpected),
+        damaged_headers=[p for p in after.corrupt_headers if p in sentinel_places],
+        stale_headers=[p for p in after.corrupt_headers if p not in sentinel_places],
         duplicate_keys=len(after.duplicates()),
     )
 

@@ -90,4 +90,10 @@ def _sentinel_line(check: dict[str, Any], moved_ok: bool) -> str:
         moved = sum(g.get("count", 0) for g in check.get("moved", {}).values())
         if moved:
             parts.append(f"{moved} at other addresses (B's window lives in kexec's swap pages: expected)")
+    if check.get("damaged_headers"):
+        parts.append(f"{len(check['damaged_headers'])} with a damaged header where A kept one: "
+                     + ", ".join(check["damaged_headers"][:4]))
+    if check.get("stale_headers"):
+        parts.append(f"{len(check['stale_headers'])} stale copies with a broken header in pages that held "
+                     "no sentinel before (not A's data)")
     return "; ".join(parts)
