@@ -77,6 +77,16 @@ class RunResult:
     # Kernel logs read from memory snapshots (lab.memory.kernel_log), for guests that went silent
     kernel_logs: list[dict[str, Any]] = field(default_factory=list)
 
+    def unearned_pass(self) -> list[str]:
+        """Why this record cannot carry PASS; empty when it can. PASS means every step ended
+        ok and every check held - the checks in `checks` and the memory checks whose records
+        say `ok`. A flow that ends without a failure while one of these stands is a bug of
+        the lab, and must not read as a PASS."""
+        doubts = [f"step {s.name}: {s.outcome}" for s in self.steps if s.outcome != "ok"]
+        doubts += [f"check {c.name} did not hold: {c.detail}" for c in self.checks if not c.ok]
+        doubts += [f"memory {path}: {summary}" for path, summary in _not_ok(self.memory.to_json(), "memory")]
+        return doubts
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["memory"] = self.memory.to_json()
@@ -84,6 +94,20 @@ class RunResult:
         for step, raw in zip(self.steps, data["steps"]):
             raw["seconds"] = round(step.seconds, 3)
         return data
+
+
+def _not_ok(node: Any, path: str) -> list[tuple[str, str]]:
+    """(path, summary) of every record under `node` that says `"ok": false`."""
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        if node.get("ok") is False:
+            found.append((path, str(node.get("summary", "ok is false"))))
+        for key, value in node.items():
+            found += _not_ok(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _not_ok(value, f"{path}[{i}]")
+    return found
 
 
 def save(result: RunResult, run_dir: Path) -> Path:

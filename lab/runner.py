@@ -186,7 +186,14 @@ def run_flow(flow: FlowContext) -> None:
     result, run_dir = flow.rec.result, flow.run_dir
     try:
         flow.run()
-        _finish(result, Verdict.PASS, flow.pass_reason)
+        doubts = result.unearned_pass()
+        if doubts:  # one definition of PASS: the record must hold, not only the flow's path
+            log.error("%s: the flow ended without a failure, but its record does not hold: %s",
+                      run_dir.name, "; ".join(doubts))
+            _finish(result, Verdict.ERROR, "PASS refused: the flow ended without a failure but its record "
+                    f"does not hold ({len(doubts)} doubts; a bug of the lab)", doubts)
+        else:
+            _finish(result, Verdict.PASS, flow.pass_reason)
     except FlowStop as stop:
         # Instruction pointers in the evidence get their function names (System.map).
         _finish(result, stop.verdict, stop.reason, symbolize(stop.evidence, flow.symbols))

@@ -135,8 +135,11 @@ class Memory:
         if m:
             self.put((m.group(1) + "\n").encode() * 8)
 
-    def write(self, path: Path) -> Path:
-        return write_core(path, [Seg(self.base, MEMORY_SPAN)], dict(self.pages), elf_class=64)
+    def write(self, path: Path, alter: Callable[[dict[int, bytes]], None] | None = None) -> Path:
+        pages = dict(self.pages)
+        if alter:  # a test's damage to this one dump (the memory the flow sees at that moment)
+            alter(pages)
+        return write_core(path, [Seg(self.base, MEMORY_SPAN)], pages, elf_class=64)
 
 
 class SerialReplay:
@@ -222,7 +225,7 @@ class ReplayMonitor:
                 # of its own, lab.memory.kernel_log), which the flow reads as it read the dump
                 path.write_bytes(gzip.decompress(kept.read_bytes()))
             else:
-                self.guest.replay.memory.write(path)
+                self.guest.replay.memory.write(path, self.guest.replay.damage.get(path.stem))
         return {}
 
     def hmp(self, command: str) -> str:
@@ -345,8 +348,10 @@ class ReplayGuest:
 class Replay:
     """One recorded run replayed: makes the flow's machines (a lab.guest.GuestFactory)."""
 
-    def __init__(self, run_dir: Path, scenario: Scenario, disk: Path) -> None:
+    def __init__(self, run_dir: Path, scenario: Scenario, disk: Path,
+                 damage: dict[str, Callable[[dict[int, bytes]], None]] | None = None) -> None:
         self.run, self.sc, self.disk = RecordedRun(run_dir), scenario, disk
+        self.damage = damage or {}  # snapshot file stem -> what to do to A's pages in that dump
         self.divergences: list[str] = []
         self.heard_lines: list[str] = []
         flow = scenario.flow
@@ -383,9 +388,11 @@ class Replay:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def replay_run(recorded: Path, scenario: Scenario, run_dir: Path, sock_dir: Path) -> tuple[RunResult, Replay]:
+def replay_run(recorded: Path, scenario: Scenario, run_dir: Path, sock_dir: Path,
+               damage: dict[str, Callable[[dict[int, bytes]], None]] | None = None) -> tuple[RunResult, Replay]:
     """Run the scenario's flow against the recorded run, as lab.runner would after the
-    artifacts step: the verdict, then the scenario's expectation (XFAIL for a known bug)."""
+    artifacts step: the verdict, then the scenario's expectation (XFAIL for a known bug).
+    `damage`: snapshot stem -> a change to A's pages in that memory dump only."""
     run = RecordedRun(recorded)
     result = RunResult(run_id=run.record["run_id"], scenario=scenario.name, scenario_path=str(scenario.path),
                        flow=scenario.flow.name, started=run.record["started"],
@@ -395,7 +402,7 @@ def replay_run(recorded: Path, scenario: Scenario, run_dir: Path, sock_dir: Path
     art = FlowArtifacts(kernel=recorded / "bzImage", kernel_a=recorded / "bzImage", initrd_a=recorded / "initrd-A",
                         initrd_c=recorded / "initrd", disk=disk,
                         system_map=recorded / "System.map")  # kept: the symbols the run's evidence names
-    replay = Replay(recorded, scenario, disk)
+    replay = Replay(recorded, scenario, disk, damage)
     try:
         flow: FlowContext = FLOWS[scenario.flow.name](scenario, art, run_dir, sock_dir, rec, "tcg", guests=replay)
         run_flow(flow)

@@ -8,6 +8,7 @@ and the System.map lines its evidence names (tests/trim_system_map.py)."""
 from __future__ import annotations
 
 import json
+import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from lab.flows import FLOWS
 from lab.results import RunResult
 from lab.scenario import load_scenario
 from lab.verdict import Verdict
-from tests.replay import RecordedRun, Replay, replay_run
+from tests.replay import PAGE, RecordedRun, Replay, replay_run
 
 RUNS = Path(__file__).resolve().parent / "data" / "runs"
 
@@ -134,3 +135,44 @@ def test_a_flow_that_strays_from_the_recording_does_not_pass_for_it(tmp_path: Pa
     assert result.verdict is Verdict.CHECK_FAILED and result.failed_step == "boot-A"
     with pytest.raises(AssertionError):
         as_recorded(result, RecordedRun(RUNS / "i386-kexec-reboot-pass"))
+
+
+def _broken_header(page: bytes) -> bytes:
+    """A sentinel page whose index and region words were overwritten (as CI saw in a free
+    page after a swsusp resume: index 0xfc280323, region 0x7f)."""
+    return page[:16] + struct.pack("<II", 0xFC280323, 0x7F) + page[24:]
+
+
+def test_swsusp_stale_broken_copy_in_free_memory_still_passes(tmp_path: Path, sock_dir: Path) -> None:
+    """After resume, a page A did not keep a sentinel in holds a broken copy of one: a
+    leftover of the restore, not A's state. PASS, and the record names it as stale."""
+    def leftover(pages: dict[int, bytes]) -> None:
+        first = min(pages)
+        pages[max(pages) + 0x10 * PAGE] = _broken_header(pages[first])
+
+    result, _ = replay_run(RUNS / "i386-swsusp-pass", load_scenario(SCENARIOS_DIR / "flows/swsusp.toml"),
+                           tmp_path, sock_dir, damage={"snapshot-A-resumed": leftover})
+    assert result.verdict is Verdict.PASS, (result.reason, result.evidence)
+    resume = result.memory.resume
+    assert resume is not None and resume.sentinels_after_resume is not None
+    assert resume.sentinels_after_resume["ok"] and len(resume.sentinels_after_resume["stale_headers"]) == 1
+
+
+def test_swsusp_damaged_header_at_a_sentinel_place_fails(tmp_path: Path, sock_dir: Path) -> None:
+    """The same broken header where A kept a sentinel page (an intact twin elsewhere, so the
+    page is not simply missing): the resume check fails on it, with its address."""
+    hit: list[int] = []
+
+    def damaged(pages: dict[int, bytes]) -> None:
+        place = sorted(pages)[5]
+        pages[max(pages) + 0x10 * PAGE] = pages[place]  # an intact twin in free memory
+        pages[place] = _broken_header(pages[place])
+        hit.append(place)
+
+    result, _ = replay_run(RUNS / "i386-swsusp-pass", load_scenario(SCENARIOS_DIR / "flows/swsusp.toml"),
+                           tmp_path, sock_dir, damage={"snapshot-A-resumed": damaged})
+    assert result.verdict is Verdict.CHECK_FAILED and result.failed_step == "check-memory", result.reason
+    assert any("damaged header after resume" in line and f"{hit[0]:#x}" in line for line in result.evidence), \
+        result.evidence
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["memory"]["resume"]["sentinels_after_resume"]["damaged_headers"] == [f"{hit[0]:#x}"]

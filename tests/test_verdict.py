@@ -3,9 +3,18 @@ expectation rules that turn a failure into XFAIL only for its own cause."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
 from lab.expectation import apply_expectation
+from lab.flows.base import Recorder
+from lab.memory.record import ResumeCheck
+from lab.results import Check, Command, RunResult
+from lab.runner import run_flow
 from lab.verdict import EXPECTABLE, Kind, Verdict, exit_code
 
 FAILURES = [v for v in Verdict if v.kind is Kind.FAILURE]
@@ -77,3 +86,45 @@ def test_an_expected_failure_needs_its_step_and_its_signature() -> None:
     # an empty signature never matches (and the scenario loader refuses it anyway)
     assert apply_expectation(Verdict.TRIPLE_FAULT, Verdict.TRIPLE_FAULT, "", "jump-back", "jump-back",
                              texts)[0] is Verdict.TRIPLE_FAULT
+
+
+# -- PASS must be earned by the record, not only by the flow's path ------------------------
+
+
+class _FlowThatForgetsToFail:
+    """A flow (the part lab.runner.run_flow drives) whose run records a check that did not
+    hold, or a memory record that says it did not hold, and returns as if all were well:
+    the shape of the lab bug CI met on swsusp (a sentinel record ok=false, verdict PASS)."""
+
+    pass_reason = "every check held"
+    symbols = None
+
+    def __init__(self, run_dir: Path, spoil: Callable[[RunResult], None]) -> None:
+        self.run_dir = run_dir
+        self.rec = Recorder(RunResult(run_id="r", scenario="s", scenario_path="s.toml", flow="f",
+                                      started=time.time()), run_dir)
+        self.spoil = spoil
+
+    def run(self) -> None:
+        with self.rec.step("check", "a check", "-", None) as step:
+            step.commands.append(Command("true", 0, "", 0.0))
+        self.spoil(self.rec.result)
+
+
+@pytest.mark.parametrize("spoil, doubt", [
+    (lambda r: None, None),
+    (lambda r: r.checks.append(Check("counter", False, "3 != 4")), "check counter did not hold: 3 != 4"),
+    (lambda r: setattr(r, "memory", replace(r.memory, resume=ResumeCheck(
+        changed={}, sentinels_after_resume={"ok": False, "summary": "2047/2048 sentinel pages intact in place"}))),
+     "memory memory.resume.sentinels_after_resume: 2047/2048 sentinel pages intact in place"),
+])
+def test_run_flow_refuses_a_pass_its_record_does_not_hold(tmp_path: Path, spoil: Callable[[RunResult], None],
+                                                         doubt: str | None) -> None:
+    flow = _FlowThatForgetsToFail(tmp_path, spoil)
+    run_flow(flow)  # type: ignore[arg-type]  # the part of FlowContext run_flow uses
+    result = flow.rec.result
+    if doubt is None:
+        assert result.verdict is Verdict.PASS and result.unearned_pass() == []
+    else:
+        assert result.verdict is Verdict.ERROR and result.verdict.kind is Kind.LAB_ERROR
+        assert result.reason.startswith("PASS refused") and doubt in result.evidence, result.evidence

@@ -247,10 +247,11 @@ class SentinelCheck:
     damaged_headers: list[int]
     stale_headers: list[int]
     duplicate_keys: int
+    moved_ok: bool = False  # the image check: pages of B's window sit in kexec's swap pages
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.corrupted or self.moved or self.damaged_headers)
+        return not (self.missing or self.corrupted or (self.moved and not self.moved_ok) or self.damaged_headers)
 
     def summary(self) -> str:
         parts = [f"{n} {name}" for name, g in (("missing", self.missing),
@@ -284,7 +285,7 @@ class SentinelCheck:
 
 
 def check_sentinels(before: SentinelScan, after: SentinelScan,
-                    expected_count: Mapping[int, int]) -> SentinelCheck:
+                    expected_count: Mapping[int, int], moved_ok: bool = False) -> SentinelCheck:
     """Every expected (region, index < count) must be in `after`, intact, and at its
     `before` address when `before` has it. A page found at several addresses counts as in
     place if one copy sits at a `before` address; it is corrupted if any copy is (an
@@ -315,6 +316,7 @@ def check_sentinels(before: SentinelScan, after: SentinelScan,
         unexpected=_finish(unexpected),
         damaged_headers=[p for p in after.corrupt_headers if p in sentinel_places],
         stale_headers=[p for p in after.corrupt_headers if p not in sentinel_places],
+        moved_ok=moved_ok,
         duplicate_keys=len(after.duplicates()),
     )
 
