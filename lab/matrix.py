@@ -39,6 +39,11 @@ anything runs, naming the matrix file, the cell and the key.
     cells = "7.2/*/*/*/stock"      # the cells' expectation replaced whole (verdict, and
     expect = { verdict = "PASS" }  # step and signature for a failure)
 
+    [[override]]                   # kernel A's own fragments instead of the arch's (x86_64:
+    cells = "7.2/x86_64/*/*/*"     # A at 64 MiB, above a wider window for B)
+    a_fragments = ["a-at-64m"]
+    flow = { a_mem = "184M", b_window = ["0x100000", "0x3ffffff"] }
+
     [[override]]                   # kernel C's RAM for some cells (the only machine value
     cells = "*/i386/pc-highmem-1g/*/*"  # a cell may change: its machine is in its id)
     machine = { c_memory_mib = 2304 }
@@ -74,7 +79,7 @@ _MATRIX_KEYS = {"name", "description", "machines", "flows", "arch", "parallel", 
                 "flow_machines"}
 _KERNEL_KEYS = {"name", "source", "arch"}
 _PATCHSET_KEYS = {"name", "patches", "expect", "step", "signature", "also"}
-_OVERRIDE_KEYS = {"cells", "quirks", "flow", "expect", "machine"}
+_OVERRIDE_KEYS = {"cells", "quirks", "flow", "expect", "machine", "a_fragments"}
 _OVERRIDE_MACHINE_KEYS = {"c_memory_mib"}
 _EXPECT_KEYS = {"verdict", "step", "signature", "also"}
 MAX_PARALLEL = 256
@@ -290,6 +295,8 @@ def _cell_scenario(cid: str, k: dict[str, Any], arch: Arch, mach: str, flow: str
             sc["quirks"].update(o.get("quirks", {}))
             sc["flow"].update(o.get("flow", {}))
             sc["machine"].update(o.get("machine", {}))
+            if "a_fragments" in o:  # kernel A built apart with these (e.g. at 64 MiB: a-at-64m)
+                sc["kernel"]["a_fragments"] = list(o["a_fragments"])
             if "expect" in o:
                 sc["expect"] = {"verdict": "PASS", **o["expect"]}
     return sc

@@ -14,7 +14,7 @@ from typing import Any
 
 from .debian_archive import PACKAGE_RE, SUITE_RE
 from .arch import Arch, parse_arch
-from .artifacts.kernel import PATCHES_DIR, KernelSpec
+from .artifacts.kernel import PATCHES_DIR, KernelSpec, resolve_fragment
 from .errors import ScenarioError, UserError
 from .flows import FLOW_NAMES, FLOWS
 from .flows.common import DEFAULT_TIMEOUTS
@@ -175,8 +175,8 @@ def scenario_from_dict(data: dict[str, Any], path: Path, where: str | None = Non
         source=_str(where, "scenario.source", sc.get("source", "")),
         links=_str_list(where, "scenario.links", sc.get("links", [])),
         kernel=kernel,
-        a_fragments=_str_list(where, "kernel.a_fragments",
-                              data.get("kernel", {}).get("a_fragments", list(kernel.arch.info.a_fragments))),
+        a_fragments=_fragments(where, "kernel.a_fragments",
+                               data.get("kernel", {}).get("a_fragments", list(kernel.arch.info.a_fragments))),
         guest=(guest := _guest(where, data.get("guest", {}))),
         machine=machine,
         c_memory_mib=_c_memory(where, data.get("machine", {}), machine),
@@ -277,6 +277,18 @@ def _str_list(where: str, key: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _fragments(where: str, key: str, value: Any) -> tuple[str, ...]:
+    """Config fragment names, each one a file of guests/kernel/configs (checked now, not
+    minutes later when the build starts)."""
+    names = _str_list(where, key, value)
+    for name in names:
+        try:
+            resolve_fragment(name)
+        except UserError as e:
+            raise ScenarioError(where, key, str(e)) from None
+    return names
+
+
 def _choice(where: str, key: str, value: Any, allowed: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise ScenarioError(where, key, f"{value!r} is not allowed; options are {', '.join(allowed)}")
@@ -306,7 +318,7 @@ def _kernel(where: str, k: dict[str, Any], machine: MachineSpec, path: Path) -> 
     return KernelSpec(
         source=check_kernel_source(where, "kernel.source", k.get("source", "debian:linux-source-6.1")),
         arch=arch,
-        fragments=_str_list(where, "kernel.fragments", k.get("fragments", [arch.info.kexec_fragment])),
+        fragments=_fragments(where, "kernel.fragments", k.get("fragments", [arch.info.kexec_fragment])),
         patches=tuple(check_patch(where, f"kernel.patches[{i}]", name, path.parent) for i, name in enumerate(patches)),
     )
 

@@ -21,7 +21,7 @@ from lab.machines import (
 from lab.arch import Arch
 from lab.matrix import load_matrix
 from lab.runner import kernel_spec
-from lab.scenario import load_scenario
+from lab.scenario import load_scenario, scenario_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -186,6 +186,22 @@ def test_a_matrix_override_sets_kernel_cs_memory_only(tmp_path: Path) -> None:
         load_matrix(path)
     path.write_text(bad.replace("memory_mib = 2304", "c_memory_mib = 6144"))
     with pytest.raises(ScenarioError, match=r"cell 6.1/i386/pc-highmem-1g/hibernate/none.*c_memory_mib: 6144 MiB"):
+        load_matrix(path)
+
+
+def test_a_matrix_override_gives_its_cells_kernel_a_fragments_and_window(tmp_path: Path) -> None:
+    """x86_64 7.2: kernel A at 64 MiB (a-at-64m) above a 1-64 MiB window for B; the other
+    cells keep the arch's A (a-outside-window) and the default window."""
+    path = matrix(tmp_path, "machines = ['pc-virtio', 'x86_64-pc-virtio']")
+    path.write_text(path.read_text() + "[[override]]\ncells = '*/x86_64/*/*/*'\na_fragments = ['a-at-64m']\n"
+                    "flow = { a_mem = '184M', b_window = ['0x100000', '0x3ffffff'] }\n")
+    m = load_matrix(path)
+    by = {c.machine: scenario_from_dict(c.scenario, Path("cell")) for c in m.cells}
+    assert by["x86_64-pc-virtio"].a_fragments == ("a-at-64m",)
+    assert by["x86_64-pc-virtio"].flow.b_window == (0x100000, 0x3FFFFFF)
+    assert by["pc-virtio"].a_fragments == () and by["pc-virtio"].flow.b_window == (0x100000, 0x1FFFFFF)
+    path.write_text(path.read_text().replace("'a-at-64m'", "'no-such-fragment'"))
+    with pytest.raises(ScenarioError, match="no-such-fragment"):
         load_matrix(path)
 
 
