@@ -14,7 +14,7 @@ from pathlib import Path
 from .errors import UserError
 from .verdict import Verdict
 from .report import environment, format_duration, verdict_class
-from .results import Step
+from .results import Step, load
 from .runner import RunOutcome, run_scenario
 from .scenario import Scenario, load_scenario
 
@@ -61,12 +61,33 @@ def run_suite(target: Path, runs_root: Path, on_step: Callable[[Step], None] | N
     for i, sc in enumerate(scenarios, 1):
         if on_scenario:
             on_scenario(sc, i, len(scenarios))
-        outcome = run_scenario(sc, suite_dir, on_step=on_step, keep=keep)  # KeyboardInterrupt ends the suite
+        try:
+            outcome = run_scenario(sc, suite_dir, on_step=on_step, keep=keep)
+        except KeyboardInterrupt:  # SIGINT/SIGTERM ends the suite; its summary says where
+            cut = _interrupted_entry(sc, suite_dir, entries)
+            write_summary(suite_dir, entries + cut, str(target), not_run=[s.name for s in scenarios[i:]])
+            raise
         entries.append(_entry(sc, outcome, suite_dir))
         if on_done:
             on_done(entries[-1])
         write_summary(suite_dir, entries, str(target))
     return suite_dir, entries
+
+
+def _interrupted_entry(sc: Scenario, suite_dir: Path, entries: list[SuiteEntry]) -> list[SuiteEntry]:
+    """The entry of the scenario a signal stopped, from the record its run left (run_scenario
+    writes it before the interrupt leaves); none if it stopped before its run directory."""
+    seen = {Path(e.report).parent.name for e in entries}
+    runs = [d for d in suite_dir.iterdir() if d.is_dir() and d.name not in seen and (d / "results.json").is_file()]
+    if not runs:
+        return []
+    run_dir = max(runs, key=lambda d: d.stat().st_mtime)
+    try:
+        result = load(run_dir)
+    except (OSError, ValueError) as e:
+        log.warning("%s: the interrupted run's record cannot be read: %s", run_dir, e)
+        return []
+    return [_entry(sc, RunOutcome(result, run_dir, run_dir / "report.html"), suite_dir)]
 
 
 def _entry(sc: Scenario, outcome: RunOutcome, suite_dir: Path) -> SuiteEntry:
@@ -79,14 +100,17 @@ def _entry(sc: Scenario, outcome: RunOutcome, suite_dir: Path) -> SuiteEntry:
     )
 
 
-def write_summary(suite_dir: Path, entries: list[SuiteEntry], title: str) -> Path:
+def write_summary(suite_dir: Path, entries: list[SuiteEntry], title: str, not_run: list[str] | None = None) -> Path:
+    """summary.json and summary.html; `not_run`: the scenarios an interrupt left out
+    (None: the suite was not interrupted)."""
     (suite_dir / "summary.json").write_text(json.dumps([asdict(e) for e in entries], indent=2) + "\n")
     rows = [{**asdict(e), "css": verdict_class(e.verdict), "duration": format_duration(e.seconds)} for e in entries]
     counts: dict[str, int] = {}
     for e in entries:
         counts[e.verdict] = counts.get(e.verdict, 0) + 1
     html = environment().get_template("summary.html.j2").render(
-        title=title, rows=rows, counts=sorted(counts.items()), ok=all(e.ok for e in entries),
+        title=title, rows=rows, counts=sorted(counts.items()), ok=all(e.ok for e in entries) and not_run is None,
+        interrupted=not_run is not None, not_run=not_run or [],
         generated=time.strftime("%Y-%m-%d %H:%M:%S"),
     )
     path = suite_dir / "summary.html"

@@ -91,6 +91,41 @@ def test_sigterm_and_sigint_end_the_run_as_interrupted(tmp_path: Path, sig: sign
     assert not qemu_processes_for(run_dir)
 
 
+def test_sigterm_ends_a_suite_and_its_summary_says_where(tmp_path: Path) -> None:
+    """`kjlab run DIR` (a suite, as the bug library runs): SIGTERM during the second of three
+    scenarios ends that run INTERRUPTED and the suite at once; no QEMU is left, and the
+    summary lists the finished run, the interrupted one and the one not run."""
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    for name, src in (("1-reboot", "flows/kexec-reboot.toml"), ("2-hibernate", "i386-hibernate.toml"),
+                      ("3-reboot", "flows/kexec-reboot.toml")):
+        text = (SCENARIOS_DIR / src).read_text()
+        (suite / f"{name}.toml").write_text(text.replace('name = "flow-kexec-reboot"', f'name = "{name}"')
+                                            .replace('name = "i386-hibernate"', f'name = "{name}"'))
+    runs = tmp_path / "runs"
+    proc = start_run(runs, suite)
+    deadline = time.monotonic() + 1500
+    while time.monotonic() < deadline and proc.poll() is None:
+        records = list(runs.glob("*-suite-suite/*-2-hibernate/results.json"))
+        steps = json.loads(records[0].read_text())["steps"] if records else []
+        if steps and steps[-1]["name"] == "jump-to-B" and steps[-1]["outcome"] == "running":
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stdout.read()[-3000:] if proc.stdout else ""
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_INTERRUPTED, out[-3000:]
+    assert gone_within(runs, 10), qemu_processes_for(runs)
+    (suite_dir,) = runs.iterdir()
+    summary = json.loads((suite_dir / "summary.json").read_text())
+    assert [(e["scenario"], e["verdict"]) for e in summary] == [("1-reboot", "PASS"), ("2-hibernate", "INTERRUPTED")]
+    assert summary[1]["failed_step"] == "jump-to-B"
+    html = (suite_dir / "summary.html").read_text()
+    assert "interrupted: 1 scenarios not run (3-reboot)" in html
+    assert "NOT every scenario reached its expected verdict" in html
+    assert not list(suite_dir.glob("*-3-reboot"))
+
+
 def test_two_runs_of_one_scenario_at_once_both_pass_in_their_own_directories(tmp_path: Path) -> None:
     procs = [start_run(tmp_path) for _ in range(2)]
     outs = [p.communicate(timeout=1800)[0] for p in procs]
