@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import rich.progress
+from rich.markup import escape as esc  # text from outside (guests, builds, files) is never markup
 from rich.console import Console
 from rich.logging import RichHandler
 
@@ -58,17 +59,18 @@ def main(argv: list[str] | None = None) -> int:
         with progress.showing(_Bars()) if TERMINAL else contextlib.nullcontext():
             return int(args.func(args))
     except UserError as e:
-        out.print(f"[bold red]error:[/] {e}", markup=True)
+        out.print(f"[bold red]error:[/] {esc(str(e))}", markup=True)
         return EXIT_USAGE
     except KjlabError as e:
-        out.print(f"[bold red]lab error:[/] {e}", markup=True)
+        out.print(f"[bold red]lab error:[/] {esc(str(e))}", markup=True)
         return EXIT_CANNOT_TEST
     except KeyboardInterrupt:
         out.print("[bold yellow]interrupted[/]", markup=True)
         return EXIT_INTERRUPTED
     except Exception as e:  # a bug of the lab: one line here, the traceback in a file
         trace = _save_traceback(e)
-        out.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (traceback in {trace})", markup=True)
+        out.print(f"[bold red]internal error:[/] {type(e).__name__}: {esc(str(e))} (traceback in {esc(str(trace))})",
+                  markup=True)
         return EXIT_CANNOT_TEST
 
 
@@ -187,10 +189,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _print_step(step: Step) -> None:
     if step.outcome == "running":
-        out.print(f"  [cyan]▶[/] step {step.seed_step:>4}  {step.name:<22} {step.title}", markup=True)
+        out.print(f"  [cyan]▶[/] step {step.seed_step:>4}  {step.name:<22} {esc(step.title)}", markup=True)
     else:
         colour = {"ok": "green", "failed": "red"}.get(step.outcome, "yellow")
-        msg = f"  {step.message}" if step.message else ""
+        msg = f"  {esc(step.message)}" if step.message else ""
         out.print(f"  [{colour}]{step.outcome:>11}[/] {step.name:<22} {step.seconds:6.1f} s{msg}", markup=True)
 
 
@@ -210,11 +212,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.patch:
         sc = with_patches(sc, args.patch)
         _show_patches(sc.patch_files)
-    out.print(f"[bold]scenario[/] {sc.name}: {sc.description}", markup=True)
+    out.print(f"[bold]scenario[/] {sc.name}: {esc(sc.description)}", markup=True)
     outcome = run_scenario(sc, args.runs_dir or DEFAULT_RUNS_DIR, on_step=_print_step, keep=args.keep or "all")
     res = outcome.result
     colour = "green" if res.verdict.good else "red"
-    out.print(f"[bold {colour}]verdict: {res.verdict}[/] {res.reason}", markup=True)
+    out.print(f"[bold {colour}]verdict: {res.verdict}[/] {esc(res.reason)}", markup=True)
     for line in res.evidence[:20]:
         out.print(f"    {line}")
     out.print(f"results: {outcome.run_dir / 'results.json'}")
@@ -230,7 +232,7 @@ def _show_patches(files: tuple[Path, ...]) -> None:
 
     for file in files:
         for mail in read_series(file):
-            out.print(f"[bold]patch[/] {mail.name}: {mail.subject} ({mail.author})", markup=True)
+            out.print(f"[bold]patch[/] {esc(mail.name)}: {esc(mail.subject)} ({esc(mail.author)})", markup=True)
 
 
 def cmd_repeat(args: argparse.Namespace) -> int:
@@ -242,7 +244,7 @@ def cmd_repeat(args: argparse.Namespace) -> int:
     if args.scenario.is_dir() or args.kernel_tree or args.bisect or args.bisect_fix or args.patch:
         raise UserError("--repeat takes one scenario file, without --kernel-tree, --patch or --bisect")
     matrix = repeat_matrix(args.scenario, args.repeat, args.parallel)  # validates before anything runs
-    out.print(f"[bold]repeat[/] {matrix.description}", markup=True)
+    out.print(f"[bold]repeat[/] {esc(matrix.description)}", markup=True)
     runs = progress.Tracker(f"repeat {matrix.name}", len(matrix.cells), "runs", None)
     failed = 0
 
@@ -254,7 +256,7 @@ def cmd_repeat(args: argparse.Namespace) -> int:
         reason = rec.reason.splitlines()[0] if rec.reason and not rec.good else ""
         runs.advance()
         out.print(f"  ({runs.done}/{len(matrix.cells)}) [{colour}]{rec.verdict:<13}[/] {rec.patchset}  "
-                  f"{rec.seconds:5.1f} s  {failed} failed so far  {reason}", markup=True)
+                  f"{rec.seconds:5.1f} s  {failed} failed so far  {esc(reason)}", markup=True)
 
     with sigterm_as_interrupt():
         summary = run_repeat(args.scenario, args.repeat, args.runs_dir or DEFAULT_RUNS_DIR, parallel=args.parallel,
@@ -278,11 +280,11 @@ def cmd_suite(args: argparse.Namespace) -> int:
         raise UserError("--kernel-tree, --patch, --bisect and --bisect-fix take one scenario file, not a directory")
 
     def started(sc: Scenario, i: int, n: int) -> None:
-        out.print(f"[bold]({i}/{n}) {sc.name}[/]: {sc.description}", markup=True)
+        out.print(f"[bold]({i}/{n}) {sc.name}[/]: {esc(sc.description)}", markup=True)
 
     def done(e: SuiteEntry) -> None:
         colour = "green" if e.ok else "red"
-        out.print(f"  [{colour}]{e.verdict}[/] (expected {e.expected}, observed {e.observed}) {e.reason}", markup=True)
+        out.print(f"  [{colour}]{e.verdict}[/] (expected {e.expected}, observed {e.observed}) {esc(e.reason)}", markup=True)
 
     suite_dir, entries = run_suite(args.scenario, args.runs_dir or DEFAULT_RUNS_DIR, on_step=_print_step,
                                    on_scenario=started, on_done=done, keep=args.keep or "all")
@@ -309,8 +311,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         out.print(f"[bold]matrix[/] {matrix.name}: {len(matrix.cells)} cells, "
                   f"{args.parallel or matrix.parallel} at once", markup=True)
     else:
-        out.print(f"[bold]matrix[/] {matrix.name}: {len(matrix.cells)} cells on the Dask cluster at {args.scheduler} "
-                  f"(store {executor.store})", markup=True)
+        out.print(f"[bold]matrix[/] {matrix.name}: {len(matrix.cells)} cells on the Dask cluster at "
+                  f"{esc(str(args.scheduler))} (store {esc(str(executor.store))})", markup=True)
     cells = progress.Tracker(f"matrix {matrix.name}", len(matrix.cells), "cells",
                              _expected_seconds(matrix, args.parallel or matrix.parallel,
                                                getattr(args, "history", None)))
@@ -321,7 +323,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         cells.advance()
         eta = cells.snapshot().eta
         out.print(f"  ({cells.done}/{len(matrix.cells)}) [{colour}]{rec.verdict:<13}[/] {rec.cell}  {rec.seconds:5.1f} s"
-                  + (f"  {reason}" if colour == "red" else "")
+                  + (f"  {esc(reason)}" if colour == "red" else "")
                   + (f"  (about {progress.duration(eta)} to go)" if eta and cells.done < len(matrix.cells) else ""),
                   markup=True)
 
@@ -413,7 +415,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for row in cmp.rows:
         out.print(f"{row.label:<20} {row.kexec:>26} {row.swsusp:>26} {row.ratio:>8}")
     for warning in cmp.warnings:
-        out.print(f"[yellow]warning:[/] {warning}", markup=True)
+        out.print(f"[yellow]warning:[/] {esc(warning)}", markup=True)
     out.print(f"comparison: {page}")
     return EXIT_PASS
 

@@ -131,3 +131,21 @@ def test_output_to_a_pipe_is_plain_and_never_wrapped() -> None:
     assert max(map(len, lines)) > 100  # the long lines stay whole
     machines = [line for line in lines if line.startswith("  q35-ahci-smp2 ")]
     assert len(machines) == 1 and "fragments:" in machines[0]
+
+
+def test_the_cli_prints_outside_text_as_text_not_markup(capsys) -> None:
+    """A kernel build's error names make's targets in brackets ("[.../Makefile.modpost:145:
+    vmlinux.symvers]"): printed as rich markup it raised MarkupError inside the run, whose
+    verdict became "unexpected error in the lab" instead of the build's own failure."""
+    from lab import cli
+    from lab.results import Step
+
+    text = "make[3]: *** [/root/src/scripts/Makefile.modpost:145: vmlinux.symvers] Error 1 [/]"
+    step = Step(name="artifacts", title=f"build [bold]{text}", seed_step="1-3", vm="", started=0.0,
+                ended=1.0, outcome="failed", message=text)
+    cli._print_step(step)
+    step.outcome = "running"
+    cli._print_step(step)
+    out = capsys.readouterr().out
+    assert out.count("[/root/src/scripts/Makefile.modpost:145: vmlinux.symvers] Error 1 [/]") == 2, out
+    assert "build [bold]make[3]" in out
