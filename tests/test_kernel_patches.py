@@ -90,6 +90,7 @@ def test_every_series_has_every_fix():
         "x86/kexec: Kick offline CPUs out of mwait before a kexec jump",
         "x86/kexec: Identity map the entry of a preserve_context image",
         "x86/kexec/32: Restore CR4 before paging on the way back from a preserve_context kexec",
+        "x86/kexec: Keep the real mode area across a preserve_context jump",
     ]
     upstream = {m.title: m.raw.decode() for m in patch_series(PATCHES)}  # the forms sent upstream
     for mail in mails:
