@@ -128,3 +128,18 @@ def test_run_flow_refuses_a_pass_its_record_does_not_hold(tmp_path: Path, spoil:
     else:
         assert result.verdict is Verdict.ERROR and result.verdict.kind is Kind.LAB_ERROR
         assert result.reason.startswith("PASS refused") and doubt in result.evidence, result.evidence
+
+
+def test_every_recorded_pass_is_earned_by_its_record() -> None:
+    """The real runs kept as test data (tests/data/runs, recorded on QEMU): each PASS holds
+    under the rule run_flow now applies, and each failure has something that does not."""
+    from lab.results import load
+
+    runs = sorted(p for p in (Path(__file__).parent / "data" / "runs").iterdir() if (p / "results.json").is_file())
+    assert runs
+    for run in runs:
+        result = load(run)
+        if result.verdict is Verdict.PASS:
+            assert result.unearned_pass() == [], (run.name, result.unearned_pass())
+        else:
+            assert result.unearned_pass(), run.name
