@@ -18,14 +18,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-import numpy as np
-
 from .diff import diff_ranges
 from .image import PhysImage
 from .memmap import class_page_counts, memory_map
-from .ranges import (
-    PAGE_SHIFT, Range, compact_indices, format_range, normalize_ranges, pages_to_ranges, ranges_to_json,
-)
+from .ranges import Range, addresses_to_ranges, compact_indices, format_range, normalize_ranges, ranges_to_json
 from .record import ImageCheck, MemoryMap, ResumeCheck
 from .sentinels import REGIONS, SentinelCheck, check_sentinels, scan_sentinels
 
@@ -106,7 +102,7 @@ def _damaged_headers(f: Finding[Any], chk: SentinelCheck, where: str) -> None:
     """Pages that held a sentinel page before the jump and now carry this run's magic with a
     broken header: A's data was hit there (broken headers elsewhere are stale copies)."""
     if chk.damaged_headers:
-        ranges = pages_to_ranges(np.asarray(chk.damaged_headers, np.int64) >> PAGE_SHIFT)
+        ranges = addresses_to_ranges(chk.damaged_headers)
         f.problems.append(f"{len(chk.damaged_headers)} sentinel pages with a damaged header {where} "
                           f"(at {_ranges_text(ranges)})")
         f.bad_ranges += ranges

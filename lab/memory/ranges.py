@@ -95,6 +95,11 @@ def pages_to_ranges(page_numbers: np.ndarray) -> list[Range]:
     return [(int(s) << PAGE_SHIFT, int(e) << PAGE_SHIFT) for s, e in zip(starts, ends)]
 
 
+def addresses_to_ranges(addresses: Iterable[int]) -> list[Range]:
+    """Coalesce the pages holding these physical addresses into byte ranges."""
+    return pages_to_ranges(np.fromiter(addresses, np.int64) >> PAGE_SHIFT)
+
+
 def format_range(r: Sequence[int]) -> str:
     return f"0x{int(r[0]):x}-0x{int(r[1]):x}"
 

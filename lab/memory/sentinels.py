@@ -29,8 +29,8 @@ import numpy as np
 
 from .image import PhysImage, _pieces
 from .ranges import (
-    ADDR_LIMIT, CHUNK_BYTES, PAGE_SHIFT, PAGE_SIZE, Range, compact_indices, normalize_ranges, pages_to_ranges,
-    ranges_to_json,
+    ADDR_LIMIT, CHUNK_BYTES, PAGE_SHIFT, PAGE_SIZE, Range, addresses_to_ranges, compact_indices, normalize_ranges,
+    pages_to_ranges, ranges_to_json,
 )
 
 log = logging.getLogger(__name__)
@@ -354,13 +354,10 @@ class _GroupAcc:
 
 
 def _finish(acc: dict[str, _GroupAcc]) -> dict[str, SentinelGroup]:
-    def rng(addrs: list[int]) -> list[Range]:
-        return pages_to_ranges(np.asarray(addrs, np.int64) >> PAGE_SHIFT)
-
     out: dict[str, SentinelGroup] = {}
     for name, g in acc.items():
-        moved_from = rng(g.was) if g.at and g.was else []
-        out[name] = SentinelGroup(sorted(g.indices), rng(g.at) if g.at else rng(g.was), moved_from)
+        moved_from = addresses_to_ranges(g.was) if g.at and g.was else []
+        out[name] = SentinelGroup(sorted(g.indices), addresses_to_ranges(g.at or g.was), moved_from)
     return out
 
 
