@@ -15,6 +15,15 @@ class UserError(KjlabError):
     """Bad input: a scenario file, a key, an option. The message says what is allowed."""
 
 
+class BadRunRecord(UserError, ValueError):
+    """A run directory whose results.json is not a run record (truncated, not JSON, {}):
+    bad input, named with the file and what is wrong."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: not a kjlab run record: {problem}")
+
+
 class ScenarioError(UserError):
     def __init__(self, path: str, key: str, message: str) -> None:
         self.path, self.key = path, key

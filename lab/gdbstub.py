@@ -60,6 +60,23 @@ class GdbStub:
                 return str(r["payload"]["bkpt"]["number"])
         raise GdbError(f"GDB set no breakpoint at {address:#x}: {records}")
 
+    def break_at_kernel(self, address: int) -> str:
+        """A hardware breakpoint at a virtual address of the running kernel (paging on)."""
+        records = self._mi(f"-break-insert -h *{address:#x}")
+        for r in records:
+            if r.get("message") == "done" and isinstance(r.get("payload"), dict):
+                return str(r["payload"]["bkpt"]["number"])
+        raise GdbError(f"GDB set no breakpoint at {address:#x}: {records}")
+
+    def register(self, name: str) -> int:
+        """A register of the stopped CPU (e.g. "sp")."""
+        for r in self._mi(f"-data-evaluate-expression ${name}"):
+            payload = r.get("payload")
+            if r.get("message") == "done" and isinstance(payload, dict) and "value" in payload:
+                value = str(payload["value"]).split()[0]
+                return int(value, 0) & ((1 << 64) - 1)
+        raise GdbError(f"GDB did not read ${name}")
+
     def resume(self) -> None:
         """Let the guest run; what GDB reported before (the stop of attaching) is stale."""
         self._pending.clear()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import atomic
+from .errors import BadRunRecord
 from .memory.record import MemoryRecord
 from .verdict import Verdict
 
@@ -116,7 +117,26 @@ def save(result: RunResult, run_dir: Path) -> Path:
 
 
 def load(run_dir: Path) -> RunResult:
-    data = json.loads((run_dir / "results.json").read_text())
+    """The record in run_dir/results.json. A file that is not one (truncated, not JSON,
+    another shape) raises BadRunRecord naming it and what is wrong; a missing one OSError."""
+    path = run_dir / "results.json"
+    text = path.read_text(errors="replace")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadRunRecord(str(path), f"not JSON ({e.msg} at line {e.lineno} column {e.colno}; "
+                           f"{len(text)} bytes{', truncated?' if e.pos >= len(text.rstrip()) else ''})") from None
+    if not isinstance(data, dict):
+        raise BadRunRecord(str(path), f"a JSON {type(data).__name__}, not an object")
+    try:
+        return _from_json(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        missing = f"no {e.args[0]!r}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        raise BadRunRecord(str(path), missing) from None
+
+
+def _from_json(data: dict[str, Any]) -> RunResult:
+    data = dict(data)
     data.pop("schema", None)
     steps = []
     for raw in data.pop("steps"):

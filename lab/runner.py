@@ -195,12 +195,21 @@ def run_flow(flow: FlowContext) -> None:
         else:
             _finish(result, Verdict.PASS, flow.pass_reason)
     except FlowStop as stop:
+        killed = flow.killed_from_outside()
+        if killed is not None:  # what the flow made of a machine killed under it is no verdict
+            _finish(result, killed.verdict, killed.reason,
+                    [*killed.evidence, f"-- what the flow saw: {stop.verdict}: {stop.reason} --", *stop.evidence])
+            return
         # Instruction pointers in the evidence get their function names (System.map).
         _finish(result, stop.verdict, stop.reason, symbolize(stop.evidence, flow.symbols))
     except KeyboardInterrupt as e:
         _finish(result, Verdict.INTERRUPTED, f"interrupted ({e or 'SIGINT'}); partial results")
         raise
     except Exception as e:  # a KjlabError, or a bug of the lab: a record, never a bare traceback
+        killed = flow.killed_from_outside()
+        if killed is not None:
+            _finish(result, killed.verdict, killed.reason, [*killed.evidence, f"-- what the lab saw: {type(e).__name__}: {e}"])
+            return
         _finish(result, *_lab_failure(e, run_dir))
 
 

@@ -47,6 +47,7 @@ class Verdict(StrEnum):
     CHECK_FAILED = "CHECK_FAILED"
     ERROR = "ERROR"
     HOST_IO_ERROR = "HOST_IO_ERROR"
+    QEMU_KILLED = "QEMU_KILLED"
     INTERRUPTED = "INTERRUPTED"
     RUNNING = "RUNNING"
 
@@ -128,6 +129,8 @@ _INFO: dict[Verdict, _Info] = {
     Verdict.CHECK_FAILED: _Info(Kind.FAILURE, "failure: a check failed or did not report"),
     Verdict.ERROR: _Info(Kind.LAB_ERROR, "lab error: no verdict on the kernel"),
     Verdict.HOST_IO_ERROR: _Info(Kind.LAB_ERROR, "lab error: the host's disk failed or filled up"),
+    Verdict.QEMU_KILLED: _Info(Kind.LAB_ERROR, "lab error: a QEMU was killed from outside the lab (a signal: "
+                               "the OOM killer, an operator), not by its guest"),
     Verdict.INTERRUPTED: _Info(Kind.INTERRUPTED, "run interrupted"),
     Verdict.RUNNING: _Info(Kind.UNFINISHED, "still running, or killed without a verdict"),
 }

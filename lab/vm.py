@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class QemuVM:
         self._monitor: Monitor | None = None
         self.exit: VMExit | None = None
         self.started_at = 0.0
+        self.lab_signalled = False  # the lab itself sent QEMU a signal (teardown)
 
     def __enter__(self) -> "QemuVM":
         log.info("starting %s: %s", self.name, shlex.join(self.argv))
@@ -111,6 +113,20 @@ class QemuVM:
         events = self._monitor.events_named("SHUTDOWN") if self._monitor else []
         return [e for e in events if (e.get("data") or {}).get("reason") not in HOST_REASONS]
 
+    def killed_by(self) -> str | None:
+        """The signal that ended QEMU from outside the lab (the OOM killer, an operator), or
+        None: QEMU runs, ended by its guest or by the lab. SIGKILL leaves a negative exit
+        status; SIGTERM, SIGINT and SIGHUP make QEMU say SHUTDOWN "host-signal" and exit 0."""
+        if self.proc is None or self.proc.poll() is None or self.lab_signalled:
+            return None
+        code = self.proc.returncode
+        if code < 0:
+            return _signal_name(-code)
+        events = self._monitor.events_named("SHUTDOWN") if self._monitor else []
+        if any((e.get("data") or {}).get("reason") == "host-signal" for e in events):
+            return "a signal QEMU handles (SIGTERM, SIGINT or SIGHUP: SHUTDOWN host-signal)"
+        return None
+
     def running(self) -> bool:
         """The guest runs (or is paused by the lab): QEMU is there and the machine has not ended."""
         return self.proc is not None and self.proc.poll() is None and not self._guest_shutdowns()
@@ -162,6 +178,7 @@ class QemuVM:
                     proc.wait(3)
                     break
                 except subprocess.TimeoutExpired:
+                    self.lab_signalled = True
                     sig_step()
             proc.wait()
             self._collect_exit()
@@ -169,6 +186,13 @@ class QemuVM:
             self._console.close()
         if self._monitor:
             self._monitor.close()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def triple_fault_in(cpu_reset_log: Path) -> bool:

@@ -43,12 +43,14 @@ def record(name: str, runs_dir: Path) -> Path:
     res = load(run_dir)
     if res.flow == "hibernate" and not res.failed_step and (run_dir / "kernel.config").is_file():
         shutil.copy2(run_dir / "kernel.config", out / "kernel.config")
+    kernel = res.provenance.get("kernel", {})
+    system_map = cache_root() / "kernel" / str(kernel.get("cache_key")) / "System.map"
+    if res.flow == "hibernate" and system_map.is_file():  # the symbols the last leg of the proof reads
+        trim_system_map(out, system_map)
     if res.failed_step:
         for log in run_dir.glob("cpu-reset-*.log"):
             lines = log.read_text(errors="replace").splitlines()[-CPU_RESET_TAIL:]
             (out / log.name).write_text("\n".join(lines) + "\n")
-        kernel = res.provenance.get("kernel", {})
-        system_map = cache_root() / "kernel" / str(kernel.get("cache_key")) / "System.map"
         if system_map.is_file():
             trim_system_map(out, system_map)
         for pages in run_dir.glob("kernel-log-*.elf"):  # a silent guest's log, read from memory

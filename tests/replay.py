@@ -50,11 +50,13 @@ from lab.flows.common import FlowArtifacts, FlowContext
 from lab.hibernation_disk import make_disk
 from lab.image_tools import crc32_file, read_from_disk, write_to_disk
 from lab.machines import MachineSpec
+from lab.memory.kexec_pages import IND_DONE
 from lab.memory.sentinels import REGION_ANON, REGION_TMPFS, sentinel_page
 from lab.qemu_cmdline import BootFiles
 from lab.results import RunResult
 from lab.runner import judge, run_flow
 from lab.scenario import Scenario
+from lab.symbols import SymbolMap
 from lab.vm import HOST_REASONS, VMExit, triple_fault_in
 from tests.test_snapshots import Seg, write_core
 
@@ -99,8 +101,10 @@ class RecordedRun:
             if step["vm"] != vm:
                 continue
             said = [c["command"] for c in step["commands"]]
-            stops += [any(c.startswith("stopped at ") for c in said[i + 1:])
-                      for i, c in enumerate(said) if c.startswith("GDB: attach")]
+            # each breakpoint set (an attach, or a further hbreak in the same session): a stop
+            # before the next one is set
+            marks = [i for i, c in enumerate(said) if c.startswith(("GDB: attach", "GDB: hbreak"))] + [len(said)]
+            stops += [any(c.startswith("stopped at ") for c in said[i + 1:j]) for i, j in zip(marks, marks[1:])]
         return stops
 
     def steps(self) -> list[tuple[str, str]]:
@@ -116,10 +120,11 @@ class Memory:
     def __init__(self, base: int) -> None:
         self.base = base
         self.pages: dict[int, bytes] = {}
+        self.kernel: dict[int, bytes] = {}  # pages of A's kernel the replay models (load_kexec_image)
         self.next_free = base
 
     def put(self, page: bytes) -> None:
-        if self.next_free + PAGE > self.base + MEMORY_SPAN:
+        if self.next_free + PAGE > self.base + MEMORY_SPAN - PAGE:  # the last page: A's kexec image
             raise GuestError("the replay's synthetic memory is full")
         self.pages[self.next_free] = page
         self.next_free += PAGE
@@ -136,10 +141,38 @@ class Memory:
             self.put((m.group(1) + "\n").encode() * 8)
 
     def write(self, path: Path, alter: Callable[[dict[int, bytes]], None] | None = None) -> Path:
+        """What B's /proc/vmcore holds of A: the synthetic span."""
         pages = dict(self.pages)
         if alter:  # a test's damage to this one dump (the memory the flow sees at that moment)
             alter(pages)
         return write_core(path, [Seg(self.base, MEMORY_SPAN)], pages, elf_class=64)
+
+    def dump(self, path: Path, a_end: int, alter: Callable[[dict[int, bytes]], None] | None = None) -> Path:
+        """dump-guest-memory: all of A's RAM, as QEMU dumps it (a sparse file: zeros but for
+        the synthetic span and A's kexec image)."""
+        pages = {**self.kernel, **self.pages}
+        if alter:
+            alter(pages)
+        return write_core(path, [Seg(0, a_end)], pages, elf_class=64)
+
+    def load_kexec_image(self, system_map: Path) -> None:
+        """A loaded kexec image as A's kernel holds it, where the recorded kernel's
+        System.map puts `kexec_image`: a struct kimage (in the span's last page) whose
+        entry list is empty (head = IND_DONE). The replay moves no pages between B's window
+        and kexec's source pages, so the last leg of the proof reads a list with nothing to
+        swap; what it then proves is every page of A's RAM against departure."""
+        symbols = SymbolMap.load(system_map) if system_map.is_file() else None
+        at = symbols.address_of("kexec_image") if symbols else None
+        if symbols is None or at is None:
+            return
+        info = symbols.arch.info
+        word = info.elf_class // 8
+        kimage = self.base + MEMORY_SPAN - PAGE
+        phys = at - (info.kernel_map if info.kernel_map is not None and at >= info.kernel_map else info.direct_map)
+        page = bytearray(PAGE)
+        page[phys % PAGE:phys % PAGE + word] = (kimage + info.direct_map).to_bytes(word, "little")
+        self.kernel[phys - phys % PAGE] = bytes(page)
+        self.kernel[kimage] = IND_DONE.to_bytes(word, "little") + bytes(PAGE - word)
 
 
 class SerialReplay:
@@ -225,7 +258,8 @@ class ReplayMonitor:
                 # of its own, lab.memory.kernel_log), which the flow reads as it read the dump
                 path.write_bytes(gzip.decompress(kept.read_bytes()))
             else:
-                self.guest.replay.memory.write(path, self.guest.replay.damage.get(path.stem))
+                replay = self.guest.replay
+                replay.memory.dump(path, replay.sc.a_ram_end, replay.damage.get(path.stem))
         return {}
 
     def hmp(self, command: str) -> str:
@@ -251,6 +285,13 @@ class ReplayDebugger:
     def break_at(self, address: int) -> str:
         self.address = address
         return "1"
+
+    def break_at_kernel(self, address: int) -> str:
+        self.address = address
+        return "2"
+
+    def register(self, name: str) -> int:
+        return 0  # the recording has no registers: nothing is named by the stack pointer
 
     def resume(self) -> None:
         pass
@@ -329,6 +370,10 @@ class ReplayGuest:
         return self.serial_ended and any((e.get("data") or {}).get("reason") not in HOST_REASONS
                                          for e in self.monitor.events_named("SHUTDOWN"))
 
+    def killed_by(self) -> str | None:
+        """A recorded machine ended as recorded: by its guest or by the lab."""
+        return None
+
     def wait_exit(self, timeout: float) -> VMExit:
         assert self.serial is not None
         if not self.serial.ended.wait(min(timeout, 5.0)):
@@ -358,6 +403,7 @@ class Replay:
         a_end = scenario.a_ram_end
         assert a_end - MEMORY_SPAN > flow.b_window[1], "the synthetic memory must lie above B's window"
         self.memory = Memory(a_end - MEMORY_SPAN)
+        self.memory.load_kexec_image(run_dir / "System.map")
         self.stops: dict[str, list[bool]] = {}
         self.work = Path(tempfile.mkdtemp(prefix="kjreplay-"))
 

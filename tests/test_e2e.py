@@ -53,10 +53,24 @@ def test_default_scenario_passes(tmp_path):
     for snap in res["snapshots"]:  # A's RAM (mem=120M of the machine's 256 MiB) and no more
         with PhysImage.open(run_dir / snap["path"]) as img:
             assert img.present_ranges() == [(0, 120 << 20)], snap["name"]
-    assert {s["name"] for s in res["snapshots"]} == {"A-departure", "B-booted", "A-return"}
+    assert {s["name"] for s in res["snapshots"]} == {"A-departure", "B-booted", "A-return", "A-running"}
     # The exact proof: every page the image holds outside low memory and B's window is
     # the same at departure, in B, on the disk and at return.
     mem = res["memory"]
+    # ... and every page of A's RAM, 0 to 120 MiB, when A runs again: B's window swapped
+    # back, the low 1 MiB compared with each changed page named by its owner in A, A's own
+    # writes since its return named, nothing lost.
+    leg = mem["resumed"]
+    assert leg["ok"] and leg["pages"] == 30720 and not leg["problems"] and not leg["missing"], leg["problems"]
+    assert leg["lost"] == [] and leg["window_back"] > 6000 and leg["sources_kept"] > 6000
+    low = leg["low_memory"]
+    assert low["pages_compared"] == 256 and low["used_after_resume"] == 0
+    assert len(low["owners"]) == len(low["changed"]) > 0 and all(low["owners"])
+    assert all(not w["what"].startswith("unnamed") for w in leg["own_writes"]), leg["own_writes"]
+    assert leg["summary"].startswith("every page of A's RAM from 0 to 120 MiB (30720 pages) when A ran again")
+    # each page counted once
+    assert leg["equal"] + leg["window_back"] + leg["sources_kept"] + len(low["changed"]) + len(leg["own_writes"]) \
+        == 30720
     proof = mem["round_trip"]
     assert proof["proven"] and proof["complete"] and proof["pages_in_domain"] > 20000
     assert [leg["name"] for leg in proof["legs"]] == ["departure = in B", "in B = on the disk", "on the disk = return"]
@@ -73,6 +87,7 @@ def test_default_scenario_passes(tmp_path):
     assert "Restarting tasks ... done." in (run_dir / "console-C-A.log").read_text(errors="replace")
     report = (run_dir / "report.html").read_text()
     assert "PASS" in report and "jump-back" in report
+    assert "every page of A&#39;s RAM from 0 to 120 MiB" in report and "departure = A running again" in report
     assert res["provenance"]["kernel"]["patches"] and res["provenance"]["accelerator"] in ("tcg", "kvm")
     assert not qemu_processes_for(run_dir)
 
@@ -91,6 +106,13 @@ def test_unpatched_kernel_triple_faults_on_jump_back(tmp_path):
     assert "kjlab: jump-out 1" in (run_dir / klog["text"]).read_text()
     assert any("read from memory" in line for line in res["evidence"])
     assert "TRIPLE_FAULT" in (run_dir / "report.html").read_text()
+    # What was compared is said, never more: the image's pages at return, and the low
+    # 1 MiB (which the image does not hold) page by page, each changed page named.
+    (said,) = [line for line in res["evidence"] if "check-round-trip:" in line]
+    assert "pages of A the image holds were intact at return; the low 1 MiB: " in said, said
+    assert not any("every page of A was intact" in line for line in res["evidence"])
+    low = res["memory"]["low_memory_at_return"]
+    assert low["pages_compared"] == 256 and len(low["owners"]) == len(low["changed"]) > 0
     assert not qemu_processes_for(run_dir)
 
 
@@ -248,10 +270,12 @@ def test_x86_64_hibernation_on_6_12_passes(tmp_path):
     assert res["provenance"]["machine"]["arch"] == "x86_64"
     checks = {c["name"]: c["ok"] for c in res["checks"]}
     assert checks and all(checks.values())
-    assert {s["name"] for s in res["snapshots"]} == {"A-departure", "B-booted", "A-return"}
+    assert {s["name"] for s in res["snapshots"]} == {"A-departure", "B-booted", "A-return", "A-running"}
     proof = res["memory"]["round_trip"]
     assert proof["proven"] and proof["complete"] and proof["pages_in_domain"] > 20000
     assert all(leg["pages_differing"] == 0 for leg in proof["legs"])
+    leg = res["memory"]["resumed"]  # every page of A's RAM when A runs again, as on i386
+    assert leg["ok"] and not leg["lost"] and leg["low_memory"]["used_after_resume"] == 0, leg["problems"]
     save = next(s for s in res["steps"] if s["name"] == "save-image")
     assert any("kj-image drop-kernel-text" in c["command"] and "turned into PT_NULL" in c["output"]
                for c in save["commands"])

@@ -196,14 +196,48 @@ def test_bad_input_is_refused_with_the_file_and_the_key(tmp_path: Path) -> None:
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_an_unreadable_record_is_one_line_and_cannot_test(tmp_path: Path) -> None:
+@pytest.mark.parametrize("content,problem", [('{"run_id": "x", "steps": [', "not JSON"), ("{ not json", "not JSON"),
+                                             ("{}", "no 'steps'"), ("[1, 2]", "a JSON list, not an object")])
+def test_a_damaged_record_is_bad_input_in_one_line(tmp_path: Path, content: str, problem: str) -> None:
+    """A truncated, non-JSON or empty results.json given to `report` or `compare` is bad
+    input (exit 2, one line naming the file and what is wrong), not a bug of the lab."""
     run_dir = tmp_path / "20260101-000000-broken"
     run_dir.mkdir()
-    (run_dir / "results.json").write_text("{ not json")
-    proc = subprocess.run([*KJLAB, "report", str(run_dir)], capture_output=True, text=True, timeout=120)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == EXIT_CANNOT_TEST, out
-    assert "Traceback" not in out and "traceback in" in out
+    (run_dir / "results.json").write_text(content)
+    for argv in (["report", str(run_dir)], ["compare", str(run_dir), str(run_dir)]):
+        proc = subprocess.run([*KJLAB, *argv], capture_output=True, text=True, timeout=120)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == EXIT_USAGE, (argv, out)
+        assert "Traceback" not in out and "internal error" not in out, out
+        assert f"{run_dir / 'results.json'}: not a kjlab run record: {problem}" in " ".join(out.split()), out
+
+
+def kill_qemu_of(run_dir: Path, sig: signal.Signals) -> str:
+    """Send `sig` to the one QEMU of the run (not to kjlab): as the OOM killer or an operator."""
+    (line,) = qemu_processes_for(run_dir)
+    os.kill(int(line.split()[0]), sig)
+    return line
+
+
+@pytest.mark.parametrize("sig,step", [(signal.SIGKILL, "boot-A"), (signal.SIGKILL, "save-image"),
+                                      (signal.SIGKILL, "load-image"), (signal.SIGTERM, "boot-C")])
+def test_a_qemu_killed_from_outside_is_a_lab_error_naming_the_signal(tmp_path: Path, sig: signal.Signals,
+                                                                     step: str) -> None:
+    """QEMU killed under the lab is no verdict on the kernel (not GUEST_RESET, not HANG):
+    QEMU_KILLED, a lab error (exit 125) naming the machine and the signal."""
+    proc = start_run(tmp_path)
+    run_dir = wait_for_step(proc, tmp_path, step)
+    time.sleep(1.0)
+    line = kill_qemu_of(run_dir, sig)
+    out, _ = proc.communicate(timeout=600)
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["verdict"] == "QEMU_KILLED", (res["reason"], res["evidence"], out[-2000:])
+    assert proc.returncode == EXIT_CANNOT_TEST
+    machine = "C-A" if "serial-C-A" in line else "A-B"
+    assert f"QEMU of machine {machine} was killed by" in res["reason"]
+    assert (sig.name if sig is signal.SIGKILL else "SHUTDOWN host-signal") in res["reason"]
+    assert res["failed_step"] == step
+    assert gone_within(run_dir, 10), qemu_processes_for(run_dir)
 
 
 # -- matrices and nights -----------------------------------------------------------------------
@@ -264,6 +298,44 @@ patches = ["{GDT_FIX}", "{broken}"]
     # git am's own words for a patch of a file the tree lacks, with the patch named
     broken = reasons["6.1/i386/pc-virtio/hibernate/broken"]
     assert "kernel/no-such-file.c: does not exist in index" in broken and "9999-broken.patch" in broken, reasons
+    assert not qemu_processes_for(tmp_path)
+
+
+def test_a_qemu_killed_in_a_matrix_cell_is_a_lab_error_of_that_cell(tmp_path: Path) -> None:
+    """The nightly's own record: a cell whose QEMU was killed from outside is QEMU_KILLED
+    (a lab error in JUnit), never a kernel failure; the other cell still passes."""
+    matrix = write_matrix(tmp_path / "killed.matrix.toml", ["pc-virtio", "pc-ide"], f"""
+[[patchset]]
+name = "fix"
+patches = ["{GDT_FIX}"]
+""")
+    history = tmp_path / "history.sqlite"
+    proc = subprocess.Popen([*KJLAB, "nightly", str(matrix), "--runs-dir", str(tmp_path / "runs"),
+                             "--history", str(history)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline, killed = time.monotonic() + 1800, False
+    while time.monotonic() < deadline and proc.poll() is None and not killed:
+        for r in (tmp_path / "runs").rglob("results.json") if (tmp_path / "runs").exists() else []:
+            try:
+                steps = json.loads(r.read_text())["steps"]
+            except (OSError, ValueError):
+                continue
+            if steps and steps[-1]["name"] == "jump-to-B" and steps[-1]["outcome"] == "running" \
+                    and qemu_processes_for(r.parent):
+                time.sleep(0.5)
+                kill_qemu_of(r.parent, signal.SIGKILL)
+                killed = True
+                break
+        time.sleep(0.2)
+    out, _ = proc.communicate(timeout=1800)
+    assert killed, out[-3000:]
+    import sqlite3
+
+    with sqlite3.connect(history) as db:
+        cells = dict(db.execute("SELECT cell, verdict FROM cells").fetchall())
+    assert sorted(cells.values()) == ["PASS", "QEMU_KILLED"], cells
+    (night,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    junit = (night / "junit.xml").read_text()
+    assert "<error" in junit and "QEMU_KILLED" in junit, junit[:2000]
     assert not qemu_processes_for(tmp_path)
 
 

@@ -16,13 +16,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lab.symbols import _HEX_ADDR  # noqa: E402
 
 
+# what lab.memory.kernel_log reads a kernel's log from memory with, and what the last leg
+# of the round-trip proof reads A's kexec image and real-mode area with (lab.memory.resumed)
+KEPT = ("vmcoreinfo_note", "prb", "kexec_image", "real_mode_header", "real_mode_blob", "real_mode_blob_end",
+        "syscore_resume")
+
+
 def main(run: Path, full: Path) -> None:
     lines = [line for line in full.read_text().splitlines()
              if len(line.split()) >= 3 and line.split()[1] in set("tTwWdDbBrR")]
     entries = sorted((int(line.split()[0], 16), line) for line in lines)
     addrs = [a for a, _ in entries]
-    # what lab.memory.kernel_log reads a kernel's log from memory with
-    keep: set[int] = {i for i, (_, line) in enumerate(entries) if line.split()[2] in ("vmcoreinfo_note", "prb")}
+    keep: set[int] = {i for i, (_, line) in enumerate(entries) if line.split()[2] in KEPT}
     for line in json.loads((run / "results.json").read_text())["evidence"]:
         for m in _HEX_ADDR.finditer(line):
             k = bisect.bisect_right(addrs, int(m.group(1), 16)) - 1

@@ -23,6 +23,7 @@ from ..memory.checks import Finding, SentinelPlan, check_resume, memory_view, ru
 from ..memory.image import PhysImage
 from ..memory.ranges import format_range
 from ..memory.record import HighmemZone, ResumeCheck, SentinelPlanRecord
+from ..memory.resumed import ResumedMoment
 from ..qemu_cmdline import BootFiles
 from ..results import Check
 from ..evidence import (
@@ -31,7 +32,7 @@ from ..evidence import (
 )
 from .. import kexec_commands as commands
 from ..gdbstub import GdbError
-from ..guest import GuestFactory, GuestVM
+from ..guest import Debugger, GuestFactory, GuestVM
 from ..machines import cpu_flags_mismatch, ram_top
 from ..symbols import SymbolMap
 from ..vm import QemuVM
@@ -57,7 +58,10 @@ DEFAULT_TIMEOUTS = {
 READY_RE = r"KJLAB-READY role={role}\b"
 # Machines that ended with nothing (or not enough) said on the console: their memory is read
 SILENT_ENDS = (Verdict.TRIPLE_FAULT, Verdict.GUEST_RESET)
-PROOF_CHECKS = ("proof-file", "counter")  # what guests/rootfs/bin/kj-proof-check must report
+PROOF_CHECKS = ("proof-file", "counter")
+# The first function kernel_kexec() calls once machine_kexec() has returned from a
+# preserve-context jump (kernel/kexec_core.c, 5.10-7.2): where A runs again.
+A_RUNS_AGAIN = "syscore_resume"  # what guests/rootfs/bin/kj-proof-check must report
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,10 @@ class FlowContext:
         self.b_entry_address: int | None = None  # where the jump into B starts (kexec -d)
         self.return_entry: int | None = None  # A's jump-back entry, as C's kexec -d loaded it
         self.return_snapshot: Path | None = None  # A's memory when it got control back
+        self.a_running: ResumedMoment | None = None  # A's memory when A's own code runs again
+        self.a_cmdline = ""  # kernel A's command line (vm_a)
+        self.machines: list[GuestVM] = []  # every machine the flow started
+        self.a_console_log: Path | None = None
         self.image_crc32 = 0  # of the image as the host read it after B saved it (zlib's CRC-32)
         self.symbols = (SymbolMap.load(art.system_map, arch=scenario.kernel.arch)
                         if art.system_map and art.system_map.is_file() else None)
@@ -131,6 +139,18 @@ class FlowContext:
 
     def run(self) -> None:
         raise NotImplementedError
+
+    def killed_from_outside(self) -> FlowStop | None:
+        """A machine whose QEMU was killed by a signal from outside the lab: whatever the
+        flow made of its end (a reset, a hang), that is no verdict on the kernel."""
+        for vm in self.machines:
+            signal_name = vm.killed_by()
+            if signal_name is not None:
+                return FlowStop(Verdict.QEMU_KILLED, f"QEMU of machine {vm.name} was killed by {signal_name} from "
+                                "outside the lab (the OOM killer, an operator): no verdict on the kernel",
+                                [f"QEMU {vm.name}: ended by {signal_name}, no SHUTDOWN from its guest",
+                                 f"QEMU log: {vm.stderr_log.name}"])
+        return None
 
     @property
     def proof_args(self) -> str:
@@ -149,6 +169,7 @@ class FlowContext:
         )
         spec = self.sc.machine if memory_mib is None else self.sc.machine.with_overrides(memory_mib=memory_mib)
         vm = self.guests(name, spec, files, self.accel, self.run_dir)
+        self.machines.append(vm)
         for label, path in ((f"console {name}", vm.console_log), (f"QEMU log {name}", vm.stderr_log),
                             (f"cpu_reset log {name}", files.cpu_reset_log), ("QMP log", vm.qmp_log)):
             self.rec.artifact(label, path)
@@ -165,7 +186,10 @@ class FlowContext:
             lo, hi = flow.b_window
             append += f" memmap={(hi + 1 - lo) >> 10}K${lo >> 10}K"
         append += f" {more_append}" if more_append else ""
-        return self.vm(name, append, self.art.initrd_a, kernel=self.art.kernel_a, swap_disk=swap_disk)
+        self.a_cmdline = append
+        vm = self.vm(name, append, self.art.initrd_a, kernel=self.art.kernel_a, swap_disk=swap_disk)
+        self.a_console_log = vm.console_log  # A's boot log comes first in it (its e820 map)
+        return vm
 
     # -- console helpers ------------------------------------------------------------------
 
@@ -303,10 +327,13 @@ class FlowContext:
 
     # -- the exact moments of a jump (GDB on QEMU's gdbstub) ----------------------------------
 
-    def jump_capturing(self, vm: GuestVM, entry: int | None, name: str, send: Callable[[], str]) -> tuple[str, Path | None]:
+    def jump_capturing(self, vm: GuestVM, entry: int | None, name: str, send: Callable[[], str],
+                       then_a_runs: bool = False) -> tuple[str, Path | None]:
         """Send a jump (`send` returns the console marker) with the guest set to stop at
         `entry`, the first instruction the jump runs, and snapshot the memory there, before
-        the kernel jumped into runs. Returns (marker, snapshot or None if not reached)."""
+        the kernel jumped into runs. Returns (marker, snapshot or None if not reached).
+        then_a_runs: the jump goes back into A; the guest stops once more where A runs
+        again (capture_a_running) for the last leg of the proof."""
         gdb = vm.debugger(self.run_dir / f"gdb-{vm.name}.log") if entry is not None else None
         if entry is None or gdb is None:
             why = "no entry address from kexec -d" if entry is None else "no gdbstub"
@@ -334,6 +361,8 @@ class FlowContext:
             else:
                 self.rec.note(f"{name}: the guest stopped for another reason", str(stop))
             gdb.delete(bp)
+            if then_a_runs and path is not None:
+                self.capture_a_running(vm, gdb, entry)
         except (TimeoutError, GdbError) as e:
             self.rec.note(f"{name}: not captured", str(e))
         finally:
@@ -341,6 +370,35 @@ class FlowContext:
             gdb.detach()  # QEMU resumes the guest
             self.rec.note("GDB: delete the breakpoint, detach", "", 0, time.monotonic() - t0)
         return marker, path
+
+    def capture_a_running(self, vm: GuestVM, gdb: Debugger, entry: int) -> None:
+        """The guest, stopped at A's jump-back entry, runs on to A_RUNS_AGAIN, the first
+        function A calls once machine_kexec() has returned from relocate_kernel (paging on,
+        interrupts off, one CPU; after fix 0005's restore, before any device resumes): its
+        memory there is A's own again, B's window swapped back (lab.memory.resumed)."""
+        at = self.symbols.address_of(A_RUNS_AGAIN) if self.symbols else None
+        if at is None:
+            self.rec.note(f"A-running: no {A_RUNS_AGAIN} in A's System.map, moment not captured")
+            return
+        t0 = time.monotonic()
+        entry_sp = gdb.register("sp")  # the peer's stack: A's jump-back code pushes on it once
+        bp = gdb.break_at_kernel(at)
+        gdb.resume()
+        self.rec.note(f"GDB: hbreak *{at:#x} ({A_RUNS_AGAIN}), continue", f"SP at the jump-back entry {entry_sp:#x}", 0,
+                      time.monotonic() - t0)
+        try:
+            stop = gdb.wait_stopped(self.timeouts["jump"], alive=vm.running)
+        except (TimeoutError, GdbError) as e:  # A died on its way back (a triple fault): the flow says how
+            self.rec.note("A-running: not captured", str(e))
+            return
+        if stop.get("reason") != "breakpoint-hit":
+            self.rec.note("A-running: the guest stopped for another reason", str(stop))
+            return
+        sp = gdb.register("sp")
+        path = self.dump_memory(vm, "A-running", f"stopped at {at:#x} ({A_RUNS_AGAIN}: A runs again, paging on, "
+                                                 f"SP {sp:#x}); dump-guest-memory")
+        gdb.delete(bp)
+        self.a_running = ResumedMoment(path, sp, entry & ~0xFFF, A_RUNS_AGAIN, entry_sp)
 
     def a_jump_out(self, vm: GuestVM) -> str:
         """A writes the jump's mark into its kernel log, then runs kexec -e; returns the
@@ -427,7 +485,8 @@ class FlowContext:
                                "machine is there to test", problems + [out.strip()])
             self.rec.note("CPU flags (A's /proc/cpuinfo)", " ".join(wanted) + ": as the machine says")
 
-    def load_b(self, vm: GuestVM) -> None:
+    def load_b(self, vm: GuestVM, then: Callable[[], object] | None = None) -> None:
+        """then: more the flow reads from A in this step, after the load."""
         with self.rec.step("load-B", "Load kernel B with kexec --load-preserve-context", "5", vm):
             if self.quirks["crash-note"]:
                 self.run_ok(vm, "kj-crash-note")
@@ -435,6 +494,8 @@ class FlowContext:
             output: list[str] = []
             self.with_iomem_filter(vm, lambda: output.append(self.run_ok(vm, command, "load")), window=True)
             self.b_entry_address = kexec_load_entry("".join(output))
+            if then is not None:
+                then()
 
     def with_iomem_filter(self, vm: GuestVM, action: Callable[[], object], window: bool = False) -> None:
         if not self.quirks["iomem-filter"]:

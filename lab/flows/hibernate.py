@@ -24,10 +24,16 @@ from ..image_tools import (
 from ..memory.checks import check_image
 from ..memory.image import PhysImage
 from ..memory.ranges import subtract_ranges
+from ..memory.low_memory import (
+    LOW_END, LowMemoryLayout, LowPage, changed_low_pages, ebda_start, owners_summary, parse_e820, real_mode_area,
+    reserved_low, symbol_physical,
+)
+from ..memory.record import LowMemoryRecord
+from ..memory.resumed import ResumedProof, prove_resumed
 from ..memory.roundtrip import DEPARTURE_IN_B, RoundTripProof, compare, prove_round_trip
 from ..guest import GuestVM
 from ..verdict import Verdict
-from .base import FlowStop
+from .base import FlowStop, read_log
 from .common import FlowContext
 
 log = logging.getLogger(__name__)
@@ -38,13 +44,15 @@ class HibernateFlow(FlowContext):
     hands_over_resumed_a = True
     summary = "the ten steps of seed 004: A -> B saves A's image -> power off -> C loads it -> A resumes"
     proof: Future[RoundTripProof] | None = None  # the round-trip proof, computed from the return on
+    resumed_proof: Future[ResumedProof] | None = None  # every page of A when it runs again
+    a_real_mode_header: int | None = None  # A's real_mode_header, read while A ran
     host_work: ThreadPoolExecutor  # the host's checks that run beside a guest
     def run(self) -> None:
         with self.vm_a() as vm:
             self.boot_a(vm)
             if self.sc.flow.save == "makedumpfile":
                 self.save_vmcoreinfo(vm)
-            self.load_b(vm)
+            self.load_b(vm, then=lambda: setattr(self, "a_real_mode_header", self.read_a_pointer(vm, "real_mode_header")))
             self.a_marker, departure = self.jump_to_b_captured(vm)
             in_b = self.snapshot(vm, "B-booted", "Memory snapshot in kernel B (A's memory as B saves it)")
             self.save_image_b(vm)
@@ -196,27 +204,76 @@ class HibernateFlow(FlowContext):
         """kexec -e in C; the guest stops at A's jump-back entry for the return snapshot.
         The host starts proving the round trip at once, while A resumes and checks itself."""
         with self.rec.step("jump-back", "kexec -e in C: jump back to kernel A", "10", vm), self.interrupt_logging(vm):
-            _, ret = self.jump_capturing(vm, self.return_entry, "A-return", lambda: self._send_kexec_e(vm))
+            _, ret = self.jump_capturing(vm, self.return_entry, "A-return", lambda: self._send_kexec_e(vm),
+                                         then_a_runs=True)
             self.return_snapshot = ret
             self.proof = self.host_work.submit(prove_round_trip, departure, in_b, saved, ret, self.sc.flow.b_window,
                                                self.sc.a_ram_ranges, self.symbols)
+            if departure is not None and ret is not None and self.a_running is not None and self.symbols is not None:
+                with PhysImage.open(saved) as img:
+                    zero_filled = img.zero_fill_ranges()
+                self.resumed_proof = self.host_work.submit(
+                    prove_resumed, departure, ret, self.a_running, self.sc.a_ram_ranges,
+                    self.low_memory_layout(departure), self.symbols, zero_filled)
             self.jump_returned(vm, self.a_marker, "A")
         return ret
 
+    def read_a_pointer(self, vm: GuestVM, name: str) -> int | None:
+        """A pointer variable of A's, read while A runs (QMP `xp` on its physical address):
+        once A has jumped, the page may lie in B's window, swapped out."""
+        phys = symbol_physical(self.symbols, name) if self.symbols else None
+        if phys is None:
+            return None
+        size = self.sc.kernel.arch.info.elf_class // 8
+        out = vm.monitor.hmp(f"xp /1x{'w' if size == 4 else 'g'} {phys:#x}")
+        self.rec.note(f"QMP human-monitor-command: xp {phys:#x} ({name}, read while A runs)", out.strip())
+        found = re.search(r":\s*0x([0-9a-f]+)", out)
+        return int(found.group(1), 16) if found else None
+
+    def low_memory_layout(self, departure: Path) -> LowMemoryLayout:
+        """A's low 1 MiB as A's boot log, symbols and memory describe it."""
+        boot_log = read_log(self.a_console_log) if self.a_console_log else ""
+        area = (real_mode_area(self.a_real_mode_header, self.symbols)
+                if self.symbols and self.a_real_mode_header is not None else None)
+        with PhysImage.open(departure) as dep:
+            ebda = ebda_start(dep)
+        reserved, why = reserved_low(self.art.release_a, self.a_cmdline)
+        return LowMemoryLayout(parse_e820(boot_log), area, ebda, reserved, why, self.sc.machine.smp, self.a_cmdline)
+
+    def low_memory_at_return(self, departure: Path, ret: Path) -> list[LowPage]:
+        """The low 1 MiB at departure against the return (A never ran again): each changed
+        page named by its owner in A, recorded."""
+        layout = self.low_memory_layout(departure)
+        with PhysImage.open(departure) as dep, PhysImage.open(ret) as back:
+            pages = changed_low_pages(dep, back, layout)
+        self.rec.memory(replace(self.rec.result.memory, low_memory_at_return=LowMemoryRecord(
+            pages_compared=LOW_END // 4096, changed=tuple(p.line() for p in pages),
+            owners=tuple(p.owner.name for p in pages), used_after_resume=sum(p.owner.used_after_resume for p in pages))))
+        return pages
+
     def with_memory_at_return(self, stop: FlowStop, departure: Path | None) -> FlowStop:
         """A resume that failed after the return was captured: was A's memory intact when
-        A got control back? Then the fault is in A's own resume path, not in the image."""
+        A got control back? What was compared is said, and the low 1 MiB (which the image
+        does not hold) is compared too, each changed page named by its owner in A."""
         if self.return_snapshot is None or departure is None or self.proof is None:
             return stop
+        low = self.low_memory_at_return(departure, self.return_snapshot)
+        used = [p for p in low if p.owner.used_after_resume]
+        low_said = (f"the low 1 MiB: {len(low)} of 256 pages changed ({owners_summary(low)})"
+                    + (f", {len(used)} of them A's own memory in use: " + "; ".join(p.line() for p in used[:6])
+                       if used else "") if low else "the low 1 MiB: unchanged")
         try:
-            self.check_round_trip(departure, self.return_snapshot)
-            said = "every page of A was intact at return: the failure is in A's own resume path"
+            self.check_round_trip(departure, self.return_snapshot, resumed=False)
+            domain = self.proof.result().pages_in_domain
+            said = (f"the {domain} pages of A the image holds were intact at return; {low_said}"
+                    + ("" if used else ": the failure is in A's own resume path"))
         except FlowStop as proof:
             if proof.verdict is Verdict.CORRUPT_IMAGE:  # A got back another memory than B saved: the cause
                 return FlowStop(proof.verdict, proof.reason, [*proof.evidence, f"{LATER_EVIDENCE}"
                                 f"{self.failed_step_name()}: {stop.verdict}: {stop.reason} --", *stop.evidence])
-            said = f"{proof.reason}: {'; '.join(proof.evidence[:3])}"
-        return FlowStop(stop.verdict, stop.reason, [*stop.evidence, f"{LATER_EVIDENCE}check-round-trip: {said} --"])
+            said = f"{proof.reason}: {'; '.join(proof.evidence[:3])}; {low_said}"
+        return FlowStop(stop.verdict, stop.reason, [*stop.evidence, f"{LATER_EVIDENCE}check-round-trip: {said} --",
+                                                    *(p.line() for p in low[:40])])
 
     def failed_step_name(self) -> str:
         failed = [s.name for s in self.rec.result.steps if s.outcome == "failed"]
@@ -227,9 +284,10 @@ class HibernateFlow(FlowContext):
         self.rec.note("kexec -x -e")
         return ""
 
-    def check_round_trip(self, departure: Path | None, ret: Path | None) -> None:
+    def check_round_trip(self, departure: Path | None, ret: Path | None, resumed: bool = True) -> None:
         """Host: every page of A at departure = in B = on the disk = at return (computed
-        since the return, lab.memory.roundtrip; the step's time is what is left to wait)."""
+        since the return, lab.memory.roundtrip; the step's time is what is left to wait);
+        then (resumed) every page of A's RAM when A runs again (lab.memory.resumed)."""
         with self.rec.step("check-round-trip", "Host: every page of A at departure, in B, on the disk and at return", "-",
                            None):
             assert self.proof is not None, "jump_back starts the proof"
@@ -246,3 +304,26 @@ class HibernateFlow(FlowContext):
                 verdict = Verdict.CHECK_FAILED if leg.name == DEPARTURE_IN_B else Verdict.CORRUPT_IMAGE
                 raise FlowStop(verdict, f"A's memory is not the same {leg.name.replace(' = ', ' and ')}",
                                [leg.summary(), *(e.line() for e in leg.examples)])
+            if resumed:
+                self.check_a_running()
+
+    def check_a_running(self) -> None:
+        """The last leg: A when it runs again against A at departure, every page of its RAM."""
+        if self.resumed_proof is None:
+            why = ("no System.map of A" if self.symbols is None else
+                   "the guest never stopped where A runs again" if self.a_running is None else "no snapshot to compare")
+            raise FlowStop(Verdict.CHECK_FAILED, f"the round trip was not proven: A running again was not captured ({why})")
+        leg = self.resumed_proof.result()
+        record = leg.record()
+        self.rec.memory(replace(self.rec.result.memory, resumed=record))
+        self.rec.note("A running again", "\n".join([record.summary, *record.low_memory.changed,
+                                                    *(f"page {w.address:#x}: {w.what}" for w in record.own_writes)]))
+        if leg.missing:
+            raise FlowStop(Verdict.CHECK_FAILED, "the round trip was not proven: " + "; ".join(leg.missing))
+        if leg.swap_problems or leg.lost:
+            raise FlowStop(Verdict.CORRUPT_IMAGE, "A's memory when it ran again is not what it was at departure",
+                           list(leg.problems))
+        if leg.low_used:
+            owners = owners_summary(leg.low_used)
+            raise FlowStop(Verdict.CORRUPT_IMAGE, f"A's low memory changed where A uses it after the resume ({owners})",
+                           [p.line() for p in leg.low_used])

@@ -154,6 +154,56 @@ class RoundTripRecord:
 
 
 @dataclass(frozen=True)
+class LowMemoryRecord:
+    """The low 1 MiB of A across the round trip (lab.memory.low_memory)."""
+
+    pages_compared: int
+    changed: tuple[str, ...]  # LowPage.line() of every changed page
+    owners: tuple[str, ...]  # each changed page's owner, in the same order
+    used_after_resume: int  # how many of them A uses after the resume on this machine
+
+    @classmethod
+    def from_json(cls, d: Json) -> LowMemoryRecord:
+        return cls(d["pages_compared"], tuple(d["changed"]), tuple(d["owners"]), d["used_after_resume"])
+
+
+@dataclass(frozen=True)
+class OwnWrite:
+    """A page A wrote itself after it took control back, and what it is."""
+
+    address: int
+    what: str
+
+    @classmethod
+    def from_json(cls, d: Json) -> OwnWrite:
+        return cls(d["address"], d["what"])
+
+
+@dataclass(frozen=True)
+class ResumedLegRecord:
+    """Every page of A's RAM when A runs again, against A at departure (lab.memory.resumed)."""
+
+    summary: str  # the headline: what was proven
+    ok: bool
+    pages: int
+    equal: int
+    window_back: int
+    sources_kept: int
+    low_memory: LowMemoryRecord
+    own_writes: tuple[OwnWrite, ...]
+    lost: tuple[Range, ...]
+    left_out_by_image: tuple[Range, ...]
+    problems: tuple[str, ...]
+    missing: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, d: Json) -> ResumedLegRecord:
+        return cls(d["summary"], d["ok"], d["pages"], d["equal"], d["window_back"], d["sources_kept"],
+                   LowMemoryRecord.from_json(d["low_memory"]), tuple(OwnWrite.from_json(x) for x in d["own_writes"]),
+                   _ranges(d["lost"]), _ranges(d["left_out_by_image"]), tuple(d["problems"]), tuple(d["missing"]))
+
+
+@dataclass(frozen=True)
 class MemoryRecord:
     """All of a run's memory findings; None: not made in this run. The fields' order is the
     JSON's (the order the flows make them in)."""
@@ -164,6 +214,10 @@ class MemoryRecord:
     image_bad_ranges: tuple[Range, ...] | None = None  # the image check's damaged ranges, for the map
     swsusp_image: SwsuspImage | None = None
     round_trip: RoundTripRecord | None = None
+    # A when it runs again, every page of its RAM (the low 1 MiB named by owner)
+    resumed: ResumedLegRecord | None = None
+    # the low 1 MiB at departure and at return, when A never ran again (lab.memory.low_memory)
+    low_memory_at_return: LowMemoryRecord | None = None
     resume: ResumeCheck | None = None
     map: MemoryMap | None = None
 
@@ -184,6 +238,8 @@ class MemoryRecord:
             image_bad_ranges=opt("image_bad_ranges", _ranges),
             swsusp_image=opt("swsusp_image", SwsuspImage.from_json),
             round_trip=opt("round_trip", RoundTripRecord.from_json),
+            resumed=opt("resumed", ResumedLegRecord.from_json),
+            low_memory_at_return=opt("low_memory_at_return", LowMemoryRecord.from_json),
             resume=opt("resume", ResumeCheck.from_json),
             map=opt("map", MemoryMap.from_json),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..memory.record import MemoryRecord, RoundTripRecord
+from ..memory.record import MemoryRecord, ResumedLegRecord, RoundTripRecord
 from .format import format_size
 from .view import MemoryView, ProofView
 
@@ -13,7 +13,7 @@ MEMORY_COLOURS = {"corrupted": "#cf222e", "changed": "#d4a72c", "sentinel": "#3b
                   "b_window": "#8250df", "unchanged": "#7ab88a", "absent": "#eaeef2"}
 
 
-def proof_view(rt: RoundTripRecord | None) -> ProofView | None:
+def proof_view(rt: RoundTripRecord | None, resumed: ResumedLegRecord | None = None) -> ProofView | None:
     if rt is None:
         return None
     n = rt.pages_in_domain
@@ -28,7 +28,19 @@ def proof_view(rt: RoundTripRecord | None) -> ProofView | None:
         missing = "; ".join(rt.missing)
         headline = "the round trip is NOT proven" + (f": {missing}" if missing else "")
     left = [(f"{x.range[0]:#x}-{x.range[1]:#x} ({x.pages} pages)", x.why) for x in rt.left_out]
-    return ProofView(rt.proven, headline, legs, left)
+    proven = rt.proven
+    if resumed is not None:
+        details = [*resumed.low_memory.changed, *(f"page {w.address:#x}: {w.what}" for w in resumed.own_writes),
+                   *resumed.problems]
+        legs.append(("departure = A running again", resumed.summary, resumed.ok, details))
+        proven = proven and resumed.ok
+        if rt.proven:  # the headline says what was proven, and never more
+            headline = f"{resumed.summary}; the image's {n} pages also identical at departure, in B, on the disk and at return"
+        if resumed.ok:
+            left = [(where, f"{why} (in the chain; the last leg covers it)") for where, why in left]
+    elif rt.proven:
+        headline += "; A running again was not compared: the low 1 MiB and B's window are not proven"
+    return ProofView(proven, headline, legs, left)
 
 
 def memory_view(memory: MemoryRecord) -> MemoryView | None:
@@ -51,6 +63,11 @@ def memory_view(memory: MemoryRecord) -> MemoryView | None:
                           + _range_list(image.left_out)))
         if image.sentinels_in_image is not None:
             lines.append(("sentinels in the image", _sentinel_line(image.sentinels_in_image, moved_ok=True)))
+    low = memory.low_memory_at_return
+    if low is not None:
+        lines.append(("the low 1 MiB at return (A never ran again)",
+                      f"{len(low.changed)} of {low.pages_compared} pages changed, {low.used_after_resume} of them "
+                      "A's memory in use" + "".join(f"\n{line}" for line in low.changed[:40])))
     resume = memory.resume
     if resume is not None:
         if resume.sentinels_after_resume is not None:
@@ -64,7 +81,7 @@ def memory_view(memory: MemoryRecord) -> MemoryView | None:
         total=format_size(mp.total_bytes),
         per_cell=format_size(mp.bytes_per_cell),
         lines=lines,
-        proof=proof_view(memory.round_trip),
+        proof=proof_view(memory.round_trip, memory.resumed),
     )
 
 
