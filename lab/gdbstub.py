@@ -54,15 +54,15 @@ class GdbStub:
     def break_at(self, address: int) -> str:
         """A hardware breakpoint at a physical address, taken only in the arch's physical
         addressing of a kexec jump (paging off on i386, ring 0 on x86_64)."""
-        records = self._mi(f'-break-insert -h -c "{self.arch.info.jump_entry_condition}" *{address:#x}')
-        for r in records:
-            if r.get("message") == "done" and isinstance(r.get("payload"), dict):
-                return str(r["payload"]["bkpt"]["number"])
-        raise GdbError(f"GDB set no breakpoint at {address:#x}: {records}")
+        return self._hbreak(f'-c "{self.arch.info.jump_entry_condition}" *{address:#x}', address)
 
     def break_at_kernel(self, address: int) -> str:
         """A hardware breakpoint at a virtual address of the running kernel (paging on)."""
-        records = self._mi(f"-break-insert -h *{address:#x}")
+        return self._hbreak(f"*{address:#x}", address)
+
+    def _hbreak(self, where: str, address: int) -> str:
+        """-break-insert -h WHERE; the breakpoint's number."""
+        records = self._mi(f"-break-insert -h {where}")
         for r in records:
             if r.get("message") == "done" and isinstance(r.get("payload"), dict):
                 return str(r["payload"]["bkpt"]["number"])

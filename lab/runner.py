@@ -81,22 +81,39 @@ def kernel_a_spec(sc: Scenario) -> KernelSpec | None:
     return replace(spec, fragments=spec.fragments + tuple(f for f in sc.a_fragments if f not in spec.fragments))
 
 
+def kernel_bc_spec(sc: Scenario) -> KernelSpec | None:
+    """Kernels B and C, when the scenario builds them apart from A ([kernel_bc]), with the
+    fragments the machine needs; None: B and C are the scenario's kernel."""
+    if sc.kernel_bc is None:
+        return None
+    extra = tuple(f for f in machine_fragments(sc.machine) if f not in sc.kernel_bc.fragments)
+    return replace(sc.kernel_bc, fragments=sc.kernel_bc.fragments + extra)
+
+
 def prepare_artifacts(sc: Scenario, run_dir: Path, rec: Recorder) -> FlowArtifacts:
     """Seed steps 1-3: the kernel, the initramfs images, the hibernation disk."""
     build_log = run_dir / "build.log"
     rec.artifact("build log", build_log)
     with rec.step("artifacts", "Build or reuse kernel and initramfs; make the hibernation disk", "1-3", None):
-        kernel = build_kernel(kernel_spec(sc), log_path=build_log)
+        spec_a, spec_bc = kernel_a_spec(sc), kernel_bc_spec(sc)
+        # The scenario's kernel: B's and C's, and A's unless A is built apart; with
+        # [kernel_bc] it is A's alone (with A's own fragments, if any)
+        kernel = build_kernel(spec_a if spec_a is not None and spec_bc is not None else kernel_spec(sc),
+                              log_path=build_log)
         rec.provenance("kernel", kernel.provenance)
         shutil.copy2(kernel.config, run_dir / "kernel.config")
         rec.artifact("kernel config", run_dir / "kernel.config")
         kernel_a = kernel
-        spec_a = kernel_a_spec(sc)
-        if spec_a is not None:  # kernel A built apart (a high PHYSICAL_START: makedumpfile, x86_64)
+        if spec_a is not None and spec_bc is None:  # kernel A built apart (a high PHYSICAL_START: makedumpfile, x86_64)
             kernel_a = build_kernel(spec_a, log_path=build_log)
             rec.provenance("kernel_a", kernel_a.provenance)
             shutil.copy2(kernel_a.config, run_dir / "kernel-A.config")
             rec.artifact("kernel A config", run_dir / "kernel-A.config")
+        if spec_bc is not None:  # B and C are not A: the scenario's kernel is A's, [kernel_bc] theirs
+            kernel = build_kernel(spec_bc, log_path=build_log)
+            rec.provenance("kernel_bc", kernel.provenance)
+            shutil.copy2(kernel.config, run_dir / "kernel-BC.config")
+            rec.artifact("kernel B and C config", run_dir / "kernel-BC.config")
         base, base_provenance = build_guest_base(sc, build_log)
         initrd_a = build_with_payload(base, {"boot/bzImage": kernel.image, "boot/rootfsB.gz": base.path}, log_path=build_log)
         rec.provenance("initramfs", {**base_provenance, "base_key": base.key, "a_key": initrd_a.key})

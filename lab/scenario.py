@@ -42,6 +42,8 @@ PAE_ADDRESS_LIMIT = 1 << 36
 _SCHEMA: dict[str, set[str]] = {
     "scenario": {"name", "description", "links", "source"},
     "kernel": {"source", "arch", "fragments", "patches", "a_fragments"},
+    # kernels B and C when they are not A's build: another version, a minimal config
+    "kernel_bc": {"source", "fragments", "patches"},
     "guest": {"recipe", "extra_packages", "buildroot_without"},
     "machine": {"name", "memory_mib", "c_memory_mib", "cpu", "smp", "disk_bus", "machine", "accel", "acpi", "pae"},
     "flow": {"name", "a_mem", "a_append", "b_window", "save", "dump_level", "cycles", "proof_kib", "timeouts",
@@ -126,6 +128,8 @@ class Scenario:
     flow: FlowParams
     quirks: dict[str, bool]
     expect: Expectation
+    # Kernels B and C built apart from A (another source, fragments or patches); None: A's build
+    kernel_bc: KernelSpec | None = None
     kernel_tree: Path | None = None  # `kjlab run --kernel-tree`: the kernel comes from this tree
     patch_files: tuple[Path, ...] = ()  # `kjlab run --patch`: applied after the scenario's own patches
 
@@ -184,6 +188,8 @@ def scenario_from_dict(data: dict[str, Any], path: Path, where: str | None = Non
                                                     kernel.arch)),
         quirks=_quirks(where, data.get("quirks", {})),
         expect=_expect(where, data.get("expect", {})),
+        kernel_bc=(_kernel(where, {"arch": kernel.arch.value, **data["kernel_bc"]}, machine, path, "kernel_bc")
+                   if "kernel_bc" in data else None),
     )
 
 
@@ -306,20 +312,21 @@ def _int(where: str, key: str, value: Any, lo: int, hi: int) -> int:
     return value
 
 
-def _kernel(where: str, k: dict[str, Any], machine: MachineSpec, path: Path) -> KernelSpec:
+def _kernel(where: str, k: dict[str, Any], machine: MachineSpec, path: Path, table: str = "kernel") -> KernelSpec:
     """The kernel; its arch is the machine's (kernel.arch, when given, must say the same)."""
     arch = parse_arch(k.get("arch", machine.arch.value))
     if arch is None:
-        raise ScenarioError(where, "kernel.arch", f"{k.get('arch')!r} is not allowed; options are {', '.join(Arch.names())}")
+        raise ScenarioError(where, f"{table}.arch", f"{k.get('arch')!r} is not allowed; options are "
+                            f"{', '.join(Arch.names())}")
     if arch is not machine.arch:
-        raise ScenarioError(where, "kernel.arch", f"{arch} does not run on machine {machine.name!r}, which is "
+        raise ScenarioError(where, f"{table}.arch", f"{arch} does not run on machine {machine.name!r}, which is "
                             f"{machine.arch}: choose a machine of the kernel's arch (kjlab list)")
-    patches = _str_list(where, "kernel.patches", k.get("patches", []))
+    patches = _str_list(where, f"{table}.patches", k.get("patches", []))
     return KernelSpec(
-        source=check_kernel_source(where, "kernel.source", k.get("source", "debian:linux-source-6.1")),
+        source=check_kernel_source(where, f"{table}.source", k.get("source", "debian:linux-source-6.1")),
         arch=arch,
-        fragments=_fragments(where, "kernel.fragments", k.get("fragments", [arch.info.kexec_fragment])),
-        patches=tuple(check_patch(where, f"kernel.patches[{i}]", name, path.parent) for i, name in enumerate(patches)),
+        fragments=_fragments(where, f"{table}.fragments", k.get("fragments", [arch.info.kexec_fragment])),
+        patches=tuple(check_patch(where, f"{table}.patches[{i}]", name, path.parent) for i, name in enumerate(patches)),
     )
 
 

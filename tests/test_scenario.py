@@ -137,3 +137,32 @@ def test_a_bug_with_two_faces_judges_each_on_its_own_step_and_signature(tmp_path
 def test_other_faces_of_a_bug_are_checked_like_the_first(tmp_path, text, match):
     with pytest.raises(ScenarioError, match=match):
         load_scenario(write(tmp_path, text))
+
+
+def test_kernels_b_and_c_may_be_another_build(tmp_path):
+    """[kernel_bc]: B's and C's kernel apart from A's (issue 25): its own source, fragments
+    and patches, the machine's arch, validated as [kernel] is."""
+    from lab.runner import kernel_a_spec, kernel_bc_spec, kernel_spec
+
+    path = tmp_path / "ab.toml"
+    path.write_text("""
+[kernel]
+source = "debian:linux-source-6.1"
+patches = ["0001-x86-kexec-32-reload-gdt-before-restore-processor-state.patch"]
+[kernel_bc]
+source = "debian:linux-source-7.2@sid"
+[machine]
+name = "q35-ahci-smp2"
+""")
+    sc = load_scenario(path)
+    assert sc.kernel_bc is not None and sc.kernel_bc.source == "debian:linux-source-7.2@sid"
+    assert sc.kernel_bc.arch is sc.kernel.arch and sc.kernel_bc.patches == ()
+    assert kernel_a_spec(sc) is None and kernel_spec(sc).source == "debian:linux-source-6.1"
+    bc = kernel_bc_spec(sc)
+    assert bc is not None and set(kernel_spec(sc).fragments) == set(bc.fragments)  # the machine's fragments too
+    path.write_text('[kernel_bc]\nsource = "debian:linux-source-7.2@sid"\narch = "x86_64"\n')
+    with pytest.raises(ScenarioError, match="kernel_bc.*arch"):
+        load_scenario(path)
+    path.write_text('[kernel_bc]\npatches = ["no-such.patch"]\n')
+    with pytest.raises(ScenarioError, match=r"kernel_bc.patches\[0\]: unknown patch"):
+        load_scenario(path)
