@@ -43,7 +43,7 @@ def record(name: str, runs_dir: Path) -> Path:
     res = load(run_dir)
     if res.flow == "hibernate" and not res.failed_step and (run_dir / "kernel.config").is_file():
         shutil.copy2(run_dir / "kernel.config", out / "kernel.config")
-    kernel = res.provenance.get("kernel", {})
+    kernel = res.provenance.get("kernel_a") or res.provenance.get("kernel", {})  # A's symbols: what the flow reads
     system_map = cache_root() / "kernel" / str(kernel.get("cache_key")) / "System.map"
     if res.flow == "hibernate" and system_map.is_file():  # the symbols the last leg of the proof reads
         trim_system_map(out, system_map)

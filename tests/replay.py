@@ -42,6 +42,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from lab.arch import Arch
 from lab.console import Console
 from lab.errors import GuestError
 from lab.flows import FLOWS
@@ -107,6 +108,17 @@ class RecordedRun:
             stops += [any(c.startswith("stopped at ") for c in said[i + 1:j]) for i, j in zip(marks, marks[1:])]
         return stops
 
+    def stack_pointers(self, vm: str) -> list[int]:
+        """The SPs the recorded run read with GDB on this machine (its notes), in order."""
+        found = []
+        for step in self.record["steps"]:
+            if step["vm"] != vm:
+                continue
+            for c in step["commands"]:
+                found += [int(v, 16) for v in re.findall(r"\bSP(?: at the jump-back entry)? (0x[0-9a-f]+)",
+                                                          c["command"] + " " + (c["output"] or ""))]
+        return found
+
     def steps(self) -> list[tuple[str, str]]:
         return [(s["name"], s["outcome"]) for s in self.record["steps"]]
 
@@ -117,8 +129,8 @@ class RecordedRun:
 class Memory:
     """A's memory as the commands the flow sends make it (see the module's docstring)."""
 
-    def __init__(self, base: int) -> None:
-        self.base = base
+    def __init__(self, base: int, arch: Arch = Arch.I386) -> None:
+        self.base, self.arch = base, arch
         self.pages: dict[int, bytes] = {}
         self.kernel: dict[int, bytes] = {}  # pages of A's kernel the replay models (load_kexec_image)
         self.next_free = base
@@ -142,7 +154,8 @@ class Memory:
 
     def write(self, path: Path, alter: Callable[[dict[int, bytes]], None] | None = None) -> Path:
         """What B's /proc/vmcore holds of A: the synthetic span."""
-        pages = dict(self.pages)
+        span = range(self.base, self.base + MEMORY_SPAN)
+        pages = {**{a: p for a, p in self.kernel.items() if a in span}, **self.pages}
         if alter:  # a test's damage to this one dump (the memory the flow sees at that moment)
             alter(pages)
         return write_core(path, [Seg(self.base, MEMORY_SPAN)], pages, elf_class=64)
@@ -161,7 +174,7 @@ class Memory:
         entry list is empty (head = IND_DONE). The replay moves no pages between B's window
         and kexec's source pages, so the last leg of the proof reads a list with nothing to
         swap; what it then proves is every page of A's RAM against departure."""
-        symbols = SymbolMap.load(system_map) if system_map.is_file() else None
+        symbols = SymbolMap.load(system_map, arch=self.arch) if system_map.is_file() else None
         at = symbols.address_of("kexec_image") if symbols else None
         if symbols is None or at is None:
             return
@@ -291,7 +304,10 @@ class ReplayDebugger:
         return "2"
 
     def register(self, name: str) -> int:
-        return 0  # the recording has no registers: nothing is named by the stack pointer
+        """The stack pointer the recorded run read there (its notes say it), in order."""
+        values = self.guest.replay.stack_pointers.setdefault(self.guest.name,
+                                                             self.guest.replay.run.stack_pointers(self.guest.name))
+        return values.pop(0) if values else 0
 
     def resume(self) -> None:
         pass
@@ -402,9 +418,10 @@ class Replay:
         flow = scenario.flow
         a_end = scenario.a_ram_end
         assert a_end - MEMORY_SPAN > flow.b_window[1], "the synthetic memory must lie above B's window"
-        self.memory = Memory(a_end - MEMORY_SPAN)
+        self.memory = Memory(a_end - MEMORY_SPAN, scenario.kernel.arch)
         self.memory.load_kexec_image(run_dir / "System.map")
         self.stops: dict[str, list[bool]] = {}
+        self.stack_pointers: dict[str, list[int]] = {}
         self.work = Path(tempfile.mkdtemp(prefix="kjreplay-"))
 
     def __call__(self, name: str, spec: MachineSpec, files: BootFiles, accel: str, run_dir: Path) -> ReplayGuest:

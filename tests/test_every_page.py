@@ -32,6 +32,7 @@ STACK_SP = DIRECT + 0x705F00  # A's kernel stack: 0x704000-0x706000 (8 KiB)
 REAL_MODE_HEADER = 0xC0601100
 WINDOW = (MiB, 2 * MiB)  # B's window (kexec destinations)
 SOURCES = 0x500000  # where A keeps B's segments
+BOOT_LOG_7_2 = "[    0.000000] BIOS-e820: [mem 0x0000000000000000-0x000000000009fbff] System RAM\n"
 BOOT_LOG = """[    0.000000] BIOS-e820: [mem 0x0000000000000000-0x000000000009fbff] usable
 [    0.000000] BIOS-e820: [mem 0x000000000009fc00-0x000000000009ffff] reserved
 [    0.000000] BIOS-e820: [mem 0x00000000000f0000-0x00000000000fffff] reserved
@@ -211,3 +212,27 @@ def test_no_kexec_image_leaves_the_leg_unproven(tmp_path: Path, symbols: SymbolM
     proof = prove_resumed(empty, empty, ResumedMoment(empty, None, None, "syscore_resume"), [(0, A_END)],
                           layout(), symbols)
     assert proof.missing and not proof.holds and "kexec's page list" in proof.missing[0]
+
+
+def test_7_2_s_e820_names_ram_system_ram() -> None:
+    """7.x prints "System RAM" where 6.x prints "usable": both are A's RAM, not the firmware's."""
+    reserved, why = reserved_low("7.2.13", "")
+    lay = LowMemoryLayout(parse_e820(BOOT_LOG_7_2), None, 0x9FC00, reserved, why, 1)
+    assert lay.owner(0x13000).name == "reserved by A, unused"
+
+
+def test_a_push_on_the_peer_s_stack_is_named_where_the_swap_moved_it(tmp_path: Path, symbols: SymbolMap) -> None:
+    """A's jump-back code pushes once on the stack the jump came with; when that stack lies
+    in B's window, the swap back moves the word to the window page's kexec source page."""
+    pairs = [(WINDOW[0] + i * PAGE, SOURCES + i * PAGE) for i in range(2)]
+    kern = kernel_pages(pairs)
+    dep = {**kern, pairs[0][0]: page(0x50), pairs[0][1]: page(0x40), pairs[1][0]: page(0x51), pairs[1][1]: page(0x41)}
+    ret = {**dep, pairs[0][0]: page(0x60), pairs[1][0]: page(0x61)}
+    pushed = page(0x60)[:-8] + b"\xdf\x00\x00\x02" + page(0x60)[-4:]
+    res = {**ret, pairs[0][0]: page(0x40), pairs[0][1]: pushed, pairs[1][0]: page(0x41), pairs[1][1]: page(0x61)}
+    moment = ResumedMoment(core(tmp_path, "res", res), None, None, "syscore_resume", pairs[0][0] + PAGE - 4)
+    proof = prove_resumed(core(tmp_path, "dep", dep), core(tmp_path, "ret", ret), moment, [(0, A_END)], layout(),
+                          symbols)
+    assert proof.holds, proof.problems
+    (write,) = proof.own_writes
+    assert write[0] == pairs[0][1] and "the stack the jump back came with" in write[1] and "moved it" in write[1]

@@ -253,8 +253,8 @@ def test_one_file_of_a_format_patch_series_is_taken_alone() -> None:
     from lab.artifacts.kernel import PATCHES_DIR
 
     for name, number, prefix in (("0001-x86-kexec-32-reload-gdt-before-restore-processor-state.patch", "1/2",
-                                  "x86/kexec/32: "),
-                                 ("0002-x86-kexec-kick-offline-cpus-out-of-mwait-before-a-kexec-jump.patch", "2/2",
+                                  "x86/kexec: "),
+                                 ("0004-x86-kexec-32-restore-cr4-before-paging-on-the-way-back.patch", "2/2",
                                   "x86/kexec: ")):
         (mail,) = read_series(PATCHES_DIR / name)
         assert f"[PATCH {number}]" in (PATCHES_DIR / name).read_text() and prefix in mail.subject

@@ -45,4 +45,5 @@ def test_the_wheel_renders_a_saved_run(installed: Path, tmp_path: Path) -> None:
                          timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     page = (run_dir / "report.html").read_text()
-    assert "PASS" in page and "proven identical at departure, in B, on the disk and at return" in page
+    assert "PASS" in page and "also identical at departure, in B, on the disk and at return" in page
+    assert "every page of A&#39;s RAM from 0 to 120 MiB" in page

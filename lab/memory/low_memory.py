@@ -38,6 +38,7 @@ ROM = (0xC0000, 0x100000)
 BDA_EBDA_SEGMENT = 0x40E
 DEFAULT_RESERVE_LOW = 64 << 10  # CONFIG_X86_RESERVE_LOW's default
 RESERVES_FIRST_MIB_FROM = (5, 13)
+E820_RAM = ("usable", "System RAM")  # how 5.10-6.x and 7.x print an e820 RAM entry
 
 _E820 = re.compile(r"BIOS-e820: \[mem 0x([0-9a-f]+)-0x([0-9a-f]+)\] (.+?)\s*$", re.M)
 _RESERVELOW = re.compile(r"\breservelow=(\d+)([KkMm]?)\b")
@@ -84,7 +85,7 @@ class LowMemoryLayout:
             return Owner("EBDA", False, "the firmware's extended BIOS data area (e820 reserved); A does not use it "
                          "after boot")
         kind = self.e820_type(page)
-        if kind is not None and kind != "usable":
+        if kind is not None and kind not in E820_RAM:
             return Owner(f"e820 {kind}", False, "the firmware's, not A's RAM")
         if page < self.reserved_to:
             return Owner("reserved by A, unused", False, f"kept out of A's page allocator ({self.reserved_why}) and "

@@ -116,6 +116,9 @@ def prove_resumed(departure: Path, ret: Path, moment: ResumedMoment, a_ram: Sequ
             proof.missing.append(f"kexec's page list could not be read from A's memory: {e}")
             return proof
         writes = _own_write_names(moment, res, symbols)
+        for dest, src in pages.pairs:  # a write into a window page before the swap back is in its source page after
+            if dest in writes and src not in writes:
+                writes[src] = f"{writes[dest]}; written before the swap back, which moved it to kexec's page {src:#x}"
         _check_swapped(proof, pages, dep, back, res, writes, symbols)
         moved = {d for d, _ in pages.pairs} | {s for _, s in pages.pairs}
         excluded = normalize_ranges(zero_filled)
