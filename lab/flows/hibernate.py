@@ -52,7 +52,7 @@ class HibernateFlow(FlowContext):
             self.boot_a(vm)
             if self.sc.flow.save == "makedumpfile":
                 self.save_vmcoreinfo(vm)
-            self.load_b(vm, then=lambda: setattr(self, "a_real_mode_header", self.read_a_pointer(vm, "real_mode_header")))
+            self.load_b(vm, then=lambda: self.read_real_mode_header(vm))
             self.a_marker, departure = self.jump_to_b_captured(vm)
             in_b = self.snapshot(vm, "B-booted", "Memory snapshot in kernel B (A's memory as B saves it)")
             self.save_image_b(vm)
@@ -217,6 +217,10 @@ class HibernateFlow(FlowContext):
                     self.low_memory_layout(departure), self.symbols, zero_filled)
             self.jump_returned(vm, self.a_marker, "A")
         return ret
+
+    def read_real_mode_header(self, vm: GuestVM) -> None:
+        """Where A's real-mode area is (lab.memory.low_memory), read while A still runs."""
+        self.a_real_mode_header = self.read_a_pointer(vm, "real_mode_header")
 
     def read_a_pointer(self, vm: GuestVM, name: str) -> int | None:
         """A pointer variable of A's, read while A runs (QMP `xp` on its physical address):
