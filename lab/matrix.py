@@ -44,6 +44,10 @@ anything runs, naming the matrix file, the cell and the key.
     a_fragments = ["a-at-64m"]
     flow = { a_mem = "184M", b_window = ["0x100000", "0x3ffffff"] }
 
+    [[override]]                   # kernels B and C another build than A's for some cells
+    cells = "6.1/i386/*/*/*"       # (a scenario's [kernel_bc]: source, fragments, patches)
+    kernel_bc = { source = "debian:linux-source-7.2@sid" }
+
     [[override]]                   # kernel C's RAM for some cells (the only machine value
     cells = "*/i386/pc-highmem-1g/*/*"  # a cell may change: its machine is in its id)
     machine = { c_memory_mib = 2304 }
@@ -79,7 +83,7 @@ _MATRIX_KEYS = {"name", "description", "machines", "flows", "arch", "parallel", 
                 "flow_machines"}
 _KERNEL_KEYS = {"name", "source", "arch"}
 _PATCHSET_KEYS = {"name", "patches", "expect", "step", "signature", "also"}
-_OVERRIDE_KEYS = {"cells", "quirks", "flow", "expect", "machine", "a_fragments"}
+_OVERRIDE_KEYS = {"cells", "quirks", "flow", "expect", "machine", "a_fragments", "kernel_bc"}
 _OVERRIDE_MACHINE_KEYS = {"c_memory_mib"}
 _EXPECT_KEYS = {"verdict", "step", "signature", "also"}
 MAX_PARALLEL = 256
@@ -166,7 +170,7 @@ def load_matrix(path: Path) -> Matrix:
             raise ScenarioError(where, f"patchset[{i}].expect", f"options are {', '.join(VERDICTS)}")
     for i, o in enumerate(overrides):
         _str(where, f"override[{i}].cells", o["cells"])
-        for table in ("quirks", "flow", "expect", "machine"):
+        for table in ("quirks", "flow", "expect", "machine", "kernel_bc"):
             if not isinstance(o.get(table, {}), dict):
                 raise ScenarioError(where, f"override[{i}].{table}", "must be a table, e.g. { crash-note = false }")
         if "machine" in o:
@@ -297,6 +301,8 @@ def _cell_scenario(cid: str, k: dict[str, Any], arch: Arch, mach: str, flow: str
             sc["machine"].update(o.get("machine", {}))
             if "a_fragments" in o:  # kernel A built apart with these (e.g. at 64 MiB: a-at-64m)
                 sc["kernel"]["a_fragments"] = list(o["a_fragments"])
+            if "kernel_bc" in o:  # B and C another build than A (validated as a scenario's [kernel_bc])
+                sc["kernel_bc"] = dict(o["kernel_bc"])
             if "expect" in o:
                 sc["expect"] = {"verdict": "PASS", **o["expect"]}
     return sc

@@ -254,3 +254,17 @@ def test_cells_are_selected_by_glob_and_a_pattern_matching_nothing_is_refused() 
     assert rows.cells[2].scenario["expect"] == {"verdict": "PASS"}  # the override still holds
     with pytest.raises(ScenarioError, match="'4.19/\\*' matches no cell; the cells are 5.10/i386"):
         select_cells(m, ["4.19/*"])
+
+
+def test_a_matrix_override_gives_cells_kernels_b_and_c_of_their_own(tmp_path: Path) -> None:
+    """[[override]] kernel_bc: the cells it matches run B and C on another build than A."""
+    path = matrix(tmp_path)
+    path.write_text(path.read_text() + '\n[[override]]\ncells = "6.1/*/*/*/*"\n'
+                    'kernel_bc = { source = "debian:linux-source-7.2@sid" }\n')
+    (cell,) = load_matrix(path).cells
+    sc = scenario_from_dict(cell.scenario, path)
+    assert sc.kernel.source == "debian:linux-source-6.1"
+    assert sc.kernel_bc is not None and sc.kernel_bc.source == "debian:linux-source-7.2@sid"
+    path.write_text(path.read_text().replace('kernel_bc = { source', 'kernel_bc = { sauce'))
+    with pytest.raises(ScenarioError, match="kernel_bc.sauce"):
+        scenario_from_dict(load_matrix(path).cells[0].scenario, path)
