@@ -265,6 +265,8 @@ class HibernateFlow(FlowContext):
             return stop
         low = self.low_memory_at_return(departure, self.return_snapshot)
         used = [p for p in low if p.owner.used_after_resume]
+        if self.resumed_proof is not None:  # A ran again before it failed: its every-page leg is evidence too
+            self.rec.memory(replace(self.rec.result.memory, resumed=self.resumed_proof.result().record()))
         low_said = (f"the low 1 MiB: {len(low)} of 256 pages changed ({owners_summary(low)})"
                     + (f", {len(used)} of them A's own memory in use: " + "; ".join(p.line() for p in used[:6])
                        if used else "") if low else "the low 1 MiB: unchanged")
