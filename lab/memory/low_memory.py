@@ -90,7 +90,7 @@ class LowMemoryLayout:
         if page < self.reserved_to:
             return Owner("reserved by A, unused", False, f"kept out of A's page allocator ({self.reserved_why}) and "
                          "not used by A after boot; B and C ran there")
-        return Owner("A's page allocator", True, f"A's free or used memory ({self.reserved_why} only): "
+        return Owner("A's page allocator", True, f"A's free or used memory ({self.reserved_why}): "
                      "it may hold A's data")
 
     def e820_type(self, page: int) -> str | None:
