@@ -13,7 +13,7 @@ from lab.arch import Arch
 from lab.memory.image import PhysImage
 from lab.memory.kexec_pages import IND_DESTINATION, IND_DONE, IND_INDIRECTION, IND_SOURCE, KexecListUnreadable, kexec_pages
 from lab.memory.low_memory import (
-    LowMemoryLayout, changed_low_pages, parse_e820, real_mode_area, reserved_low, symbol_physical,
+    LowMemoryLayout, a_ram_map, changed_low_pages, parse_e820, real_mode_area, reserved_low, symbol_physical,
 )
 from lab.memory.resumed import ResumedMoment, prove_resumed
 from lab.symbols import SymbolMap
@@ -236,3 +236,20 @@ def test_a_push_on_the_peer_s_stack_is_named_where_the_swap_moved_it(tmp_path: P
     assert proof.holds, proof.problems
     (write,) = proof.own_writes
     assert write[0] == pairs[0][1] and "the stack the jump back came with" in write[1] and "moved it" in write[1]
+
+
+def test_a_s_ram_is_its_own_map_not_the_reserved_hole() -> None:
+    """memmap=800M$64M (hw-i386-highmem-1g) takes 64-864 MiB from A: not A's RAM, left out
+    of the last leg; the low 1 MiB stays in it, firmware's parts and all."""
+    log = """[    0.000000] BIOS-e820: [mem 0x0000000000000000-0x000000000009fbff] usable
+[    0.000000] user-defined physical RAM map:
+[    0.000000] user: [mem 0x0000000000000000-0x000000000009fbff] usable
+[    0.000000] user: [mem 0x000000000009fc00-0x000000000009ffff] reserved
+[    0.000000] user: [mem 0x00000000000f0000-0x00000000000fffff] reserved
+[    0.000000] user: [mem 0x0000000000100000-0x0000000003ffffff] usable
+[    0.000000] user: [mem 0x0000000004000000-0x0000000035ffffff] reserved
+[    0.000000] user: [mem 0x0000000036000000-0x000000003e7fffff] usable
+"""
+    ram, not_ram = a_ram_map(log, [(0, 1000 * MiB)])
+    assert ram == [(0, 64 * MiB), (0x36000000, 1000 * MiB)] and not_ram == [(64 * MiB, 0x36000000)]
+    assert a_ram_map("", [(0, 120 * MiB)]) == ([(0, 120 * MiB)], [])  # no map printed: the limit

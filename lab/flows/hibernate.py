@@ -23,10 +23,10 @@ from ..image_tools import (
 )
 from ..memory.checks import check_image
 from ..memory.image import PhysImage
-from ..memory.ranges import subtract_ranges
+from ..memory.ranges import format_range, subtract_ranges
 from ..memory.low_memory import (
     LOW_END, LowMemoryLayout, LowPage, changed_low_pages, ebda_start, owners_summary, parse_e820, real_mode_area,
-    reserved_low, symbol_physical,
+    reserved_low, symbol_physical, a_ram_map,
 )
 from ..memory.record import LowMemoryRecord
 from ..memory.resumed import ResumedProof, prove_resumed
@@ -212,8 +212,13 @@ class HibernateFlow(FlowContext):
             if departure is not None and ret is not None and self.a_running is not None and self.symbols is not None:
                 with PhysImage.open(saved) as img:
                     zero_filled = img.zero_fill_ranges()
+                a_ram, not_a_ram = a_ram_map(read_log(self.a_console_log) if self.a_console_log else "",
+                                             self.sc.a_ram_ranges)
+                if not_a_ram:
+                    self.rec.note("A's RAM for the last leg (A's own memory map: usable ranges below mem=)",
+                                  "not A's RAM, left out: " + ", ".join(format_range(r) for r in not_a_ram))
                 self.resumed_proof = self.host_work.submit(
-                    prove_resumed, departure, ret, self.a_running, self.sc.a_ram_ranges,
+                    prove_resumed, departure, ret, self.a_running, a_ram,
                     self.low_memory_layout(departure), self.symbols, zero_filled)
             self.jump_returned(vm, self.a_marker, "A")
         return ret

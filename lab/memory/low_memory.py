@@ -30,7 +30,7 @@ import numpy as np
 from ..symbols import SymbolMap
 from .image import PhysImage
 from .kexec_pages import KexecListUnreadable, read_word
-from .ranges import PAGE_SIZE, Range, format_range
+from .ranges import PAGE_SIZE, Range, format_range, intersect_ranges, normalize_ranges, subtract_ranges
 
 LOW_END = 0x100000
 VGA = (0xA0000, 0xC0000)
@@ -100,15 +100,29 @@ class LowMemoryLayout:
         return None
 
 
-def parse_e820(boot_log: str) -> tuple[tuple[Range, str], ...]:
-    """The firmware's memory map from a kernel's first "BIOS-e820:" lines (A's boot)."""
+def parse_e820(boot_log: str, source: str = "BIOS-e820") -> tuple[tuple[Range, str], ...]:
+    """A memory map from a kernel's first "BIOS-e820:" lines (A's boot): the firmware's;
+    with source "user", the map A made of it with its mem= and memmap= parameters."""
     found: list[tuple[Range, str]] = []
-    for m in _E820.finditer(boot_log):
+    for m in re.finditer(_E820.pattern.replace("BIOS-e820", re.escape(source)), boot_log, re.M):
         entry = ((int(m.group(1), 16), int(m.group(2), 16) + 1), m.group(3).strip())
         if entry in found:  # the next kernel's boot prints the map again
             break
         found.append(entry)
     return tuple(found)
+
+
+def a_ram_map(boot_log: str, limit: Sequence[Range]) -> tuple[list[Range], list[Range]]:
+    """A's RAM as A itself counts it: the low 1 MiB (A's too, whoever uses it), then the
+    usable ranges of A's own map (its "user:" map, made by mem= and memmap=; else the
+    firmware's) within `limit`. Returns (A's RAM, what `limit` holds that is not A's RAM:
+    e.g. a memmap=SIZE$START reservation)."""
+    entries = parse_e820(boot_log, "user") or parse_e820(boot_log)
+    if not entries:
+        return normalize_ranges(limit), []
+    usable = [r for r, kind in entries if kind in E820_RAM]
+    ram = normalize_ranges(intersect_ranges(limit, [(0, LOW_END), *usable]))
+    return ram, subtract_ranges(limit, ram)
 
 
 def reserved_low(release: str, cmdline: str) -> tuple[int, str]:
