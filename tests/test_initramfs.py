@@ -24,7 +24,6 @@ from lab.artifacts.initramfs import (
     tree_entries,
     write_cpio,
 )
-from lab.cache import cache_root
 from lab.errors import BuildError
 from lab.proc import run
 
@@ -201,20 +200,14 @@ def test_elf_closure_missing_interpreter(elf_sysroot: Path) -> None:
         elf_closure(elf_sysroot, ["usr/sbin/prog"], ("lib/x", "usr/lib/x"))
 
 
-# -- the real i386 packages, when a build already put them in the cache ---------------------
-
-
-def _cached_deb(name: str) -> Path | None:
-    debs = sorted((cache_root() / "debs" / "i386").glob(f"{name}_*_i386.deb"))
-    return debs[-1] if debs else None
+# -- the real i386 packages, fetched through the lab's cache as build_base fetches them -------
 
 
 def test_elf_closure_on_debian_i386_kexec(tmp_path: Path) -> None:
-    debs = {n: _cached_deb(n) for n in ("kexec-tools", "libc6")}
-    if None in debs.values():
-        pytest.skip("no i386 kexec-tools/libc6 .debs in the kjlab cache (run build_base once)")
+    from lab.debian_archive import debs_dir, fetch_debs
+
+    debs = fetch_debs(["kexec-tools", "libc6"], "i386", debs_dir("i386"))
     for deb in debs.values():
-        assert deb is not None
         debian.extract(deb, tmp_path)
     closure = elf_closure(tmp_path, ["sbin/kexec"], search_dirs(Arch.I386))
     assert set(closure) == {"lib/ld-linux.so.2", "lib/i386-linux-gnu/libc.so.6",
