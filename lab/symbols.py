@@ -61,6 +61,15 @@ class SymbolMap:
         except ValueError:
             return None
 
+    def physical_of(self, name: str) -> int | None:
+        """Where the kernel's symbol `name` lies in physical memory (the inverse of
+        lookup_physical: the x86_64 kernel's own mapping, or the direct map), or None."""
+        at = self.address_of(name)
+        if at is None:
+            return None
+        info = self.arch.info
+        return at - (info.kernel_map if info.kernel_map is not None and at >= info.kernel_map else info.direct_map)
+
     def lookup_physical(self, phys: int) -> str | None:
         """What a physical address holds, by symbol: through the i386 kernel's direct map, or
         the x86_64 kernel's own mapping (__START_KERNEL_map; no KASLR, so phys_base 0)."""

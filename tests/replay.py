@@ -175,13 +175,12 @@ class Memory:
         and kexec's source pages, so the last leg of the proof reads a list with nothing to
         swap; what it then proves is every page of A's RAM against departure."""
         symbols = SymbolMap.load(system_map, arch=self.arch) if system_map.is_file() else None
-        at = symbols.address_of("kexec_image") if symbols else None
-        if symbols is None or at is None:
+        phys = symbols.physical_of("kexec_image") if symbols else None
+        if symbols is None or phys is None:
             return
         info = symbols.arch.info
         word = info.elf_class // 8
         kimage = self.base + MEMORY_SPAN - PAGE
-        phys = at - (info.kernel_map if info.kernel_map is not None and at >= info.kernel_map else info.direct_map)
         page = bytearray(PAGE)
         page[phys % PAGE:phys % PAGE + word] = (kimage + info.direct_map).to_bytes(word, "little")
         self.kernel[phys - phys % PAGE] = bytes(page)

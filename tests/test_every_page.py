@@ -13,7 +13,7 @@ from lab.arch import Arch
 from lab.memory.image import PhysImage
 from lab.memory.kexec_pages import IND_DESTINATION, IND_DONE, IND_INDIRECTION, IND_SOURCE, KexecListUnreadable, kexec_pages
 from lab.memory.low_memory import (
-    LowMemoryLayout, a_ram_map, changed_low_pages, parse_e820, real_mode_area, reserved_low, symbol_physical,
+    LowMemoryLayout, a_ram_map, changed_low_pages, parse_e820, real_mode_area, reserved_low,
 )
 from lab.memory.resumed import ResumedMoment, prove_resumed
 from lab.symbols import SymbolMap
@@ -115,7 +115,7 @@ def test_reservation_follows_the_release_and_reservelow() -> None:
 def test_real_mode_area_is_where_a_s_header_points(symbols: SymbolMap) -> None:
     assert real_mode_area(0x98000 + DIRECT, symbols) == (0x98000, 0x98000 + 0x1E00)  # the blob's size
     assert real_mode_area(0, symbols) is None  # not read (a replay, an old kernel)
-    assert symbol_physical(symbols, "real_mode_header") == REAL_MODE_HEADER - DIRECT
+    assert symbols.physical_of("real_mode_header") == REAL_MODE_HEADER - DIRECT
 
 
 @pytest.mark.parametrize("cpus,used", [(1, False), (2, True)])

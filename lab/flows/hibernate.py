@@ -26,7 +26,7 @@ from ..memory.image import PhysImage
 from ..memory.ranges import format_range, subtract_ranges
 from ..memory.low_memory import (
     LOW_END, LowMemoryLayout, LowPage, changed_low_pages, ebda_start, owners_summary, parse_e820, real_mode_area,
-    reserved_low, symbol_physical, a_ram_map,
+    reserved_low, a_ram_map,
 )
 from ..memory.record import LowMemoryRecord
 from ..memory.resumed import ResumedProof, prove_resumed
@@ -230,7 +230,7 @@ class HibernateFlow(FlowContext):
     def read_a_pointer(self, vm: GuestVM, name: str) -> int | None:
         """A pointer variable of A's, read while A runs (QMP `xp` on its physical address):
         once A has jumped, the page may lie in B's window, swapped out."""
-        phys = symbol_physical(self.symbols, name) if self.symbols else None
+        phys = self.symbols.physical_of(name) if self.symbols else None
         if phys is None:
             return None
         size = self.sc.kernel.arch.info.elf_class // 8

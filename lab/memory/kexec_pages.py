@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..symbols import SymbolMap
 from .image import PhysImage
 from .ranges import PAGE_SIZE
@@ -39,14 +37,6 @@ class KexecPages:
     pairs: tuple[tuple[int, int], ...]
     kimage: int  # the physical address of A's struct kimage
 
-    @property
-    def source_of(self) -> dict[int, int]:
-        return dict(self.pairs)
-
-    @property
-    def destination_of(self) -> dict[int, int]:
-        return {src: dest for dest, src in self.pairs}
-
 
 def read_word(img: PhysImage, addr: int, size: int) -> int:
     """A little-endian word of `size` bytes at physical `addr` (absent memory: an error)."""
@@ -63,10 +53,10 @@ def kexec_pages(img: PhysImage, symbols: SymbolMap) -> KexecPages:
     is all in place: A running again, after its swap back). Raises KexecListUnreadable."""
     info = symbols.arch.info
     word = info.elf_class // 8
-    at = symbols.address_of("kexec_image")
+    at = symbols.physical_of("kexec_image")
     if at is None:
         raise KexecListUnreadable("no kexec_image in A's System.map")
-    image_va = read_word(img, _symbol_phys(symbols, at), word)
+    image_va = read_word(img, at, word)
     if image_va < info.direct_map:
         raise KexecListUnreadable(f"kexec_image is {image_va:#x}: no image loaded")
     kimage = image_va - info.direct_map
@@ -102,15 +92,3 @@ def swap_page(img: PhysImage, control_page: int, word: int) -> int | None:
     except KexecListUnreadable:
         return None
     return value if value and value % PAGE_SIZE == 0 else None
-
-
-def same_page(a: PhysImage, a_addr: int, b: PhysImage, b_addr: int) -> bool:
-    pa = a.pages(a_addr, a_addr + PAGE_SIZE)
-    pb = b.pages(b_addr, b_addr + PAGE_SIZE)
-    return bool(np.array_equal(pa, pb))
-
-
-def _symbol_phys(symbols: SymbolMap, va: int) -> int:
-    info = symbols.arch.info
-    base = info.kernel_map if info.kernel_map is not None and va >= info.kernel_map else info.direct_map
-    return va - base

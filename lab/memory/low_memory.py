@@ -30,7 +30,7 @@ import numpy as np
 from ..symbols import SymbolMap
 from .image import PhysImage
 from .kexec_pages import KexecListUnreadable, read_word
-from .ranges import PAGE_SIZE, Range, format_range, intersect_ranges, normalize_ranges, subtract_ranges
+from .ranges import PAGE_SIZE, Range, intersect_ranges, normalize_ranges, subtract_ranges
 
 LOW_END = 0x100000
 VGA = (0xA0000, 0xC0000)
@@ -138,15 +138,6 @@ def reserved_low(release: str, cmdline: str) -> tuple[int, str]:
     return size, f"{release} reserves only the first {size >> 10} KiB ({why})"
 
 
-def symbol_physical(symbols: SymbolMap, name: str) -> int | None:
-    """Where A's variable `name` lies in physical memory (no KASLR), or None."""
-    info = symbols.arch.info
-    at = symbols.address_of(name)
-    if at is None:
-        return None
-    return at - (info.kernel_map if info.kernel_map is not None and at >= info.kernel_map else info.direct_map)
-
-
 def real_mode_area(header: int, symbols: SymbolMap) -> Range | None:
     """A's real-mode area from the value of its `real_mode_header` (a direct-map pointer,
     read from A while A runs: at departure it may lie in B's window, swapped out) and the
@@ -217,9 +208,3 @@ def owners_summary(pages: Sequence[LowPage]) -> str:
     for p in pages:
         counts[p.owner.name] = counts.get(p.owner.name, 0) + 1
     return ", ".join(f"{n} {name}" for name, n in counts.items())
-
-
-def describe_layout(layout: LowMemoryLayout) -> str:
-    rm = format_range(layout.real_mode) if layout.real_mode else "unknown"
-    ebda = f"{layout.ebda:#x}" if layout.ebda is not None else "unknown"
-    return f"A's real-mode area {rm}; EBDA at {ebda}; {layout.reserved_why}; {len(layout.e820)} e820 entries"
