@@ -11,6 +11,7 @@ PACKAGES=(
   kexec-tools
   gcc-i686-linux-gnu libc6-dev-i386-cross rsync  # [guest] recipe = "buildroot": its toolchain, and Buildroot's needs
   autoconf automake libtool  # the Buildroot recipe's offline sources: git exports without configure
+  dpkg-dev  # dpkg-source -x: kexec-tools from Debian's source package ([kexec_tools], lab.artifacts.kexec_tools)
   python3 python3-venv python3-pip git ca-certificates chromium
 )
 SUDO=""

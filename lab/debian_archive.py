@@ -517,8 +517,22 @@ def fetch_orig_tarballs(src: SourcePackage, log_path: Path | None = None) -> dic
     against the same stanza (and when reused from the cache). BuildError with apt's reasons
     (a 404: the archive no longer holds that version) when a file cannot be had.
     """
+    return _fetch_source_files(src, src.orig_tarballs, ["--tar-only"], log_path)
+
+
+def fetch_source_package(src: SourcePackage, log_path: Path | None = None) -> Path:
+    """Every file of `src` (.dsc, upstream tarball(s), Debian changes) in the sources cache,
+    checked like fetch_orig_tarballs; returns the .dsc, for `dpkg-source -x`."""
+    got = _fetch_source_files(src, src.files, [], log_path)
+    dsc = [path for name, path in got.items() if name.endswith(".dsc")]
+    if len(dsc) != 1:
+        raise BuildError(f"{src.suite}: source package {src.name} {src.version} lists {len(dsc)} .dsc files")
+    return dsc[0]
+
+
+def _fetch_source_files(src: SourcePackage, wanted: tuple[SourceFile, ...], apt_args: list[str],
+                        log_path: Path | None) -> dict[str, Path]:
     dest = sources_dir(src.name)
-    wanted = src.orig_tarballs
     if not wanted:
         raise BuildError(f"{src.suite}: source package {src.name} {src.version} lists no tarball")
     with _locked(dest / ".lock"):
@@ -526,7 +540,7 @@ def fetch_orig_tarballs(src: SourcePackage, log_path: Path | None = None) -> dic
         if todo:
             errors: list[str] = []
             try:
-                run(["apt-get", *apt_options(src.suite, SOURCE), "source", "--download-only", "--tar-only", "--",
+                run(["apt-get", *apt_options(src.suite, SOURCE), "source", "--download-only", *apt_args, "--",
                      check_spec(f"{src.name}={src.version}")], log_path=log_path, cwd=dest, timeout=APT_TIMEOUT,
                     on_line=lambda line: errors.append(line) if line.startswith("E: Failed to fetch") else None)
             except CommandFailed as exc:

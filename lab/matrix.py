@@ -23,6 +23,11 @@ anything runs, naming the matrix file, the cell and the key.
     name = "gdt-fix"
     patches = ["0001-x86-kexec-32-reload-gdt-before-restore-processor-state.patch"]
 
+    [[patchset]]                   # kexec-tools patches too: a cell's [kexec_tools] (built from
+    name = "kexec-tools-lowmem"    # Debian's source package, lab.artifacts.kexec_tools)
+    patches = ["0001-x86-kexec-32-reload-gdt-before-restore-processor-state.patch"]
+    kexec_tools = { patches = ["0002-kexec-swap-the-low-ram-of-a-preserve-context-image.patch"] }
+
     [[patchset]]
     name = "stock"
     patches = []
@@ -82,7 +87,7 @@ _TOP = {"matrix", "kernel", "patchset", "override"}
 _MATRIX_KEYS = {"name", "description", "machines", "flows", "arch", "parallel", "cell_timeout", "fragments",
                 "flow_machines"}
 _KERNEL_KEYS = {"name", "source", "arch"}
-_PATCHSET_KEYS = {"name", "patches", "expect", "step", "signature", "also"}
+_PATCHSET_KEYS = {"name", "patches", "kexec_tools", "expect", "step", "signature", "also"}
 _OVERRIDE_KEYS = {"cells", "quirks", "flow", "expect", "machine", "a_fragments", "kernel_bc"}
 _OVERRIDE_MACHINE_KEYS = {"c_memory_mib"}
 _EXPECT_KEYS = {"verdict", "step", "signature", "also"}
@@ -168,6 +173,8 @@ def load_matrix(path: Path) -> Matrix:
     for i, p in enumerate(patchsets):
         if p.get("expect", "PASS") not in VERDICTS:
             raise ScenarioError(where, f"patchset[{i}].expect", f"options are {', '.join(VERDICTS)}")
+        if not isinstance(p.get("kexec_tools", {}), dict):
+            raise ScenarioError(where, f"patchset[{i}].kexec_tools", "must be a table, e.g. { patches = [...] }")
     for i, o in enumerate(overrides):
         _str(where, f"override[{i}].cells", o["cells"])
         for table in ("quirks", "flow", "expect", "machine", "kernel_bc"):
@@ -294,6 +301,8 @@ def _cell_scenario(cid: str, k: dict[str, Any], arch: Arch, mach: str, flow: str
     for key in ("step", "signature", "also"):
         if key in p:
             sc["expect"][key] = p[key]
+    if "kexec_tools" in p:  # validated as a scenario's [kexec_tools]
+        sc["kexec_tools"] = dict(p["kexec_tools"])
     for o in overrides:
         if fnmatch.fnmatchcase(cid, o["cells"]):
             sc["quirks"].update(o.get("quirks", {}))

@@ -22,6 +22,7 @@ from . import REPORTS_DIR
 from .accel import choose_accel
 from .hibernation_disk import make_disk
 from .artifacts.initramfs import Initramfs, build_base, build_with_payload
+from .artifacts.kexec_tools import build_kexec_tools
 from .artifacts.progs import build_progs
 from .buildroot.build import build_initramfs as build_buildroot_initramfs
 from .artifacts.kernel import KernelSpec, build_kernel
@@ -134,8 +135,12 @@ def build_guest_base(sc: Scenario, build_log: Path) -> tuple[Initramfs, dict[str
         br = build_buildroot_initramfs(build_progs(build_log), without=sc.guest.buildroot_without,
                                        log_path=build_log)
         return Initramfs(path=br.path, packages=br.packages, key=br.key), br.provenance
-    base = build_base(sc.kernel.arch, extra_packages=sc.guest.extra_packages, log_path=build_log)
-    return base, {"recipe": "debian", "packages": base.packages}
+    if sc.kexec_tools is None:
+        base = build_base(sc.kernel.arch, extra_packages=sc.guest.extra_packages, log_path=build_log)
+        return base, {"recipe": "debian", "packages": base.packages}
+    kexec = build_kexec_tools(sc.kexec_tools, sc.kernel.arch, build_log)
+    base = build_base(sc.kernel.arch, extra_packages=sc.guest.extra_packages, log_path=build_log, kexec=kexec.kexec)
+    return base, {"recipe": "debian", "packages": base.packages, "kexec_tools": kexec.provenance}
 
 
 def run_scenario(sc: Scenario, runs_root: Path = DEFAULT_RUNS_DIR,

@@ -15,6 +15,7 @@ from typing import Any
 from .debian_archive import PACKAGE_RE, SUITE_RE
 from .arch import Arch, parse_arch
 from .artifacts.kernel import PATCHES_DIR, KernelSpec, resolve_fragment
+from .artifacts.kexec_tools import PATCHES_DIR as KEXEC_TOOLS_PATCHES_DIR, KexecToolsSpec
 from .errors import ScenarioError, UserError
 from .flows import FLOW_NAMES, FLOWS
 from .flows.common import DEFAULT_TIMEOUTS
@@ -45,6 +46,8 @@ _SCHEMA: dict[str, set[str]] = {
     # kernels B and C when they are not A's build: another version, a minimal config
     "kernel_bc": {"source", "fragments", "patches"},
     "guest": {"recipe", "extra_packages", "buildroot_without"},
+    # kexec-tools built from Debian's source package with patches (default: the binary package)
+    "kexec_tools": {"source", "patches"},
     "machine": {"name", "memory_mib", "c_memory_mib", "cpu", "smp", "disk_bus", "machine", "accel", "acpi", "pae"},
     "flow": {"name", "a_mem", "a_append", "b_window", "save", "dump_level", "cycles", "proof_kib", "timeouts",
              "split_image_segments", "sentinel_pages", "corrupt_image_pages", "a_reserves_window",
@@ -130,6 +133,8 @@ class Scenario:
     expect: Expectation
     # Kernels B and C built apart from A (another source, fragments or patches); None: A's build
     kernel_bc: KernelSpec | None = None
+    # kexec-tools from source with the lab's patches ([kexec_tools]); None: Debian's binary package
+    kexec_tools: KexecToolsSpec | None = None
     kernel_tree: Path | None = None  # `kjlab run --kernel-tree`: the kernel comes from this tree
     patch_files: tuple[Path, ...] = ()  # `kjlab run --patch`: applied after the scenario's own patches
 
@@ -190,6 +195,7 @@ def scenario_from_dict(data: dict[str, Any], path: Path, where: str | None = Non
         expect=_expect(where, data.get("expect", {})),
         kernel_bc=(_kernel(where, {"arch": kernel.arch.value, **data["kernel_bc"]}, machine, path, "kernel_bc")
                    if "kernel_bc" in data else None),
+        kexec_tools=_kexec_tools(where, data["kexec_tools"], guest, path) if "kexec_tools" in data else None,
     )
 
 
@@ -355,6 +361,32 @@ def check_patch(where: str, key: str, value: str, base: Path) -> str:
         raise ScenarioError(where, key, f"unknown patch {value!r}; the lab's: {', '.join(choices)} (or a path to "
                             f"a patch or mbox file, starting with {', '.join(PATCH_PATH_PREFIXES)})")
     return value
+
+
+def _kexec_tools(where: str, k: dict[str, Any], guest: GuestSpec, path: Path) -> KexecToolsSpec:
+    """[kexec_tools]: source = 'debian:kexec-tools[@SUITE]' (the default), patches = names in
+    guests/kexec-tools/patches or paths (as for kernel patches)."""
+    if guest.recipe != "debian":
+        raise ScenarioError(where, "kexec_tools", "only with the 'debian' guest recipe (Buildroot builds its own "
+                            "kexec-tools from buildroot-config/)")
+    source = check_kernel_source(where, "kexec_tools.source", k.get("source", "debian:kexec-tools@bookworm"))
+    kind, _, rest = source.partition(":")
+    if kind != "debian":
+        raise ScenarioError(where, "kexec_tools.source", f"{source!r}: only 'debian:PACKAGE[@SUITE]' (a Debian "
+                            "source package) for kexec-tools")
+    package, _, suite = rest.partition("@")
+    patches = []
+    for i, name in enumerate(_str_list(where, "kexec_tools.patches", k.get("patches", []))):
+        key = f"kexec_tools.patches[{i}]"
+        if name.startswith(PATCH_PATH_PREFIXES):
+            patches.append(check_patch(where, key, name, path.parent))
+        elif not PATCH_NAME_RE.fullmatch(name) or "/" in name or not (KEXEC_TOOLS_PATCHES_DIR / name).is_file():
+            choices = sorted(p.name for p in KEXEC_TOOLS_PATCHES_DIR.glob("*.patch"))
+            raise ScenarioError(where, key, f"unknown kexec-tools patch {name!r}; the lab's: {', '.join(choices)} "
+                                f"(or a path to a patch or mbox file, starting with {', '.join(PATCH_PATH_PREFIXES)})")
+        else:
+            patches.append(name)
+    return KexecToolsSpec(package=package, suite=suite or "bookworm", patches=tuple(patches))
 
 
 def _guest(where: str, g: dict[str, Any]) -> GuestSpec:

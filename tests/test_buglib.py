@@ -24,7 +24,7 @@ def run_suite(directory: Path, runs_dir: Path) -> tuple[int, list[dict], Path]:
     return proc.returncode, json.loads((suite_dir / "summary.json").read_text()), suite_dir
 
 
-@pytest.mark.parametrize("directory", ["bugs", "flows", "hardware", "a-not-b"])
+@pytest.mark.parametrize("directory", ["bugs", "flows", "hardware", "a-not-b", "kexec-tools-fix"])
 def test_every_scenario_reaches_its_expected_verdict(tmp_path, directory):
     code, entries, suite_dir = run_suite(SCENARIOS_DIR / directory, tmp_path)
     expected = sorted(p.stem for p in (SCENARIOS_DIR / directory).glob("*.toml"))

@@ -321,6 +321,7 @@ def build_base(
     log_path: Path | None = None,
     *,
     suite: str = "bookworm",
+    kexec: Path | None = None,
 ) -> Initramfs:
     """The base image: busybox, kexec, makedumpfile, their libraries (Debian's packages of
     `arch`, e.g. amd64 for x86_64), guests/rootfs and the lab's own static programs of that
@@ -330,13 +331,20 @@ def build_base(
     `extra_packages` add every program under bin/ sbin/ usr/bin/ usr/sbin/ of those packages
     (with their libraries). Cached under the exact package versions, guests/rootfs and the
     built programs.
+
+    `kexec`: a static kexec built by the lab (lab.artifacts.kexec_tools) for sbin/kexec in
+    place of Debian's kexec-tools package, which then is not in the image.
     """
     if not isinstance(arch, Arch):
         raise UserError(f"initramfs arch {arch!r}: expected one of {', '.join(Arch.names())}")
     deb_arch = arch.info.debian
     _init_present(ROOTFS_DIR)
     progs = build_progs(log_path, arch)
-    roots = [*PROGRAMS, *(p for p in extra_packages if p not in PROGRAMS)]
+    table = dict(PROGRAMS)
+    if kexec is not None:
+        del table["kexec-tools"]
+        progs = {**progs, "sbin/kexec": kexec}
+    roots = [*table, *(p for p in extra_packages if p not in table)]
     infos = package_closure(roots, deb_arch, suite, log_path)
     key = hash_inputs({
         "kind": "initramfs-base",
@@ -354,7 +362,7 @@ def build_base(
         scratch_root.mkdir(exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="initramfs-", dir=scratch_root) as scratch:
             packages = _build_base(Path(scratch), out / IMAGE, infos, extra_packages, arch, suite, log_path,
-                                   progs)
+                                   progs, table)
         meta = {"key": key, "arch": deb_arch, "suite": suite, "packages": packages,
                 "considered": {n: i.version for n, i in sorted(infos.items())}}
         (out / "packages.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
@@ -374,9 +382,11 @@ def _build_base(
     suite: str,
     log_path: Path | None,
     progs: dict[str, Path] | None = None,
+    table: dict[str, tuple[str, ...]] = PROGRAMS,
 ) -> dict[str, str]:
     """Fetch, extract, stage and pack; return {package: version} of what is in the image.
-    `progs` ({path in the image: built file}) are staged last, executable."""
+    `progs` ({path in the image: built file}) are staged last, executable; `table` says which
+    programs come from which package."""
     debs = debian.fetch_debs([f"{n}={i.version}" for n, i in sorted(infos.items())], arch.info.debian, scratch / "debs",
                              suite, log_path)
     sysroot, stage = scratch / "sysroot", scratch / "stage"
@@ -386,7 +396,7 @@ def _build_base(
         for path in debian.package_files(deb):
             owner.setdefault(path, name)
 
-    programs = [p for pkg, paths in PROGRAMS.items() for p in paths]
+    programs = [p for pkg, paths in table.items() for p in paths]
     links = dict(EXTRA_LINKS)
     for pkg in extra_packages:
         for path in debian.package_files(debs[pkg]):

@@ -76,7 +76,7 @@ def reproduce_view(result: RunResult) -> ReproduceView:
         notes.append("the scenario file is outside the kjlab checkout: copy it along")
 
     facts: list[tuple[str, str]] = [("kjlab", (commit + (" + uncommitted changes" if dirty else "")))]
-    for key, label in (("kernel", "kernel"), ("kernel_a", "kernel A")):
+    for key, label in (("kernel", "kernel"), ("kernel_a", "kernel A"), ("kernel_bc", "kernels B and C")):
         k = prov.get(key)
         if not isinstance(k, dict):
             continue
@@ -89,6 +89,12 @@ def reproduce_view(result: RunResult) -> ReproduceView:
         for mail in k.get("patch_mails") or []:
             if isinstance(mail, dict):
                 facts.append((f"{label} patch", _mail_fact(mail)))
+    kexec_tools = (prov.get("initramfs") or {}).get("kexec_tools")
+    if isinstance(kexec_tools, dict):  # built from source with the lab's patches
+        facts.append(("kexec-tools", f"{kexec_tools.get('source', 'unknown')} (built from source)"))
+        for mail in kexec_tools.get("patches") or []:
+            if isinstance(mail, dict):
+                facts.append(("kexec-tools patch", _mail_fact(mail)))
     if prov.get("kernel_tree"):
         facts.append(("kernel tree", str(prov["kernel_tree"])))
     if patch_files:
