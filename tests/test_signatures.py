@@ -25,7 +25,7 @@ class Recorded:
 
 
 def known_bugs() -> list[Scenario]:
-    files = sorted((SCENARIOS_DIR / "bugs").glob("*.toml")) + sorted((SCENARIOS_DIR / "checks").glob("*.toml"))
+    files = [f for d in ("bugs", "bugs-intermittent", "checks") for f in sorted((SCENARIOS_DIR / d).glob("*.toml"))]
     return [sc for sc in map(load_scenario, files) if sc.expect.verdict is not Verdict.PASS]
 
 
