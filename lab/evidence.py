@@ -58,6 +58,30 @@ def cpu_count(grep_c_output: str) -> int | None:
     return int(numbers[-1]) if numbers else None
 
 
+def parse_cpu_list(output: str) -> list[int] | None:
+    """The CPUs of a sysfs CPU list ("0", "0-1,3"), from the last line that is one; None if none is."""
+    for line in reversed(clean(output).splitlines()):
+        line = line.strip()
+        if line and all(part and all(n.isdigit() for n in part.split("-", 1)) for part in line.split(",")):
+            cpus: list[int] = []
+            for part in line.split(","):
+                lo, _, hi = part.partition("-")
+                cpus.extend(range(int(lo), int(hi or lo) + 1))
+            return sorted(set(cpus))
+    return None
+
+
+def format_cpu_list(cpus: list[int]) -> str:
+    """[0, 1, 3] -> "0-1,3", as sysfs writes it."""
+    parts: list[str] = []
+    for cpu in sorted(cpus):
+        if parts and cpu == int(parts[-1].split("-")[-1]) + 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{cpu}"
+        else:
+            parts.append(str(cpu))
+    return ",".join(parts)
+
+
 def cpuinfo_flags(grep_output: str) -> set[str] | None:
     """The flags of `grep -m1 ^flags /proc/cpuinfo`'s line ("flags\t\t: fpu vme ..."), or None."""
     for line in clean(grep_output).splitlines():

@@ -52,7 +52,7 @@ _SCHEMA: dict[str, set[str]] = {
     "flow": {"name", "a_mem", "a_append", "b_window", "save", "dump_level", "cycles", "proof_kib", "timeouts",
              "split_image_segments", "sentinel_pages", "corrupt_image_pages", "a_reserves_window",
              "tamper_image_at", "after_resume_command", "disk_mib", "swsusp_mode", "swap_mib",
-             "highmem_sentinels"},
+             "highmem_sentinels", "a_offline_cpus"},
     "quirks": set(QUIRKS),
     "expect": {"verdict", "signature", "step", "links", "also"},
 }
@@ -75,6 +75,9 @@ class FlowParams:
     corrupt_image_pages: int = 0  # test option: damage N sentinel pages of the saved image on the disk
     tamper_image_at: int = 0  # test option: flip one byte of the image at this physical address after the host checked it
     after_resume_command: str = ""  # test option: a command A runs right after the jump back, before the checks
+    # CPUs the user takes offline in A before the jump (echo 0 > .../cpuN/online); after the
+    # resume exactly the others must be online again
+    a_offline_cpus: tuple[int, ...] = ()
     disk_mib: int = 512  # the hibernation disk (ext2); smaller than the image: B cannot save it
     swsusp_mode: str = "shutdown"  # the swsusp flow's /sys/power/disk (SWSUSP_MODES)
     swap_mib: int = 256  # the swsusp flow's swap disk (sparse)
@@ -458,6 +461,7 @@ def _flow(where: str, f: dict[str, Any]) -> FlowParams:
         corrupt_image_pages=_int(where, "flow.corrupt_image_pages", f.get("corrupt_image_pages", 0), 0, 16384),
         tamper_image_at=_int(where, "flow.tamper_image_at", f.get("tamper_image_at", 0), 0, PAE_ADDRESS_LIMIT - 1),
         after_resume_command=_str(where, "flow.after_resume_command", f.get("after_resume_command", "")),
+        a_offline_cpus=_cpu_numbers(where, "flow.a_offline_cpus", f.get("a_offline_cpus", [])),
         disk_mib=_int(where, "flow.disk_mib", f.get("disk_mib", 512), 8, 65536),
         swsusp_mode=_choice(where, "flow.swsusp_mode", f.get("swsusp_mode", "shutdown"), SWSUSP_MODES),
         swap_mib=_int(where, "flow.swap_mib", f.get("swap_mib", 256), 16, 65536),
@@ -473,8 +477,23 @@ def _flow(where: str, f: dict[str, Any]) -> FlowParams:
     return flow
 
 
+def _cpu_numbers(where: str, key: str, value: Any) -> tuple[int, ...]:
+    """Secondary CPU numbers (1-7: CPU 0 cannot go offline), each once."""
+    if not isinstance(value, list):
+        raise ScenarioError(where, key, "must be a list of CPU numbers, e.g. [1]")
+    cpus = tuple(_int(where, f"{key}[{i}]", v, 1, 7) for i, v in enumerate(value))
+    if len(set(cpus)) != len(cpus):
+        raise ScenarioError(where, key, f"{list(cpus)}: each CPU once")
+    return cpus
+
+
 def _swap_bus(where: str, flow: FlowParams, machine: MachineSpec) -> FlowParams:
-    """The swsusp flow needs a swap disk, which only some buses have so far."""
+    """The swsusp flow needs a swap disk, which only some buses have so far; the CPUs A takes
+    offline must be the machine's."""
+    for i, cpu in enumerate(flow.a_offline_cpus):
+        if cpu >= machine.smp:
+            raise ScenarioError(where, f"flow.a_offline_cpus[{i}]", f"CPU {cpu}: the machine has {machine.smp} "
+                                f"(CPUs 0-{machine.smp - 1}; CPU 0 stays online)")
     if flow.name == "swsusp" and not machine.guest_swap:
         raise ScenarioError(where, "machine.disk_bus", f"the swsusp flow's swap disk is not on {machine.disk_bus!r}; "
                             f"buses with one: {', '.join(GUEST_SWAP_DEVICE)}")

@@ -58,3 +58,13 @@ def test_jump_back_entry_from_b_cmdline():
 def test_parse_checks():
     out = "CHECK proof-file ok abc\r\n\x1b[0mCHECK counter bad pid 4 counted 5 -> 5\nnoise\n"
     assert verdict.parse_checks(out) == [("proof-file", True, "abc"), ("counter", False, "pid 4 counted 5 -> 5")]
+
+
+def test_cpu_lists_as_sysfs_writes_them():
+    assert verdict.parse_cpu_list("0-1,3\n") == [0, 1, 3]
+    assert verdict.parse_cpu_list("cat /sys/devices/system/cpu/online\r\n0\r\n") == [0]
+    assert verdict.parse_cpu_list("no list here\n") is None
+    assert verdict.format_cpu_list([0, 2, 3, 4]) == "0,2-4"
+    assert verdict.format_cpu_list([0]) == "0"
+    for cpus in ([0], [0, 1], [0, 2, 3, 5, 6, 7]):
+        assert verdict.parse_cpu_list(verdict.format_cpu_list(cpus)) == cpus

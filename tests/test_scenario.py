@@ -166,3 +166,16 @@ name = "q35-ahci-smp2"
     path.write_text('[kernel_bc]\npatches = ["no-such.patch"]\n')
     with pytest.raises(ScenarioError, match=r"kernel_bc.patches\[0\]: unknown patch"):
         load_scenario(path)
+
+
+def test_a_offline_cpus_names_secondary_cpus_of_the_machine(tmp_path):
+    from lab.scenario import scenario_from_dict
+
+    smp2 = {"machine": {"name": "pc-virtio", "cpu": "core2duo", "smp": 2, "acpi": True}}
+    sc = scenario_from_dict({**smp2, "flow": {"a_offline_cpus": [1]}}, tmp_path / "t.toml")
+    assert sc.flow.a_offline_cpus == (1,)
+    assert scenario_from_dict(smp2, tmp_path / "t.toml").flow.a_offline_cpus == ()
+    for value, words in (([0], "from 1 to 7"), ([2], "CPU 2: the machine has 2"), ([1, 1], "each CPU once"),
+                         ("1", "must be a list")):
+        with pytest.raises(ScenarioError, match=words):
+            scenario_from_dict({**smp2, "flow": {"a_offline_cpus": value}}, tmp_path / "t.toml")

@@ -27,8 +27,8 @@ from ..memory.resumed import ResumedMoment
 from ..qemu_cmdline import BootFiles
 from ..results import Check
 from ..evidence import (
-    PANIC_RE, cpu_count, cpuinfo_flags, highmem_zone, jump_mark, kernel_trouble, kexec_error_lines, kexec_load_entry,
-    log_since_jump, panic_lines, parse_checks, restarted,
+    PANIC_RE, cpu_count, cpuinfo_flags, format_cpu_list, highmem_zone, jump_mark, kernel_trouble, kexec_error_lines,
+    kexec_load_entry, log_since_jump, panic_lines, parse_checks, parse_cpu_list, restarted,
 )
 from .. import kexec_commands as commands
 from ..gdbstub import GdbError
@@ -425,6 +425,9 @@ class FlowContext:
                 self.wait_marker(vm, marker, "kj-sentinel in the background", "command")
                 self.run_ok(vm, "for i in 1 2 3 4 5 6 7 8 9 10; do grep -q ready /tmp/sentinel-anon.log && break; "
                                 "sleep 0.2; done; cat /tmp/sentinel-anon.log", verdict=Verdict.CHECK_FAILED)
+            for cpu in self.sc.flow.a_offline_cpus:  # as a user would, before the jump
+                self.run_ok(vm, f"echo 0 > /sys/devices/system/cpu/cpu{cpu}/online && "
+                                f"cat /sys/devices/system/cpu/online", verdict=Verdict.CHECK_FAILED)
 
     def note_highmem(self, vm: GuestVM) -> None:
         """Where A's HighMem zone lies, from A's boot log (its "Zone ranges"): an i386 kernel
@@ -599,8 +602,19 @@ class FlowContext:
                   for name in PROOF_CHECKS]
         checks.append(Check("kernel-is-A", "kjlab.role=A" in cmdline, cmdline.strip()))
         online = cpu_count(cpus)
-        checks.append(Check("cpus-online", online == self.sc.machine.smp,
-                            f"{online} of the machine's {self.sc.machine.smp} CPUs online after the jump back"))
+        offline = self.sc.flow.a_offline_cpus
+        wanted = self.sc.machine.smp - len(offline)
+        checks.append(Check("cpus-online", online == wanted,
+                            f"{online} of the machine's {self.sc.machine.smp} CPUs online after the jump back"
+                            + (f" (expected {wanted}: CPU {', '.join(map(str, offline))} offlined in A before the jump)"
+                               if offline else "")))
+        if offline:  # the very CPUs: the ones A took offline stay so, the others are back
+            listed = self.rec.run(vm.console, "cat /sys/devices/system/cpu/online", self.timeouts["command"]).output
+            got = parse_cpu_list(listed)
+            want = sorted(set(range(self.sc.machine.smp)) - set(offline))
+            checks.append(Check("cpus-as-before", got == want,
+                                f"online after the jump back: {listed.strip()!r}; before the jump: "
+                                f"{format_cpu_list(want)!r}"))
         if disk_res is not None:
             checks.append(Check("disk-after-resume", disk_res.status == 0 and "lost+found" in disk_res.output,
                                 disk_res.output.strip() or f"exit {disk_res.status}"))
