@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 from .machines import MachineSpec, machine_fragments, machines, ram_ranges
 from .matrix import Matrix
 from .quirks import QUIRKS
-from .results import Step
+from .results import RunResult, Step
 from .verdict import EXIT_CANNOT_TEST, EXIT_FAIL, EXIT_INTERRUPTED, EXIT_PASS, EXIT_USAGE, exit_code
 
 # On a terminal: colour and rich's layout. Elsewhere (CI, cron, a pipe): plain lines,
@@ -128,6 +128,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="apply this patch, git format-patch series or mbox of a mail thread to the kernel with "
                         "git am's semantics (cover letter and replies left out), after the scenario's own "
                         "patches; repeatable, in order")
+    r.add_argument("--ktap", type=Path, default=None, metavar="FILE",
+                   help="also write the run (its steps, checks and verdict) as KTAP to FILE, for KernelCI/LKFT-style "
+                        "tools; with a directory of scenarios, every run of the suite")
     bisect = r.add_mutually_exclusive_group()
     bisect.add_argument("--bisect", action="store_true",
                         help="exit codes for `git bisect run` looking for the commit that broke the scenario: "
@@ -221,8 +224,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         out.print(f"    {line}")
     out.print(f"results: {outcome.run_dir / 'results.json'}")
     out.print(f"report:  {outcome.report or '(report rendering failed, see log)'}")
+    if args.ktap:
+        out.print(f"KTAP:    {_write_ktap(args.ktap, [res], f'kjlab run {res.run_id}')}")
     mode = "fix" if args.bisect_fix else "regression" if args.bisect else ""
     return exit_code(res.verdict, res.observed_verdict or res.verdict, res.expected_verdict, bisect=mode)
+
+
+def _write_ktap(path: Path, results: list[RunResult], title: str) -> Path:
+    from . import atomic
+    from .ktap import ktap_document
+
+    try:
+        return atomic.write_text(path, ktap_document(results, title))
+    except OSError as e:
+        raise UserError(f"--ktap {path}: {e.strerror or e}") from None
 
 
 def _show_patches(files: tuple[Path, ...]) -> None:
@@ -291,6 +306,12 @@ def cmd_suite(args: argparse.Namespace) -> int:
     bad = [e for e in entries if not e.ok]
     out.print(f"[bold]{len(entries) - len(bad)}/{len(entries)} scenarios reached their expected verdict[/]", markup=True)
     out.print(f"summary: {suite_dir / 'summary.html'}")
+    if args.ktap:
+        from .results import load
+
+        # each report sits in its run directory
+        results = [load(suite_dir / Path(e.report).parent) for e in entries if e.report]
+        out.print(f"KTAP:    {_write_ktap(args.ktap, results, f'kjlab suite {suite_dir.name}')}")
     return EXIT_PASS if not bad else EXIT_FAIL
 
 

@@ -1,4 +1,5 @@
-"""A night's cells for other tools: JUnit XML (CI test views) and KernelCI KCIDB I/O data.
+"""A night's cells for other tools: KTAP (lab.ktap), JUnit XML (CI test views) and KernelCI
+KCIDB I/O data.
 
 Both are built from the cells' :class:`lab.history.CellRecord` and, for what the history
 does not keep (evidence, provenance, start times), from each run's results.json.
@@ -35,6 +36,7 @@ import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from urllib.parse import quote
 
 from . import atomic
 from .history import CellRecord, Comparison, VersionChange
+from .ktap import ktap_document
 from .results import RunResult, load
 from .verdict import Verdict
 
@@ -393,18 +396,34 @@ def _kcidb_test(rec: CellRecord, res: RunResult | None, prov: dict[str, Any], bu
 # -- files --------------------------------------------------------------------------------
 
 
+def ktap_text(suite_name: str, cells: Sequence[CellRecord], run_dirs: RunDirs = None) -> str:
+    """The night as KTAP (lab.ktap): each cell a test named by its id, its steps and checks
+    from its results.json; a cell without one (never ran, record lost) by its verdict alone."""
+    dirs = _run_dirs(cells, run_dirs)
+    results = []
+    for rec in cells:
+        res = _load(dirs.get(rec.cell))
+        if res is None:
+            res = RunResult(run_id="", scenario=rec.cell, scenario_path="", flow=rec.flow, started=0.0,
+                            verdict=Verdict.parse(rec.verdict), reason=rec.reason or "no results.json",
+                            expected_verdict=Verdict.parse(rec.expected))
+        results.append(replace(res, scenario=rec.cell))
+    return ktap_document(results, f"kjlab night {suite_name}")
+
+
 def _write(path: Path, text: str) -> Path:
     return atomic.write_text(path, text)
 
 
 def write_exports(out_dir: Path | str, suite_name: str, cells: Sequence[CellRecord], run_dirs: RunDirs = None,
                   comparison: Comparison | None = None, **kcidb_options: Any) -> dict[str, Path]:
-    """Write ``junit.xml`` and ``kcidb.json`` into `out_dir`; `comparison` (the night
+    """Write ``results.ktap``, ``junit.xml`` and ``kcidb.json`` into `out_dir`; `comparison` (the night
     against the previous one) goes to both, `kcidb_options` to :func:`kcidb_json` (origin,
     run_name, base_url, base_dir)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return {
+        "ktap": _write(out / "results.ktap", ktap_text(suite_name, cells, run_dirs)),
         "junit": _write(out / "junit.xml", junit_xml(suite_name, cells, run_dirs, comparison)),
         "kcidb": _write(out / "kcidb.json", json.dumps(
             kcidb_json(cells, run_dirs=run_dirs, comparison=comparison, **kcidb_options), indent=2) + "\n"),

@@ -25,8 +25,8 @@ pytestmark = pytest.mark.e2e
 KJLAB = [sys.executable, "-m", "lab.cli"]
 
 
-def kjlab_run(scenario: str, runs_dir: Path, timeout: float = 1800) -> tuple[int, dict, Path]:
-    proc = subprocess.run([*KJLAB, "run", str(SCENARIOS_DIR / scenario), "--runs-dir", str(runs_dir)],
+def kjlab_run(scenario: str, runs_dir: Path, timeout: float = 1800, *more: str) -> tuple[int, dict, Path]:
+    proc = subprocess.run([*KJLAB, "run", str(SCENARIOS_DIR / scenario), "--runs-dir", str(runs_dir), *more],
                           capture_output=True, text=True, timeout=timeout)
     sys.stdout.write(proc.stdout[-4000:])
     sys.stderr.write(proc.stderr[-4000:])
@@ -39,8 +39,19 @@ def qemu_processes_for(run_dir: Path) -> list[str]:
     return [line for line in out.splitlines() if line.strip()]
 
 
+def read_ktap(path: Path):
+    """The run's KTAP as the kernel's own parser (kunit.py) reads it."""
+    from tests.test_ktap import kunit_parser
+
+    kp = kunit_parser()
+    import kunit_printer  # beside kunit_parser, importable once that is loaded
+
+    return kp, kp.parse_run_tests(path.read_text().splitlines(), kunit_printer.null_printer)
+
+
 def test_default_scenario_passes(tmp_path):
-    code, res, run_dir = kjlab_run("i386-hibernate.toml", tmp_path)
+    runs, ktap = tmp_path / "runs", tmp_path / "run.ktap"
+    code, res, run_dir = kjlab_run("i386-hibernate.toml", runs, 1800, "--ktap", str(ktap))
     assert res["verdict"] == "PASS", (res["reason"], res["evidence"])
     assert code == 0
     names = [s["name"] for s in res["steps"]]
@@ -54,6 +65,12 @@ def test_default_scenario_passes(tmp_path):
         with PhysImage.open(run_dir / snap["path"]) as img:
             assert img.present_ranges() == [(0, 120 << 20)], snap["name"]
     assert {s["name"] for s in res["snapshots"]} == {"A-departure", "B-booted", "A-return", "A-running"}
+    # the same run in KTAP, as KernelCI-style tools read it: a success, step by step
+    kp, top = read_ktap(ktap)
+    (run,) = top.subtests
+    assert top.counts.errors == 0 and run.status == kp.TestStatus.SUCCESS
+    assert [t.name for t in run.subtests] == [*names, "checks"]
+    assert {t.name for t in run.subtests[-1].subtests} == set(checks)
     # The exact proof: every page the image holds outside low memory and B's window is
     # the same at departure, in B, on the disk and at return.
     mem = res["memory"]
@@ -93,7 +110,8 @@ def test_default_scenario_passes(tmp_path):
 
 
 def test_unpatched_kernel_triple_faults_on_jump_back(tmp_path):
-    code, res, run_dir = kjlab_run("i386-hibernate-unpatched.toml", tmp_path)
+    runs, ktap = tmp_path / "runs", tmp_path / "run.ktap"
+    code, res, run_dir = kjlab_run("i386-hibernate-unpatched.toml", runs, 1800, "--ktap", str(ktap))
     assert res["verdict"] == "TRIPLE_FAULT", (res["reason"], res["evidence"])
     assert res["failed_step"] == "jump-back"
     assert code == 1
@@ -111,6 +129,12 @@ def test_unpatched_kernel_triple_faults_on_jump_back(tmp_path):
     (said,) = [line for line in res["evidence"] if "check-round-trip:" in line]
     assert "pages of A the image holds were intact at return; the low 1 MiB: " in said, said
     assert not any("every page of A was intact" in line for line in res["evidence"])
+    kp, top = read_ktap(ktap)  # in KTAP: a failure, in its step, with its evidence below it
+    (run,) = top.subtests
+    assert top.counts.errors == 0 and run.status == kp.TestStatus.FAILURE
+    (failed,) = [t for t in run.subtests if t.status == kp.TestStatus.FAILURE]
+    assert failed.name == "jump-back"
+    assert "# TRIPLE_FAULT: " in ktap.read_text() and "Triple fault" in ktap.read_text()
     low = res["memory"]["low_memory_at_return"]
     assert low["pages_compared"] == 256 and len(low["owners"]) == len(low["changed"]) > 0
     assert not qemu_processes_for(run_dir)
@@ -271,6 +295,12 @@ def test_x86_64_hibernation_on_6_12_passes(tmp_path):
     checks = {c["name"]: c["ok"] for c in res["checks"]}
     assert checks and all(checks.values())
     assert {s["name"] for s in res["snapshots"]} == {"A-departure", "B-booted", "A-return", "A-running"}
+    # the same run in KTAP, as KernelCI-style tools read it: a success, step by step
+    kp, top = read_ktap(ktap)
+    (run,) = top.subtests
+    assert top.counts.errors == 0 and run.status == kp.TestStatus.SUCCESS
+    assert [t.name for t in run.subtests] == [*names, "checks"]
+    assert {t.name for t in run.subtests[-1].subtests} == set(checks)
     proof = res["memory"]["round_trip"]
     assert proof["proven"] and proof["complete"] and proof["pages_in_domain"] > 20000
     assert all(leg["pages_differing"] == 0 for leg in proof["legs"])

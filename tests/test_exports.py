@@ -205,12 +205,24 @@ def test_kcidb_schema_rejects_what_we_avoid(tmp_path: Path) -> None:
 def test_write_exports(tmp_path: Path) -> None:
     cells = night(tmp_path / "runs")
     paths = write_exports(tmp_path / "out", "nightly", cells, run_name="n1", origin="kjlab")
-    assert paths == {"junit": tmp_path / "out" / "junit.xml", "kcidb": tmp_path / "out" / "kcidb.json"}
+    assert paths == {"junit": tmp_path / "out" / "junit.xml", "kcidb": tmp_path / "out" / "kcidb.json",
+                     "ktap": tmp_path / "out" / "results.ktap"}
     assert ET.parse(paths["junit"]).getroot().get("tests") == "6"
     data = json.loads(paths["kcidb"].read_text())
     kcidb_io.schema.LATEST.validate(data)
     assert len(data["tests"]) == 6 and data["tests"][0]["id"].startswith("kjlab:n1/")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["junit.xml", "kcidb.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["junit.xml", "kcidb.json", "results.ktap"]
+    # the night in KTAP, read back by the kernel's own parser: a test per cell, named by its id,
+    # each passing exactly when its verdict is good (PASS, XFAIL)
+    from tests.test_ktap import kunit_parser
+
+    kp = kunit_parser()
+    import kunit_printer  # loaded with kunit_parser
+
+    top = kp.parse_run_tests(paths["ktap"].read_text().splitlines(), kunit_printer.null_printer)
+    assert top.counts.errors == 0
+    assert [t.name for t in top.subtests] == [c.cell for c in cells]
+    assert [t.status == kp.TestStatus.SUCCESS for t in top.subtests] == [c.good for c in cells]
 
 
 def test_empty_night(tmp_path: Path) -> None:
