@@ -8,6 +8,11 @@ give them (lore's "mbox" of the thread), made from the lab's own patches:
   tree/                  the files they touch, from Debian's linux-source-7.2 (7.2.13)
 
     .venv/bin/python tests/make_patch_mails.py [--tree-72 PATH]
+
+The committed thread keeps the subjects the fixes had when it was made (2026-12-01, before
+the series were renumbered per destination); when a fix's diff changes, only that mail's
+diff is replaced in it (as for 0002 v2 on 2026-12-08), since tests/test_patch_mail.py
+reads the thread as a thread of that day.
 """
 
 from __future__ import annotations
