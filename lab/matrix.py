@@ -78,7 +78,7 @@ from .cell import cell_id, cell_slug
 from .errors import ScenarioError
 from .machines import KERNEL_VARIANT_FRAGMENTS, kernel_variant, machine_fragments, machines
 from .quirks import QUIRKS
-from .flows import FLOW_NAMES as FLOWS
+from .flow_kinds import FLOW_NAMES as FLOWS
 from .arch import Arch, parse_arch
 from .scenario import EXPECTABLE_NAMES as VERDICTS
 from .scenario import NAME_RE, NAME_RULE, check_kernel_source, check_name, check_seconds, read_toml, scenario_from_dict

@@ -17,8 +17,7 @@ from .arch import Arch, parse_arch
 from .artifacts.kernel import PATCHES_DIR, KernelSpec, resolve_fragment
 from .artifacts.kexec_tools import PATCHES_DIR as KEXEC_TOOLS_PATCHES_DIR, KexecToolsSpec
 from .errors import ScenarioError, UserError
-from .flows import FLOW_NAMES, FLOWS
-from .flows.common import DEFAULT_TIMEOUTS
+from .flow_kinds import DEFAULT_TIMEOUTS, FLOW_KINDS, FLOW_NAMES
 from .verdict import EXPECTABLE, Verdict
 from .machines import DISK_BUSES, GUEST_SWAP_DEVICE, MachineSpec, machines, ram_ranges, ram_top, ram_unreachable, validate
 from .quirks import DEFAULT_QUIRKS, QUIRKS
@@ -502,7 +501,7 @@ def _swap_bus(where: str, flow: FlowParams, machine: MachineSpec) -> FlowParams:
 
 def _flow_on_arch(where: str, flow: FlowParams, arch: Arch) -> FlowParams:
     """A flow that runs one of the lab's i386-only programs cannot run on another arch."""
-    if FLOWS[flow.name].needs_physcall and not arch.info.physcall:
+    if FLOW_KINDS[flow.name].needs_physcall and not arch.info.physcall:
         raise ScenarioError(where, "flow.name", f"the {flow.name!r} flow calls kj-physcall.elf, a 32-bit "
                             f"physical-mode program the lab has for i386 only, not for {arch}")
     return flow

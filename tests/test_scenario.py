@@ -179,3 +179,23 @@ def test_a_offline_cpus_names_secondary_cpus_of_the_machine(tmp_path):
                          ("1", "must be a list")):
         with pytest.raises(ScenarioError, match=words):
             scenario_from_dict({**smp2, "flow": {"a_offline_cpus": value}}, tmp_path / "t.toml")
+
+
+def test_the_model_imports_no_flow():
+    """Scenarios and matrices validate flow names against lab.flow_kinds: loading them pulls
+    in none of lab.flows, which imports the model (the review's import circle 1, gone)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, lab.scenario, lab.matrix; "
+            "print(sorted(m for m in sys.modules if m == 'lab.flows' or m.startswith('lab.flows.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_every_flow_kind_has_its_class():
+    from lab.flow_kinds import FLOW_KINDS
+    from lab.flows import FLOWS
+
+    assert list(FLOWS) == list(FLOW_KINDS)
+    assert all(FLOWS[name].kind is kind for name, kind in FLOW_KINDS.items())

@@ -26,6 +26,7 @@ from ..memory.record import HighmemZone, ResumeCheck, SentinelPlanRecord
 from ..memory.resumed import ResumedMoment
 from ..qemu_cmdline import BootFiles
 from ..results import Check
+from ..flow_kinds import DEFAULT_TIMEOUTS, FlowKind
 from ..evidence import (
     PANIC_RE, cpu_count, cpuinfo_flags, format_cpu_list, highmem_zone, jump_mark, kernel_trouble, kexec_error_lines,
     kexec_load_entry, log_since_jump, panic_lines, parse_checks, parse_cpu_list, restarted,
@@ -46,15 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUTS = {
-    "boot": 120.0,
-    "command": 60.0,
-    "load": 180.0,
-    "save": 600.0,
-    "jump": 120.0,
-    "power-off": 60.0,
-    "after-resume": 60.0,  # flow.after_resume_command (a test option that may kill A on purpose)
-}
 READY_RE = r"KJLAB-READY role={role}\b"
 # Machines that ended with nothing (or not enough) said on the console: their memory is read
 SILENT_ENDS = (Verdict.TRIPLE_FAULT, Verdict.GUEST_RESET)
@@ -101,10 +93,9 @@ ResumedHook = Callable[[GuestVM, Recorder], None]
 
 
 class FlowContext:
-    name = ""  # the flow's name in scenario files (lab.flows.FLOWS)
+    kind: FlowKind  # its name and needs, from lab.flow_kinds (the model's one list of flows)
     summary = ""  # one line for `kjlab list`
     hands_over_resumed_a = False  # the flow calls on_resumed (lab.pytest_plugin)
-    needs_physcall = False  # the flow runs kj-physcall.elf (lab.arch.ArchInfo.physcall)
     on_resumed: ResumedHook | None = None
     # The reason given with a PASS: what held.
     pass_reason = "kernel A resumed and every check held"

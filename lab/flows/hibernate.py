@@ -35,12 +35,13 @@ from ..guest import GuestVM
 from ..verdict import Verdict
 from .base import FlowStop, read_log
 from .common import FlowContext
+from ..flow_kinds import FLOW_KINDS
 
 log = logging.getLogger(__name__)
 
 
 class HibernateFlow(FlowContext):
-    name = "hibernate"
+    kind = FLOW_KINDS["hibernate"]
     hands_over_resumed_a = True
     summary = "the ten steps of seed 004: A -> B saves A's image -> power off -> C loads it -> A resumes"
     proof: Future[RoundTripProof] | None = None  # the round-trip proof, computed from the return on

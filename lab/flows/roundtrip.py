@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from ..guest import GuestVM
 from .common import FlowContext
+from ..flow_kinds import FLOW_KINDS
 
 
 class JumpRoundtripFlow(FlowContext):
     """A jumps to B; B jumps straight back with kj-jump-back; A's state is checked."""
 
-    name = "jump-roundtrip"
+    kind = FLOW_KINDS["jump-roundtrip"]
     hands_over_resumed_a = True
     summary = "A -> B -> A directly, B jumps back with kj-jump-back (seed 004, cooperative multi-kernel)"
 
@@ -35,7 +36,7 @@ class CyclesFlow(JumpRoundtripFlow):
     """N round trips in a row. The first boots B; later ones switch into B where it left
     off (B's shell returns from its own kexec -e) and back: no boot after the first."""
 
-    name = "cycles"
+    kind = FLOW_KINDS["cycles"]
     summary = "N round trips A <-> B in a row, A's state checked after each"
 
     pass_reason = "every round trip came back to A and every check held after each"

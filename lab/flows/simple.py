@@ -8,12 +8,13 @@ from ..errors import ConsoleEOF, ConsoleTimeout
 from ..verdict import Verdict
 from .base import FlowStop
 from .common import FlowContext
+from ..flow_kinds import FLOW_KINDS
 
 
 class KexecRebootFlow(FlowContext):
     """kexec -l of a new kernel, kexec -e: the new kernel boots (no return)."""
 
-    name = "kexec-reboot"
+    kind = FLOW_KINDS["kexec-reboot"]
     summary = "seed 001: plain kexec -l / kexec -e reboot into a new kernel"
 
     pass_reason = "the kexec'd kernel booted with the command line it was given"
@@ -38,11 +39,10 @@ class PhysCallFlow(FlowContext):
     """A loads kj-physcall.elf with --load-preserve-context --args-none and kexec -e calls it
     with paging off; it writes a marker on COM1 and returns; A goes on."""
 
-    name = "phys-call"
+    kind = FLOW_KINDS["phys-call"]
     summary = "seed 003: call a program in physical mode (kj-physcall.elf) and return to A"
 
     MARKER = "KJLAB-PHYSCALL"
-    needs_physcall = True
     pass_reason = "the physical-mode program ran and returned; A went on and every check held"
 
     def run(self) -> None:

@@ -16,10 +16,11 @@ from ..guest import GuestVM
 from ..verdict import Verdict
 from .base import FlowStop
 from .common import FlowContext
+from ..flow_kinds import FLOW_KINDS
 
 
 class SnapshotDebugFlow(FlowContext):
-    name = "snapshot-debug"
+    kind = FLOW_KINDS["snapshot-debug"]
     summary = "seed 004: two images of one A saved at two moments, both checked on the host"
     pass_reason = "both images show A at their own moment, and A came back after each"
 

@@ -26,6 +26,7 @@ from ..memory.record import SwsuspImage
 from ..verdict import Verdict
 from .base import FlowStop
 from .common import READY_RE, FlowContext
+from ..flow_kinds import FLOW_KINDS
 
 # With no ACPI (pc-virtio) the kernel cannot power off: power_down() halts instead.
 POWER_DOWN = r"reboot: (?:Power down|System halted)"
@@ -70,7 +71,7 @@ def failure_lines(text: str) -> list[str]:
 
 
 class SwsuspFlow(FlowContext):
-    name = "swsusp"
+    kind = FLOW_KINDS["swsusp"]
     hands_over_resumed_a = True
     summary = "the kernel's own hibernation (swsusp): A -> echo disk > /sys/power/state -> power off -> resume= -> A"
     pass_reason = "kernel A resumed from its swsusp image and every check held"
