@@ -26,37 +26,18 @@ from typing import TYPE_CHECKING
 from . import atomic
 from .report import environment, format_size, format_time
 from .cell import cell_id
-from .results import RunResult, Step, load
+from .results import RunResult, load
+from .run_figures import PHASES, NotComparable, Phase, cycle_figures, image_size, jump_figures, phases
+
+__all__ = ["NotComparable", "cycle_figures", "jump_figures"]  # also the history's, from lab.run_figures
 
 if TYPE_CHECKING:
     from .history import CellRecord
 
 TEMPLATE = "comparison.html.j2"
-PHASES = ("prepare", "save", "resume")
-# flow -> phase -> its steps
-PHASE_STEPS: dict[str, dict[str, tuple[str, ...]]] = {
-    "hibernate": {"prepare": ("load-B",), "save": ("jump-to-B", "save-image", "power-off"),
-                  "resume": ("boot-C", "load-image", "jump-back")},
-    "swsusp": {"prepare": ("swap-on",), "save": ("hibernate",), "resume": ("resume",)},
-}
-# Commands of the lab's own instruments (lab.flows.common.jump_capturing, snapshot, C's CRC-32).
-INSTRUMENT_RE = re.compile(r"^(GDB: |stopped at |QMP |kj-proof crc32 )")
-LS_DUMP_RE = re.compile(r"^\S+\s+\d+\s+\S+\s+\S+\s+(\d+) .* dump\.elf$", re.MULTILINE)
 NEED_RE = re.compile(r"Need to copy (\d+) pages")
 WROTE_RE = re.compile(r"Wrote (\d+) kbytes in (\d+\.\d+) seconds")
 READ_RE = re.compile(r"Read (\d+) kbytes in (\d+\.\d+) seconds")
-
-
-class NotComparable(ValueError):
-    """The two runs cannot be compared (which flow, which verdict, which steps are missing)."""
-
-
-@dataclass(frozen=True)
-class Phase:
-    name: str
-    seconds: float  # the steps as run
-    core: float  # without the lab's instruments
-    steps: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -98,44 +79,21 @@ class Comparison:
 
 
 def figures(result: RunResult) -> FlowFigures:
-    if result.flow not in PHASE_STEPS:
-        raise NotComparable(f"run {result.run_id} is a {result.flow!r} run; comparable flows: {', '.join(PHASE_STEPS)}")
-    steps = {s.name: s for s in result.steps}
-    phases = {}
-    for phase, names in PHASE_STEPS[result.flow].items():
-        missing = [n for n in names if n not in steps or steps[n].outcome != "ok"]
-        if missing:
-            raise NotComparable(f"run {result.run_id} ({result.flow}, {result.verdict}) has no finished "
-                                f"{', '.join(missing)} step")
-        chosen = [steps[n] for n in names]
-        seconds = sum(s.seconds for s in chosen)
-        phases[phase] = Phase(phase, seconds, seconds - sum(_instruments(s) for s in chosen), names)
-    image, note, kernel_figures = (_kexec_image(steps) if result.flow == "hibernate" else _swsusp_image(result, steps))
+    ph = phases(result)
+    image, note = image_size(result)
     kernel = result.provenance.get("kernel", {})
     return FlowFigures(
         run_id=result.run_id, scenario=result.scenario, flow=result.flow, verdict=result.verdict.value,
         kernel=f"{kernel.get('release', '?')} (cache key {kernel.get('cache_key', '?')})",
         machine=str(result.provenance.get("machine", {}).get("name", "?")),
-        image_bytes=image, image_note=note, phases=phases, kernel_figures=kernel_figures,
+        image_bytes=image, image_note=note, phases=ph,
+        kernel_figures=_swsusp_kernel_figures(result) if result.flow == "swsusp" else [],
     )
 
 
-def _instruments(step: Step) -> float:
-    return sum(c.seconds for c in step.commands if INSTRUMENT_RE.match(c.command))
-
-
-def _kexec_image(steps: dict[str, Step]) -> tuple[int, str, list[str]]:
-    for c in steps["save-image"].commands:
-        if m := LS_DUMP_RE.search(c.output):
-            return int(m.group(1)), "dump.elf, A's memory as B copied it from /proc/vmcore (uncompressed)", []
-    raise NotComparable("the kexec-jump run's save-image step does not list dump.elf's size")
-
-
-def _swsusp_image(result: RunResult, steps: dict[str, Step]) -> tuple[int, str, list[str]]:
-    image = result.memory.swsusp_image
-    on_swap = image.image_bytes if image else None
-    if on_swap is None:
-        raise NotComparable(f"run {result.run_id} has no swsusp image size (a test_resume run has no measure-image step)")
+def _swsusp_kernel_figures(result: RunResult) -> list[str]:
+    """The kernel's own figures in its messages: pages to copy, kbytes written and read."""
+    steps = {s.name: s for s in result.steps}
     said = "\n".join(c.output for name in ("hibernate", "resume") for c in steps[name].commands)
     kernel_figures = []
     if m := NEED_RE.search(said):
@@ -144,8 +102,7 @@ def _swsusp_image(result: RunResult, steps: dict[str, Step]) -> tuple[int, str, 
         kernel_figures.append(f"wrote {format_size(int(m.group(1)) * 1024)} in {float(m.group(2)):.2f} s (the kernel's count)")
     if m := READ_RE.search(said):
         kernel_figures.append(f"read {format_size(int(m.group(1)) * 1024)} in {float(m.group(2)):.2f} s (the kernel's count)")
-    return (int(on_swap), "the swap disk's written blocks less mkswap's header and the pages A still had swapped "
-            "out after the resume: the LZO-compressed image and its metadata", kernel_figures)
+    return kernel_figures
 
 
 def compare(kexec: RunResult, swsusp: RunResult) -> Comparison:
@@ -170,27 +127,6 @@ def compare(kexec: RunResult, swsusp: RunResult) -> Comparison:
         if f.verdict != "PASS":
             warnings.append(f"the {f.flow} run's verdict is {f.verdict}, not PASS")
     return Comparison(k, s, rows, warnings)
-
-
-def cycle_figures(result: RunResult) -> dict[str, float]:
-    """A hibernation cycle's figures for the history (lab.history.CellRecord.figures): the
-    image size and each phase's time; {} for a run that is not a comparable cycle (another
-    flow, or one that did not get through its phases)."""
-    try:
-        f = figures(result)
-    except NotComparable:
-        return {}
-    out = {"image_bytes": float(f.image_bytes), "cycle": round(f.cycle, 3), "core_cycle": round(f.core_cycle, 3)}
-    out.update({phase: round(p.seconds, 3) for phase, p in f.phases.items()})
-    return out
-
-
-def jump_figures(result: RunResult) -> dict[str, float]:
-    """How many kexec jumps from A to B the run made (its jump-to-B steps that ran to an
-    end, ok or failed), for `kjlab run --repeat` to count jumps rather than runs: a cycles
-    run jumps N times. {} for a run with none."""
-    made = [s for s in result.steps if s.name.startswith("jump-to-B") and s.outcome in ("ok", "failed")]
-    return {"jumps_to_b": float(len(made))} if made else {}
 
 
 def cycle_ratios(kexec: dict[str, float], swsusp: dict[str, float]) -> dict[str, float]:

@@ -48,6 +48,7 @@ from typing import Any
 
 from .cell import CELL_PARTS, parse_cell_id
 from .errors import UserError
+from .run_figures import cycle_figures, jump_figures
 from .verdict import Verdict
 
 SCHEMA_VERSION = 4
@@ -132,7 +133,7 @@ class CellRecord:
     seconds: float = 0.0
     run_dir: str = ""
     report: str = ""  # path of report.html, "" when the run has none
-    figures: dict[str, float] = field(default_factory=dict)  # measured: lab.compare.cycle_figures
+    figures: dict[str, float] = field(default_factory=dict)  # measured: lab.run_figures.cycle_figures
     source_version: str = ""  # the kernel's source version (provenance.kernel), "" unknown
     release: str = ""  # its release (uname -r), "" unknown
 
@@ -167,7 +168,6 @@ class CellRecord:
                        reason=f"no readable results.json in {run_dir}: {type(e).__name__}: {e}")
         ends = [s.ended for s in res.steps if s.ended]
         ended = res.ended or max(ends, default=res.started)
-        from .compare import cycle_figures, jump_figures
 
         kernel = res.provenance.get("kernel") or {}  # none when the build failed
         return cls(**base, verdict=res.verdict, observed=res.observed_verdict or res.verdict,

@@ -91,3 +91,17 @@ def test_a_night_s_ratio_per_kernel_and_machine() -> None:
     failed = {**records, swsusp.cell: CellRecord(**{**vars(swsusp), "verdict": "PANIC"})}
     assert night_ratios(failed, lambda cid: []) == []
     assert cycle_ratios({"cycle": 10.0}, {"cycle": 0.0}) == {}
+
+
+def test_the_history_reads_figures_without_the_report():
+    """lab.history takes a run's figures from lab.run_figures, which renders nothing: the
+    SQLite history pulls in neither lab.compare nor the report's templates (the review's
+    import circle 2, history -> compare -> report, gone)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, lab.history; "
+            "print(sorted(m for m in sys.modules if m.split('.')[:2] in (['lab', 'compare'], ['lab', 'report'])"
+            " or m == 'jinja2'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
