@@ -295,12 +295,6 @@ def test_x86_64_hibernation_on_6_12_passes(tmp_path):
     checks = {c["name"]: c["ok"] for c in res["checks"]}
     assert checks and all(checks.values())
     assert {s["name"] for s in res["snapshots"]} == {"A-departure", "B-booted", "A-return", "A-running"}
-    # the same run in KTAP, as KernelCI-style tools read it: a success, step by step
-    kp, top = read_ktap(ktap)
-    (run,) = top.subtests
-    assert top.counts.errors == 0 and run.status == kp.TestStatus.SUCCESS
-    assert [t.name for t in run.subtests] == [*names, "checks"]
-    assert {t.name for t in run.subtests[-1].subtests} == set(checks)
     proof = res["memory"]["round_trip"]
     assert proof["proven"] and proof["complete"] and proof["pages_in_domain"] > 20000
     assert all(leg["pages_differing"] == 0 for leg in proof["legs"])
