@@ -62,8 +62,9 @@ def _step_line(n: int, step: Step, res: RunResult) -> tuple[str, bool]:
     if step.outcome == "skipped":
         return f"ok {n} {name} # SKIP {message}".rstrip(), False
     if step.outcome == "failed":
-        expected = res.verdict is Verdict.XFAIL and step.name == res.failed_step
-        return f"not ok {n} {name} # {'XFAIL ' if expected else ''}{message}".rstrip(" #"), step.name == res.failed_step
+        the_failure = step.name == res.failed_step
+        directive = " ".join(w for w in ("XFAIL" if the_failure and res.verdict is Verdict.XFAIL else "", message) if w)
+        return f"not ok {n} {name}" + (f" # {directive}" if directive else ""), the_failure
     return f"not ok {n} {name} # ERROR {step.outcome} {message}".rstrip(), False
 
 
@@ -71,7 +72,8 @@ def _check_lines(checks: Sequence[Check]) -> list[str]:
     lines = ["KTAP version 1", "# Subtest: checks", f"1..{len(checks)}"]
     for n, check in enumerate(checks, 1):
         detail = _diagnostic(check.detail)
-        lines.append(f"{'ok' if check.ok else 'not ok'} {n} {_description(check.name)}" + (f" # {detail}" if detail and not check.ok else ""))
+        diagnostic = f" # {detail}" if detail and not check.ok else ""
+        lines.append(f"{'ok' if check.ok else 'not ok'} {n} {_description(check.name)}{diagnostic}")
     return lines
 
 

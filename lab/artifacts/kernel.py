@@ -86,36 +86,38 @@ def fragment_label(path: Path) -> str:
     return str(path.relative_to(CONFIGS_DIR)) if path.is_relative_to(CONFIGS_DIR) else str(path)
 
 
-def resolve_patch(name: str, series: str = "") -> Path:
-    """A patch by name; guests/kernel/patches/<series>/<name> (e.g. 6.12/) overrides the
+def resolve_patch(name: str, series: str = "", library: Path = PATCHES_DIR, what: str = "kernel") -> Path:
+    """A patch by name in `library` (the lab's kernel patches, or another program's, e.g.
+    guests/kexec-tools/patches); <library>/<series>/<name> (e.g. 6.12/) overrides the
     generic one (the form sent upstream, against the newest kernel) with a backport for
     kernels whose code differs under the patch's context. An absolute path is any patch
     or mbox file (scenario files and `kjlab run --patch` make their paths absolute)."""
     if os.path.isabs(name):
         path = Path(name)
         if not path.is_file():
-            raise UserError(f"kernel patch file {name}: no such file")
+            raise UserError(f"{what} patch file {name}: no such file")
         return path
-    specific = PATCHES_DIR / series / name if series else None
-    path = specific if specific and specific.is_file() else PATCHES_DIR / name
+    specific = library / series / name if series else None
+    path = specific if specific and specific.is_file() else library / name
     if not path.is_file():
-        choices = sorted(p.name for p in PATCHES_DIR.glob("*.patch"))
-        raise UserError(f"unknown kernel patch {name!r}; available: {', '.join(choices)} "
+        choices = sorted(p.name for p in library.glob("*.patch"))
+        raise UserError(f"unknown {what} patch {name!r}; available: {', '.join(choices)} "
                         "(or the path of a patch or mbox file)")
     return path
 
 
-def patch_label(path: Path) -> str:
-    """A patch file as records name it: its name in guests/kernel/patches, else its path."""
-    return str(path.relative_to(PATCHES_DIR)) if path.is_relative_to(PATCHES_DIR) else str(path)
+def patch_label(path: Path, library: Path = PATCHES_DIR) -> str:
+    """A patch file as records name it: its name in the library, else its path."""
+    return str(path.relative_to(library)) if path.is_relative_to(library) else str(path)
 
 
-def patch_series(names: tuple[str, ...] | list[str], series: str = "") -> list[PatchMail]:
+def patch_series(names: tuple[str, ...] | list[str], series: str = "", library: Path = PATCHES_DIR,
+                 what: str = "kernel") -> list[PatchMail]:
     """Every patch of every named file (a patch, a format-patch series, an mbox), in order."""
     mails: list[PatchMail] = []
     for name in names:
-        path = resolve_patch(name, series)
-        mails.extend(read_series(path, patch_label(path)))
+        path = resolve_patch(name, series, library, what)
+        mails.extend(read_series(path, patch_label(path, library)))
     return mails
 
 

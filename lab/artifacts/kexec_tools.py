@@ -28,10 +28,10 @@ from .. import GUESTS_DIR
 from .. import debian_archive as debian
 from ..arch import Arch
 from ..cache import cache_root, cached_dir, hash_inputs
-from ..errors import BuildError, CommandFailed, UserError
+from ..errors import BuildError, CommandFailed
 from ..proc import run
 from .git_am import apply_series
-from .patch_mail import PatchMail, read_series
+from .kernel import patch_series
 
 log = logging.getLogger(__name__)
 
@@ -58,38 +58,12 @@ class KexecToolsSpec:
     suite: str = "bookworm"
     patches: tuple[str, ...] = ()  # names in guests/kexec-tools/patches, or absolute paths
 
-    @property
-    def source(self) -> str:
-        return f"debian:{self.package}@{self.suite}"
-
 
 @dataclass(frozen=True)
 class KexecToolsBuild:
     kexec: Path  # the static program, for sbin/kexec in the initramfs
     key: str
     provenance: dict[str, Any]
-
-
-def resolve_patch(name: str) -> Path:
-    """A kexec-tools patch by name in guests/kexec-tools/patches, or an absolute path."""
-    path = Path(name) if Path(name).is_absolute() else PATCHES_DIR / name
-    if not path.is_file():
-        choices = sorted(p.name for p in PATCHES_DIR.glob("*.patch"))
-        raise UserError(f"unknown kexec-tools patch {name!r}; available: {', '.join(choices)} "
-                        "(or the path of a patch or mbox file)")
-    return path
-
-
-def patch_label(path: Path) -> str:
-    return path.name if path.parent == PATCHES_DIR else str(path)
-
-
-def patch_series(names: tuple[str, ...]) -> list[PatchMail]:
-    mails: list[PatchMail] = []
-    for name in names:
-        path = resolve_patch(name)
-        mails.extend(read_series(path, patch_label(path)))
-    return mails
 
 
 def source_package(spec: KexecToolsSpec, arch: Arch, log_path: Path | None = None) -> debian.SourcePackage:
@@ -116,7 +90,7 @@ def _compiler_version(arch: Arch) -> str:
 def build_kexec_tools(spec: KexecToolsSpec, arch: Arch, log_path: Path | None = None) -> KexecToolsBuild:
     """Build (or take from the cache) a static kexec for `arch` from `spec`."""
     src = source_package(spec, arch, log_path)
-    mails = patch_series(spec.patches)
+    mails = patch_series(spec.patches, library=PATCHES_DIR, what="kexec-tools")
     toolchain = TOOLCHAIN[arch]
     key = hash_inputs({
         "kind": "kexec-tools",
